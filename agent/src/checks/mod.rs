@@ -1,0 +1,3 @@
+//! One folder per check, each with its probe, its remediation and its tests.
+
+pub mod besclient;

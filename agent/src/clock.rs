@@ -1,0 +1,56 @@
+//! Wall-clock time, injected so that day rollover and staleness are tested without waiting.
+//!
+//! Monotonic deadlines use `tokio::time::Instant` (paused in tests); this trait is only for
+//! what is compared with file times and written into events.
+
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Local, Utc};
+
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> DateTime<Utc>;
+
+    /// File name of today's BESClient log, `YYYYMMDD.log`, by the host's local date
+    /// (the client names its files in local time).
+    fn today_log_name(&self) -> String {
+        format!("{}.log", self.now().with_timezone(&Local).format("%Y%m%d"))
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A clock tests set and advance by hand. Its dates are UTC.
+#[derive(Debug, Clone)]
+pub struct ManualClock(Arc<Mutex<DateTime<Utc>>>);
+
+impl ManualClock {
+    pub fn new(at: DateTime<Utc>) -> Self {
+        ManualClock(Arc::new(Mutex::new(at)))
+    }
+
+    pub fn set(&self, at: DateTime<Utc>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = at;
+    }
+
+    pub fn advance(&self, by: std::time::Duration) {
+        let mut t = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *t += chrono::Duration::from_std(by).unwrap_or(chrono::Duration::MAX);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn today_log_name(&self) -> String {
+        format!("{}.log", self.now().format("%Y%m%d"))
+    }
+}

@@ -1,0 +1,725 @@
+//! `/etc/rollcall/agent.toml`: parsed once into typed, validated values.
+//!
+//! Unknown keys are errors, durations are human (`90s`, `2m`, `1h`), and every error names
+//! the file, the line, the key and what to write instead.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use serde_spanned::Spanned;
+
+/// Exit code for a configuration error (`EX_CONFIG` from sysexits.h).
+pub const EX_CONFIG: i32 = 78;
+
+/// The agent's whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the agent keeps its identity, credential, pause flag and last state.
+    pub state_dir: PathBuf,
+    pub host: HostConfig,
+    pub collector: Option<CollectorConfig>,
+    pub besclient: BesclientConfig,
+    pub remediation: RemediationConfig,
+    pub nessusd: NessusdConfig,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct HostConfig {
+    /// Free-form labels (`env`, `region`, `zone`, `role`) the collector filters and groups by.
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CollectorConfig {
+    pub url: String,
+    pub ca_file: Option<PathBuf>,
+    pub enroll_secret_file: Option<PathBuf>,
+    pub interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ManagerKind {
+    /// systemd when booted with it, else the SysV init script, else configured commands.
+    Auto,
+    Systemd,
+    Sysv,
+    Command,
+}
+
+#[derive(Debug, Clone)]
+pub struct BesclientConfig {
+    /// Service name: the systemd unit `<service>.service` or `/etc/init.d/<service>`.
+    pub service: String,
+    pub manager: ManagerKind,
+    /// The daemon's executable; processes running it are BESClient.
+    pub process: PathBuf,
+    /// Optional pidfile written by the init script.
+    pub pidfile: Option<PathBuf>,
+    /// The SysV init script (default `/etc/init.d/<service>`).
+    pub init_script: PathBuf,
+    /// Directory of the daily `YYYYMMDD.log` files.
+    pub log_dir: PathBuf,
+    /// The client's data directory; the filesystem holding it is checked for space.
+    pub data_dir: PathBuf,
+    /// A running daemon whose newest log is older than this is hung.
+    pub stale_after: Duration,
+    /// After an action, the daemon must be up and today's log written within this.
+    pub verify_within: Duration,
+    /// Substrings that mark a log line as an error (case-sensitive).
+    pub error_patterns: Vec<String>,
+    /// With `manager = "command"`: argv to start and stop the daemon (no shell).
+    pub start: Vec<String>,
+    pub stop: Vec<String>,
+    /// Longest any service-manager or remediation command may run before it is killed.
+    pub command_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RemediationConfig {
+    /// `false`: observe and report only.
+    pub enabled: bool,
+    /// At most this many restarts/starts within `per`.
+    pub max_restarts: u32,
+    pub per: Duration,
+    /// The first wait after an exhausted ladder; doubles each round up to `backoff_max`.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// Last-resort argv (e.g. re-run bootstrap); empty = no reinstall step.
+    pub reinstall: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NessusdConfig {
+    pub enabled: bool,
+    pub status_url: String,
+    pub service: String,
+}
+
+/// A configuration error, located in its file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}; pass the right path with --config")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        /// Dotted key, e.g. `besclient.stale_after`.
+        key: String,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// The configuration used when no file is given: every default of DESIGN.md.
+    pub fn defaults() -> Config {
+        match Config::parse(Path::new("<defaults>"), "") {
+            Ok(c) => c,
+            // The empty document is valid by construction; tests pin this.
+            Err(e) => panic!("built-in defaults are invalid: {e}"),
+        }
+    }
+
+    /// Parses config text; `path` is only used in error messages.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            located(path, text, span, e.message().to_owned())
+        })?;
+        raw.validate()
+            .map_err(|(span, msg)| located(path, text, span, msg))
+    }
+}
+
+/// Turns a byte span into line, column and the dotted key that sits there.
+fn located(path: &Path, text: &str, span: Range<usize>, message: String) -> ConfigError {
+    let start = span.start.min(text.len());
+    let before = &text[..start];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    ConfigError::Invalid {
+        path: path.to_owned(),
+        line,
+        column,
+        key: key_at(text, start),
+        message,
+    }
+}
+
+/// Best effort: the `[section]` header above `pos` and the key on `pos`'s line.
+fn key_at(text: &str, pos: usize) -> String {
+    let before = &text[..pos];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[pos..].find('\n').map_or(text.len(), |i| pos + i);
+    let this_line = text[line_start..line_end].trim();
+    let section = before[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && l.ends_with(']'))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
+    if this_line.starts_with('[') {
+        return this_line.trim_matches(|c| c == '[' || c == ']').to_owned();
+    }
+    let key = this_line
+        .split('=')
+        .next()
+        .map(|k| k.trim().trim_matches('"').to_owned())
+        .filter(|k| !k.is_empty());
+    match (section, key) {
+        (Some(s), Some(k)) => format!("{s}.{k}"),
+        (None, Some(k)) => k,
+        (Some(s), None) => s,
+        (None, None) => "(document)".to_owned(),
+    }
+}
+
+impl fmt::Display for ManagerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ManagerKind::Auto => "auto",
+            ManagerKind::Systemd => "systemd",
+            ManagerKind::Sysv => "sysv",
+            ManagerKind::Command => "command",
+        })
+    }
+}
+
+/// A duration written for humans: `90s`, `2m`, `1h 30m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct HumanDuration(Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s)
+            .map(HumanDuration)
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "invalid duration \"{s}\" ({e}); write it like \"90s\", \"2m\" or \"1h\""
+                ))
+            })
+    }
+}
+
+type Span = Range<usize>;
+type Invalid = (Span, String);
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    state_dir: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    host: RawHost,
+    collector: Option<Spanned<RawCollector>>,
+    #[serde(default)]
+    besclient: RawBesclient,
+    #[serde(default)]
+    remediation: RawRemediation,
+    #[serde(default)]
+    nessusd: RawNessusd,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHost {
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCollector {
+    url: Spanned<String>,
+    ca_file: Option<Spanned<PathBuf>>,
+    enroll_secret_file: Option<Spanned<PathBuf>>,
+    interval: Option<Spanned<HumanDuration>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawBesclient {
+    service: Option<Spanned<String>>,
+    manager: Option<Spanned<ManagerKind>>,
+    process: Option<Spanned<PathBuf>>,
+    pidfile: Option<Spanned<PathBuf>>,
+    init_script: Option<Spanned<PathBuf>>,
+    log_dir: Option<Spanned<PathBuf>>,
+    data_dir: Option<Spanned<PathBuf>>,
+    stale_after: Option<Spanned<HumanDuration>>,
+    verify_within: Option<Spanned<HumanDuration>>,
+    error_patterns: Option<Vec<String>>,
+    start: Option<Spanned<Vec<String>>>,
+    stop: Option<Spanned<Vec<String>>>,
+    command_timeout: Option<Spanned<HumanDuration>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRemediation {
+    enabled: Option<bool>,
+    max_restarts: Option<Spanned<u32>>,
+    per: Option<Spanned<HumanDuration>>,
+    backoff_base: Option<Spanned<HumanDuration>>,
+    backoff_max: Option<Spanned<HumanDuration>>,
+    reinstall: Option<Spanned<Vec<String>>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawNessusd {
+    enabled: Option<bool>,
+    status_url: Option<Spanned<String>>,
+    service: Option<String>,
+}
+
+fn absolute(v: Option<Spanned<PathBuf>>, default: &str, what: &str) -> Result<PathBuf, Invalid> {
+    match v {
+        None => Ok(PathBuf::from(default)),
+        Some(s) if s.get_ref().is_absolute() => Ok(s.into_inner()),
+        Some(s) => Err((
+            s.span(),
+            format!(
+                "{what} must be an absolute path, got \"{}\"; write it from / (default \"{default}\")",
+                s.get_ref().display()
+            ),
+        )),
+    }
+}
+
+fn duration(
+    v: Option<Spanned<HumanDuration>>,
+    default: Duration,
+    min: Duration,
+) -> Result<(Duration, Span), Invalid> {
+    match v {
+        None => Ok((default, 0..0)),
+        Some(s) => {
+            let span = s.span();
+            let d = s.into_inner().0;
+            if d < min {
+                Err((
+                    span,
+                    format!(
+                        "{} is too short; use at least {}",
+                        humantime::format_duration(d),
+                        humantime::format_duration(min)
+                    ),
+                ))
+            } else {
+                Ok((d, span))
+            }
+        }
+    }
+}
+
+/// A command is an argv: an absolute, existing, executable program and its arguments.
+fn argv(v: Option<Spanned<Vec<String>>>, what: &str) -> Result<Vec<String>, Invalid> {
+    let Some(v) = v else { return Ok(Vec::new()) };
+    let span = v.span();
+    let argv = v.into_inner();
+    let Some(program) = argv.first() else {
+        return Ok(argv);
+    };
+    let p = Path::new(program);
+    if !p.is_absolute() {
+        return Err((
+            span,
+            format!("{what}: program \"{program}\" must be an absolute path (commands run without a shell or PATH search)"),
+        ));
+    }
+    match std::fs::metadata(p) {
+        Ok(m)
+            if m.is_file()
+                && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0 =>
+        {
+            Ok(argv)
+        }
+        Ok(_) => Err((
+            span,
+            format!("{what}: \"{program}\" is not an executable file; chmod +x it or fix the path"),
+        )),
+        Err(e) => Err((
+            span,
+            format!("{what}: cannot use \"{program}\": {e}; install it or fix the path"),
+        )),
+    }
+}
+
+impl RawConfig {
+    fn validate(self) -> Result<Config, Invalid> {
+        let state_dir = absolute(self.state_dir, "/var/lib/rollcall", "state_dir")?;
+
+        let collector = match self.collector {
+            None => None,
+            Some(c) => {
+                let c = c.into_inner();
+                let url_span = c.url.span();
+                let url = c.url.into_inner();
+                if !url.starts_with("https://") {
+                    return Err((
+                        url_span,
+                        format!(
+                            "collector url \"{url}\" must start with https:// (TLS is always on)"
+                        ),
+                    ));
+                }
+                let mut files = Vec::new();
+                for f in [c.ca_file, c.enroll_secret_file] {
+                    files.push(match f {
+                        None => None,
+                        Some(f) => {
+                            let span = f.span();
+                            let p = f.into_inner();
+                            if !p.is_file() {
+                                return Err((
+                                    span,
+                                    format!(
+                                        "file \"{}\" does not exist; create it or fix the path",
+                                        p.display()
+                                    ),
+                                ));
+                            }
+                            Some(p)
+                        }
+                    });
+                }
+                let enroll_secret_file = files.pop().flatten();
+                let ca_file = files.pop().flatten();
+                let (interval, _) =
+                    duration(c.interval, Duration::from_secs(60), Duration::from_secs(1))?;
+                Some(CollectorConfig {
+                    url,
+                    ca_file,
+                    enroll_secret_file,
+                    interval,
+                })
+            }
+        };
+
+        let b = self.besclient;
+        let service = match b.service {
+            None => "besclient".to_owned(),
+            Some(s) => {
+                let span = s.span();
+                let s = s.into_inner();
+                if s.is_empty() || s.contains('/') || s.contains(char::is_whitespace) {
+                    return Err((
+                        span,
+                        format!(
+                            "service \"{s}\" must be a plain service name such as \"besclient\""
+                        ),
+                    ));
+                }
+                s
+            }
+        };
+        let (manager, manager_span) = match b.manager {
+            None => (ManagerKind::Auto, 0..0),
+            Some(m) => (*m.get_ref(), m.span()),
+        };
+        let init_default = format!("/etc/init.d/{service}");
+        let start = argv(b.start, "start")?;
+        let stop = argv(b.stop, "stop")?;
+        if manager == ManagerKind::Command && start.is_empty() {
+            return Err((
+                manager_span,
+                "manager = \"command\" needs besclient.start (and usually besclient.stop), e.g. start = [\"/etc/init.d/besclient\", \"start\"]".to_owned(),
+            ));
+        }
+        let (stale_after, stale_span) = duration(
+            b.stale_after,
+            Duration::from_secs(3600),
+            Duration::from_secs(1),
+        )?;
+        let (verify_within, _) = duration(
+            b.verify_within,
+            Duration::from_secs(120),
+            Duration::from_millis(100),
+        )?;
+        if stale_after < verify_within {
+            return Err((
+                stale_span,
+                format!(
+                    "stale_after ({}) is shorter than verify_within ({}); a freshly started client would count as hung",
+                    humantime::format_duration(stale_after),
+                    humantime::format_duration(verify_within)
+                ),
+            ));
+        }
+        let (command_timeout, _) = duration(
+            b.command_timeout,
+            Duration::from_secs(90),
+            Duration::from_secs(1),
+        )?;
+        let besclient = BesclientConfig {
+            process: absolute(b.process, "/opt/BESClient/bin/BESClient", "process")?,
+            pidfile: match b.pidfile {
+                None => None,
+                Some(p) => Some(absolute(Some(p), "/var/run/BESClient.pid", "pidfile")?),
+            },
+            init_script: absolute(b.init_script, &init_default, "init_script")?,
+            log_dir: absolute(
+                b.log_dir,
+                "/var/opt/BESClient/__BESData/__Global/Logs",
+                "log_dir",
+            )?,
+            data_dir: absolute(b.data_dir, "/var/opt/BESClient", "data_dir")?,
+            stale_after,
+            verify_within,
+            error_patterns: b.error_patterns.unwrap_or_else(|| {
+                vec![
+                    "General transport failure".to_owned(),
+                    "GetURL failed".to_owned(),
+                ]
+            }),
+            start,
+            stop,
+            command_timeout,
+            service,
+            manager,
+        };
+
+        let r = self.remediation;
+        let max_restarts = match r.max_restarts {
+            None => 5,
+            Some(m) if *m.get_ref() == 0 => {
+                return Err((
+                    m.span(),
+                    "max_restarts = 0 would never restart; to observe only, set remediation.enabled = false".to_owned(),
+                ))
+            }
+            Some(m) => m.into_inner(),
+        };
+        let (per, _) = duration(r.per, Duration::from_secs(3600), Duration::from_secs(1))?;
+        let (backoff_base, _) = duration(
+            r.backoff_base,
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+        )?;
+        let (backoff_max, backoff_span) = duration(
+            r.backoff_max,
+            Duration::from_secs(3600),
+            Duration::from_millis(100),
+        )?;
+        if backoff_max < backoff_base {
+            return Err((
+                backoff_span,
+                format!(
+                    "backoff_max ({}) is below backoff_base ({}); raise it",
+                    humantime::format_duration(backoff_max),
+                    humantime::format_duration(backoff_base)
+                ),
+            ));
+        }
+        let remediation = RemediationConfig {
+            enabled: r.enabled.unwrap_or(true),
+            max_restarts,
+            per,
+            backoff_base,
+            backoff_max,
+            reinstall: argv(r.reinstall, "reinstall")?,
+        };
+
+        let n = self.nessusd;
+        let status_url = match n.status_url {
+            None => "https://127.0.0.1:8834/server/status".to_owned(),
+            Some(u) if u.get_ref().starts_with("https://") => u.into_inner(),
+            Some(u) => {
+                return Err((
+                    u.span(),
+                    format!("status_url \"{}\" must be an https:// URL", u.get_ref()),
+                ))
+            }
+        };
+        let nessusd = NessusdConfig {
+            enabled: n.enabled.unwrap_or(false),
+            status_url,
+            service: n.service.unwrap_or_else(|| "nessusd".to_owned()),
+        };
+
+        Ok(Config {
+            state_dir,
+            host: HostConfig {
+                labels: self.host.labels,
+            },
+            collector,
+            besclient,
+            remediation,
+            nessusd,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("agent.toml"), text)
+    }
+
+    fn invalid(text: &str) -> (usize, String, String) {
+        match parse(text) {
+            Err(ConfigError::Invalid {
+                line, key, message, ..
+            }) => (line, key, message),
+            other => panic!("expected an invalid config, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn empty_file_gives_the_documented_defaults() {
+        let c = Config::defaults();
+        assert_eq!(c.state_dir, Path::new("/var/lib/rollcall"));
+        assert_eq!(c.besclient.service, "besclient");
+        assert_eq!(c.besclient.manager, ManagerKind::Auto);
+        assert_eq!(c.besclient.init_script, Path::new("/etc/init.d/besclient"));
+        assert_eq!(
+            c.besclient.log_dir,
+            Path::new("/var/opt/BESClient/__BESData/__Global/Logs")
+        );
+        assert_eq!(c.besclient.stale_after, Duration::from_secs(3600));
+        assert_eq!(c.besclient.verify_within, Duration::from_secs(120));
+        assert_eq!(c.remediation.max_restarts, 5);
+        assert!(c.remediation.enabled);
+        assert!(c.collector.is_none());
+        assert!(!c.nessusd.enabled);
+    }
+
+    #[test]
+    fn design_example_parses() {
+        let text = r#"
+state_dir = "/var/lib/rollcall"
+
+[host]
+labels = { env = "prod", region = "us-south", zone = "dal10", role = "carrier-worker" }
+
+[besclient]
+service = "besclient"
+manager = "auto"
+process = "/opt/BESClient/bin/BESClient"
+log_dir = "/var/opt/BESClient/__BESData/__Global/Logs"
+stale_after = "1h"
+verify_within = "2m"
+error_patterns = ["General transport failure", "GetURL failed"]
+
+[remediation]
+enabled = true
+max_restarts = 5
+per = "1h"
+backoff_max = "1h"
+reinstall = []
+
+[nessusd]
+enabled = false
+status_url = "https://127.0.0.1:8834/server/status"
+service = "nessusd"
+"#;
+        let c = parse(text).unwrap();
+        assert_eq!(c.host.labels["zone"], "dal10");
+        assert_eq!(c.besclient.error_patterns.len(), 2);
+    }
+
+    #[test]
+    fn unknown_key_names_section_key_and_line() {
+        let (line, key, msg) =
+            invalid("[besclient]\nservice = \"besclient\"\nstale_afte = \"1h\"\n");
+        assert_eq!(line, 3);
+        assert_eq!(key, "besclient.stale_afte");
+        assert!(msg.contains("unknown field"), "{msg}");
+        assert!(msg.contains("stale_after"), "lists the valid keys: {msg}");
+    }
+
+    #[test]
+    fn bad_duration_says_how_to_write_one() {
+        let (line, key, msg) = invalid("\n[besclient]\nstale_after = \"one hour\"\n");
+        assert_eq!(line, 3);
+        assert_eq!(key, "besclient.stale_after");
+        assert!(msg.contains("\"90s\""), "{msg}");
+    }
+
+    #[test]
+    fn bad_manager_lists_the_choices() {
+        let (_, key, msg) = invalid("[besclient]\nmanager = \"upstart\"\n");
+        assert_eq!(key, "besclient.manager");
+        assert!(msg.contains("systemd") && msg.contains("sysv"), "{msg}");
+    }
+
+    #[test]
+    fn command_manager_needs_a_start_command() {
+        let (line, key, msg) = invalid("[besclient]\nmanager = \"command\"\n");
+        assert_eq!((line, key.as_str()), (2, "besclient.manager"));
+        assert!(msg.contains("besclient.start"), "{msg}");
+    }
+
+    #[test]
+    fn missing_program_is_named() {
+        let (line, key, msg) =
+            invalid("[remediation]\nenabled = true\nreinstall = [\"/nonexistent/rebootstrap\"]\n");
+        assert_eq!((line, key.as_str()), (3, "remediation.reinstall"));
+        assert!(msg.contains("/nonexistent/rebootstrap"), "{msg}");
+    }
+
+    #[test]
+    fn relative_program_is_refused() {
+        let (_, _, msg) = invalid(
+            "[besclient]\nmanager = \"command\"\nstart = [\"service\", \"besclient\", \"start\"]\n",
+        );
+        assert!(msg.contains("absolute"), "{msg}");
+    }
+
+    #[test]
+    fn zero_budget_points_to_observe_only() {
+        let (_, key, msg) = invalid("[remediation]\nmax_restarts = 0\n");
+        assert_eq!(key, "remediation.max_restarts");
+        assert!(msg.contains("enabled = false"), "{msg}");
+    }
+
+    #[test]
+    fn stale_shorter_than_verify_is_refused() {
+        let (_, key, _) = invalid("[besclient]\nstale_after = \"30s\"\nverify_within = \"2m\"\n");
+        assert_eq!(key, "besclient.stale_after");
+    }
+
+    #[test]
+    fn plain_http_collector_is_refused() {
+        let (_, key, msg) = invalid("[collector]\nurl = \"http://c:8443\"\n");
+        assert_eq!(key, "collector.url");
+        assert!(msg.contains("https://"), "{msg}");
+    }
+
+    #[test]
+    fn syntax_error_is_located() {
+        let (line, _, _) = invalid("state_dir = \"/var/lib/rollcall\"\n[besclient\n");
+        assert_eq!(line, 2);
+    }
+
+    #[test]
+    fn error_display_has_file_line_and_key() {
+        let e = parse("[remediation]\nper = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("agent.toml:2:"), "{e}");
+        assert!(e.contains("remediation.per"), "{e}");
+    }
+}

@@ -1,0 +1,132 @@
+//! `rollcall-agent doctor`: every check once, reported the way an SRE walks the runbook.
+
+use std::fmt::Write;
+
+use rollcall_proto::{BesclientState, Health};
+use serde::Serialize;
+
+use crate::checks::besclient::ago;
+use crate::disk::human_bytes;
+use crate::state::LocalState;
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub health: Health,
+    pub besclient: BesclientState,
+    /// The running agent's own last state and actions, if it is running.
+    pub agent: Option<LocalState>,
+    /// Why the running agent's state could not be read, if it could not.
+    pub agent_note: Option<String>,
+}
+
+impl Report {
+    pub fn exit_code(&self) -> i32 {
+        match self.health {
+            Health::Critical => 2,
+            Health::Warn | Health::Ok => 0,
+        }
+    }
+
+    pub fn human(&self) -> String {
+        let b = &self.besclient;
+        let now = chrono::Utc::now();
+        let mut o = String::new();
+        let mark = |h: Health| match h {
+            Health::Ok => "OK  ",
+            Health::Warn => "WARN",
+            Health::Critical => "CRIT",
+        };
+        let _ = writeln!(
+            o,
+            "rollcall-agent doctor: {}",
+            self.health.as_str().to_uppercase()
+        );
+        let _ = writeln!(o);
+        let _ = writeln!(o, "[{}] besclient: {}", mark(b.health), b.reason);
+        let _ = writeln!(
+            o,
+            "       status {} since {} ({} ago)",
+            b.status.as_str(),
+            b.since.to_rfc3339(),
+            ago(now - b.since)
+        );
+        let _ = writeln!(
+            o,
+            "       service manager {}: {}",
+            b.manager,
+            b.unit_state
+                .as_deref()
+                .unwrap_or("(no status from configured commands)")
+        );
+        match b.pid {
+            Some(p) => _ = writeln!(o, "       process: pid {p}"),
+            None => _ = writeln!(o, "       process: none running"),
+        }
+        let newest = b.log.newest.as_deref().unwrap_or("none");
+        let written = match b.log.last_write {
+            Some(t) => format!("last written {} ({} ago)", t.to_rfc3339(), ago(now - t)),
+            None => "never written".to_owned(),
+        };
+        let _ = writeln!(
+            o,
+            "       log dir {}{}: newest {newest}, {written}; hung after {}s of silence",
+            b.log.dir,
+            if b.log.dir_exists { "" } else { " (MISSING)" },
+            b.log.stale_after_secs
+        );
+        if let Some(l) = &b.errors.last_line {
+            let _ = writeln!(o, "       error lines: {} (last: {l})", b.errors.count);
+        }
+        if let Some(d) = &b.disk {
+            let _ = writeln!(
+                o,
+                "       disk {}: {} free of {}{}",
+                d.path,
+                human_bytes(d.avail_bytes),
+                human_bytes(d.total_bytes),
+                if d.full { " — FULL" } else { "" }
+            );
+        }
+        let r = &b.remediation;
+        let mode = match (&r.paused_until, r.enabled) {
+            (_, false) => "disabled (observe only)".to_owned(),
+            (Some(u), true) => format!(
+                "paused until {} ({})",
+                u.to_rfc3339(),
+                r.pause_reason.as_deref().unwrap_or("")
+            ),
+            (None, true) => "enabled".to_owned(),
+        };
+        let _ = writeln!(o, "       remediation: {mode}");
+        let _ = writeln!(o);
+        match (&self.agent, &self.agent_note) {
+            (Some(a), _) => {
+                let _ = writeln!(
+                    o,
+                    "running agent (pid {}), state of {}:",
+                    a.pid,
+                    a.state.at.to_rfc3339()
+                );
+                let _ = writeln!(
+                    o,
+                    "  sees: {} — {}",
+                    a.state.besclient.status.as_str(),
+                    a.state.besclient.reason
+                );
+                let _ = writeln!(o, "  next: {}", a.next);
+                if a.events.is_empty() {
+                    let _ = writeln!(o, "  no actions taken");
+                } else {
+                    let _ = writeln!(o, "  recent events (newest first):");
+                    for e in a.events.iter().take(10) {
+                        let _ =
+                            writeln!(o, "    {}  {}", e.at.format("%Y-%m-%d %H:%M:%S"), e.message);
+                    }
+                }
+            }
+            (None, Some(n)) => _ = writeln!(o, "running agent: {n}"),
+            (None, None) => {}
+        }
+        o
+    }
+}

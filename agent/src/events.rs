@@ -1,0 +1,118 @@
+//! Every observation and action becomes a numbered [`Event`]: written to the log (journald
+//! fields when connected to it) and kept for the collector and `doctor`.
+
+use std::collections::VecDeque;
+
+use chrono::{DateTime, Utc};
+use rollcall_proto::{Event, EventKind};
+
+/// Events kept in memory for the state file and, later, delivery.
+const KEEP: usize = 256;
+
+#[derive(Debug)]
+pub struct EventLog {
+    next_seq: u64,
+    recent: VecDeque<Event>,
+}
+
+/// The optional structured fields of an event.
+#[derive(Debug, Default, Clone)]
+pub struct Fields<'a> {
+    pub action: Option<&'a str>,
+    pub step: Option<&'a str>,
+    pub pid: Option<u32>,
+}
+
+impl EventLog {
+    pub fn new() -> EventLog {
+        EventLog {
+            next_seq: 1,
+            recent: VecDeque::with_capacity(16),
+        }
+    }
+
+    pub fn emit(
+        &mut self,
+        at: DateTime<Utc>,
+        check: &str,
+        kind: EventKind,
+        message: String,
+        f: Fields<'_>,
+    ) -> &Event {
+        let level = match kind {
+            EventKind::Exhausted | EventKind::VerifyFailed => log::Level::Error,
+            EventKind::Observed | EventKind::Held => log::Level::Warn,
+            EventKind::Action | EventKind::Verified => log::Level::Info,
+        };
+        let kind_s = kind_str(kind);
+        let pid = f.pid.map(|p| p as u64);
+        log::log!(
+            target: check,
+            level,
+            check = check, event = kind_s, action:? = f.action, step:? = f.step, pid:? = pid, seq = self.next_seq;
+            "{message}"
+        );
+        let e = Event {
+            seq: self.next_seq,
+            at,
+            check: check.to_owned(),
+            kind,
+            message,
+            action: f.action.map(str::to_owned),
+            step: f.step.map(str::to_owned),
+            pid: f.pid,
+        };
+        self.next_seq += 1;
+        if self.recent.len() == KEEP {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(e);
+        self.recent
+            .back()
+            .unwrap_or_else(|| unreachable!("just pushed"))
+    }
+
+    pub fn recent(&self) -> impl DoubleEndedIterator<Item = &Event> {
+        self.recent.iter()
+    }
+}
+
+impl Default for EventLog {
+    fn default() -> Self {
+        EventLog::new()
+    }
+}
+
+pub fn kind_str(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::Observed => "observed",
+        EventKind::Action => "action",
+        EventKind::Verified => "verified",
+        EventKind::VerifyFailed => "verify_failed",
+        EventKind::Exhausted => "exhausted",
+        EventKind::Held => "held",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_numbered_and_bounded() {
+        let mut log = EventLog::new();
+        for i in 0..300 {
+            log.emit(
+                Utc::now(),
+                "besclient",
+                EventKind::Observed,
+                format!("e{i}"),
+                Fields::default(),
+            );
+        }
+        let seqs: Vec<u64> = log.recent().map(|e| e.seq).collect();
+        assert_eq!(seqs.len(), KEEP);
+        assert_eq!(seqs.first(), Some(&45));
+        assert_eq!(seqs.last(), Some(&300));
+    }
+}

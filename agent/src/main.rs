@@ -1,0 +1,227 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use rollcall_agent::checks::besclient::Supervisor;
+use rollcall_agent::clock::{Clock, SystemClock};
+use rollcall_agent::config::{Config, EX_CONFIG};
+use rollcall_agent::manager::ServiceManager;
+use rollcall_agent::{doctor, logging, pause, state};
+
+const DEFAULT_CONFIG: &str = "/etc/rollcall/agent.toml";
+
+#[derive(Parser)]
+#[command(
+    name = "rollcall-agent",
+    version,
+    about = "Keeps the BigFix client alive on this host and reports its health"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Supervise and heal (the daemon systemd runs).
+    Run {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// auto: journald when started by systemd, else text on stderr.
+        #[arg(long, value_enum, default_value = "auto")]
+        log_format: logging::Format,
+    },
+    /// Run every check once and report; exit 2 if anything is critical.
+    Doctor {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a config file; exit 78 with the key and line on error.
+    CheckConfig {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Suspend remediation (observation goes on) until a time.
+    Pause {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// How long, e.g. 2h.
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lift a pause now.
+    Resume {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+}
+
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("rollcall-agent: {e}");
+        ExitCode::from(EX_CONFIG as u8)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { config } => match load(&config) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Run { config, log_format } => {
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            logging::init(log_format, log::LevelFilter::Info);
+            report(run(config))
+        }
+        Command::Doctor { config, json } => {
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match doctor(config) {
+                Ok(r) => {
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+                    } else {
+                        print!("{}", r.human());
+                    }
+                    ExitCode::from(r.exit_code() as u8)
+                }
+                Err(e) => report(Err(e)),
+            }
+        }
+        Command::Pause {
+            config,
+            duration,
+            reason,
+        } => {
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let until = SystemClock.now()
+                + chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX);
+            let p = pause::Pause { until, reason };
+            report(
+                pause::set(&config.state_dir, &p)
+                    .with_context(|| {
+                        format!("writing {}", pause::path(&config.state_dir).display())
+                    })
+                    .map(|()| {
+                        println!("remediation paused until {}", until.to_rfc3339());
+                    }),
+            )
+        }
+        Command::Resume { config } => {
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            report(
+                pause::clear(&config.state_dir)
+                    .context("removing the pause")
+                    .map(|had| {
+                        println!(
+                            "{}",
+                            if had {
+                                "remediation resumed"
+                            } else {
+                                "remediation was not paused"
+                            }
+                        );
+                    }),
+            )
+        }
+    }
+}
+
+fn report(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rollcall-agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    // One thread: the agent waits on a handful of fds and timers.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.state_dir)
+        .with_context(|| format!("creating state_dir {}", config.state_dir.display()))?;
+    let manager = ServiceManager::from_config(&config.besclient)?;
+    let watchdog = sd_notify::watchdog_enabled().map(|every| every / 2);
+    runtime()?.block_on(async {
+        let supervisor = Supervisor::new(&config, manager, SystemClock).with_watchdog(watchdog);
+        log::info!(target: "agent", "rollcall-agent {} started; state in {}", env!("CARGO_PKG_VERSION"), config.state_dir.display());
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        supervisor.run(shutdown()).await;
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        log::info!(target: "agent", "rollcall-agent stopped");
+        Ok(())
+    })
+}
+
+async fn shutdown() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! {
+                _ = t.recv() => {}
+                _ = i.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}
+
+fn doctor(config: Config) -> anyhow::Result<doctor::Report> {
+    let manager = ServiceManager::from_config(&config.besclient)?;
+    let besclient = runtime()?.block_on(async {
+        Supervisor::new(&config, manager, SystemClock)
+            .observe_once()
+            .await
+    });
+    let (agent, agent_note) = match state::read(&config.state_dir) {
+        Ok(s) if rollcall_agent::process::Proc::get(s.pid).is_some() => (Some(s), None),
+        Ok(s) => (
+            None,
+            Some(format!(
+                "not running (last state written by pid {} at {})",
+                s.pid,
+                s.state.at.to_rfc3339()
+            )),
+        ),
+        Err(e) => (None, Some(format!("no state yet ({e})"))),
+    };
+    Ok(doctor::Report {
+        health: besclient.health,
+        besclient,
+        agent,
+        agent_note,
+    })
+}

@@ -1,0 +1,206 @@
+//! Wire types shared by `rollcall-agent` and `rollcall-collector`.
+//!
+//! Everything here is serialized as JSON. Compatibility rules:
+//! - [`PROTO_VERSION`] is bumped when a field changes meaning or is removed;
+//! - new optional fields may be added without a bump (`#[serde(default)]`), so an older
+//!   collector keeps accepting a newer agent's state and ignores what it does not know.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Version of the agent state and event encoding.
+pub const PROTO_VERSION: u32 = 1;
+
+/// Severity of one check, as an SRE would triage it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    Ok,
+    Warn,
+    Critical,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Ok => "ok",
+            Health::Warn => "warn",
+            Health::Critical => "critical",
+        }
+    }
+}
+
+impl std::fmt::Display for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The full current state of one agent: sent whole in every heartbeat (latest wins).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentState {
+    pub proto_version: u32,
+    pub agent_version: String,
+    /// When this snapshot was taken, by the agent's clock.
+    pub at: DateTime<Utc>,
+    pub besclient: BesclientState,
+}
+
+/// What the BESClient daemon is doing, judged from all signals together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DaemonStatus {
+    /// Process up and its log written within `stale_after`.
+    Running,
+    /// Process up but the log has not been written within `stale_after`.
+    Hung,
+    /// No BESClient process.
+    Dead,
+    /// A remediation step was issued and is being verified.
+    Restarting,
+    /// Not yet observed (agent just started).
+    Unknown,
+}
+
+impl DaemonStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DaemonStatus::Running => "running",
+            DaemonStatus::Hung => "hung",
+            DaemonStatus::Dead => "dead",
+            DaemonStatus::Restarting => "restarting",
+            DaemonStatus::Unknown => "unknown",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BesclientState {
+    pub health: Health,
+    pub status: DaemonStatus,
+    /// One sentence an SRE can act on: what is wrong and since when.
+    pub reason: String,
+    /// Since when `status` has held.
+    pub since: DateTime<Utc>,
+    pub pid: Option<u32>,
+    /// Which service manager the agent drives: `systemd`, `sysv` or `command`.
+    pub manager: String,
+    /// The service manager's own view (e.g. `active (exited)`), which alone proves nothing.
+    pub unit_state: Option<String>,
+    pub log: LogState,
+    pub errors: ErrorMatches,
+    pub disk: Option<DiskState>,
+    pub remediation: RemediationState,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogState {
+    pub dir: String,
+    pub dir_exists: bool,
+    /// File name of the newest `YYYYMMDD.log` (or `.bkg`), if any.
+    pub newest: Option<String>,
+    pub last_write: Option<DateTime<Utc>>,
+    pub stale_after_secs: u64,
+    pub stale: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ErrorMatches {
+    /// Lines matching any of `error_patterns` since the agent started.
+    pub count: u64,
+    pub last_line: Option<String>,
+    pub last_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiskState {
+    /// The filesystem checked (the nearest existing directory of the BESClient data path).
+    pub path: String,
+    pub avail_bytes: u64,
+    pub total_bytes: u64,
+    pub full: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RemediationState {
+    pub enabled: bool,
+    pub paused_until: Option<DateTime<Utc>>,
+    pub pause_reason: Option<String>,
+    /// Ladder step in progress or last taken: `restart`, `hard_restart`, `reinstall`.
+    pub step: Option<String>,
+    /// Remediation rounds that ran through the whole ladder without success, in a row.
+    pub exhausted_rounds: u32,
+    /// When the agent will act next, if it is waiting (backoff or restart budget).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Restarts/starts issued within the budget window.
+    pub attempts_in_window: u32,
+    pub flapping: bool,
+}
+
+/// What an event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// Something observed: death, hang, recovery, error lines, disk.
+    Observed,
+    /// A remediation action issued.
+    Action,
+    /// The outcome of verifying an action.
+    Verified,
+    VerifyFailed,
+    /// The ladder ran out of steps; retried after backoff.
+    Exhausted,
+    /// The agent decided to wait (budget, backoff, pause, observe-only).
+    Held,
+}
+
+/// One structured event, numbered so that a collector can deduplicate redeliveries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: u64,
+    pub at: DateTime<Utc>,
+    /// The check it belongs to: `besclient`, `nessusd`, `bmc`, `agent`.
+    pub check: String,
+    pub kind: EventKind,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_round_trips_and_omits_empty_fields() {
+        let e = Event {
+            seq: 7,
+            at: DateTime::parse_from_rfc3339("2026-11-22T06:00:00Z")
+                .unwrap()
+                .with_timezone(&Utc),
+            check: "besclient".into(),
+            kind: EventKind::Action,
+            message: "restart issued".into(),
+            action: Some("restart".into()),
+            step: None,
+            pid: None,
+        };
+        let json = serde_json::to_string(&e).unwrap();
+        assert!(json.contains("\"kind\":\"action\""), "{json}");
+        assert!(!json.contains("\"pid\""), "{json}");
+        let back: Event = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn older_event_without_optional_fields_still_parses() {
+        let json = r#"{"seq":1,"at":"2026-11-22T06:00:00Z","check":"besclient","kind":"observed","message":"died"}"#;
+        let e: Event = serde_json::from_str(json).unwrap();
+        assert_eq!(e.kind, EventKind::Observed);
+        assert_eq!(e.pid, None);
+    }
+}
