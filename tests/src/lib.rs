@@ -1,1 +1,410 @@
+//! Test harness: a simulated host (the BESClient simulator installed under a temporary root
+//! with its LSB init script) and the real `rollcall-agent` binary driven as a process.
 
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The directory holding this build's binaries (`target/debug` or `target/release`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().expect("exe dir");
+    if dir.ends_with("deps") {
+        dir.parent().expect("profile dir").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
+}
+
+static BUILD: Once = Once::new();
+
+/// Path of a workspace binary, built first (once per process) so it is never stale.
+pub fn bin(name: &str) -> PathBuf {
+    BUILD.call_once(|| {
+        let dir = bin_dir();
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.args(["build", "--quiet", "--workspace", "--bins"]);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
+        let status = cmd.status().expect("running cargo build");
+        assert!(status.success(), "cargo build --workspace --bins failed");
+    });
+    bin_dir().join(name)
+}
+
+/// Waits for `cond` up to `timeout`, polling every 20 ms. Panics with `what` on time-out.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The LSB init script, as the real client ships one: no pidfile in its header, so
+/// systemd-sysv-generator makes `besclient.service` with `RemainAfterExit=yes`.
+pub fn init_script(root: &Path) -> String {
+    let root = root.display().to_string();
+    let root = root.trim_end_matches('/');
+    format!(
+        r#"#!/bin/sh
+### BEGIN INIT INFO
+# Provides:          besclient
+# Required-Start:    $remote_fs $syslog
+# Required-Stop:     $remote_fs $syslog
+# Default-Start:     2 3 4 5
+# Default-Stop:      0 1 6
+# Short-Description: BigFix client (simulated BESClient)
+### END INIT INFO
+ROOT="{root}"
+DAEMON="$ROOT/opt/BESClient/bin/BESClient"
+PIDFILE="$ROOT/var/run/BESClient.pid"
+
+pid_running() {{
+    [ -n "$1" ] && [ "$(readlink "/proc/$1/exe" 2>/dev/null)" = "$DAEMON" ]
+}}
+
+running() {{
+    [ -f "$PIDFILE" ] && pid=$(cat "$PIDFILE") && pid_running "$pid"
+}}
+
+case "$1" in
+    start)
+        if running; then echo "BESClient is already running (pid $pid)"; exit 0; fi
+        echo "Starting BESClient"
+        "$DAEMON" || exit 1
+        ;;
+    stop)
+        if running; then
+            echo "Stopping BESClient"
+            kill -TERM "$pid"
+            i=0
+            while pid_running "$pid" && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+            pid_running "$pid" && kill -KILL "$pid"
+        fi
+        rm -f "$PIDFILE"
+        ;;
+    restart|force-reload)
+        "$0" stop
+        "$0" start
+        ;;
+    status)
+        if running; then echo "BESClient is running (pid $pid)"; exit 0; fi
+        echo "BESClient is stopped"; exit 3
+        ;;
+    *)
+        echo "Usage: $0 {{start|stop|restart|force-reload|status}}" >&2; exit 2
+        ;;
+esac
+"#
+    )
+}
+
+/// A host laid out like a real one under a temporary root.
+pub struct SimHost {
+    dir: tempfile::TempDir,
+}
+
+impl Default for SimHost {
+    fn default() -> Self {
+        SimHost::new()
+    }
+}
+
+impl SimHost {
+    pub fn new() -> SimHost {
+        let dir = tempfile::Builder::new()
+            .prefix("rollcall-host-")
+            .tempdir()
+            .expect("tempdir");
+        let h = SimHost { dir };
+        for d in [
+            "opt/BESClient/bin",
+            "var/opt/BESClient/__BESData/__Global/Logs",
+            "etc/opt/BESClient",
+            "etc/init.d",
+            "var/run",
+            "var/lib/rollcall",
+            "etc/rollcall",
+        ] {
+            std::fs::create_dir_all(h.root().join(d)).expect("layout");
+        }
+        // A copy, not a link: /proc/PID/exe must read as the client's own path.
+        std::fs::copy(bin("besclient-sim"), h.exe()).expect("installing the simulator");
+        std::fs::write(
+            h.root().join("etc/opt/BESClient/actionsite.afxm"),
+            "simulated masthead\n",
+        )
+        .expect("masthead");
+        std::fs::write(
+            h.root().join("var/opt/BESClient/besclient.config"),
+            "[Software\\BigFix\\EnterpriseClient\\Settings\\Client\\_BESClient_Log_Days]\nvalue = 10\n",
+        )
+        .expect("besclient.config");
+        h.write_exec(&h.init_script(), &init_script(h.root()));
+        h.faults("");
+        h
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn exe(&self) -> PathBuf {
+        self.root().join("opt/BESClient/bin/BESClient")
+    }
+    pub fn init_script(&self) -> PathBuf {
+        self.root().join("etc/init.d/besclient")
+    }
+    pub fn log_dir(&self) -> PathBuf {
+        self.root()
+            .join("var/opt/BESClient/__BESData/__Global/Logs")
+    }
+    pub fn state_dir(&self) -> PathBuf {
+        self.root().join("var/lib/rollcall")
+    }
+
+    pub fn write_exec(&self, path: &Path, text: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(path, text).expect("writing script");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+
+    /// Sets the simulator's faults (`start = fail`, `run = hang`, `interval_ms = 200`...).
+    pub fn faults(&self, text: &str) {
+        let mut t = String::from("interval_ms = 200\n");
+        t.push_str(text);
+        std::fs::write(self.root().join("etc/besclient-sim.conf"), t).expect("faults");
+    }
+
+    /// Live BESClient processes of this host.
+    pub fn daemon_pids(&self) -> Vec<u32> {
+        let exe = self.exe();
+        let mut pids = Vec::new();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            if std::fs::read_link(e.path().join("exe")).is_ok_and(|t| t == exe) {
+                let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+                let state = stat
+                    .rsplit_once(')')
+                    .and_then(|(_, r)| r.trim_start().chars().next());
+                if state != Some('Z') {
+                    pids.push(pid);
+                }
+            }
+        }
+        pids
+    }
+
+    /// The one running daemon; panics if there is not exactly one.
+    pub fn daemon_pid(&self) -> u32 {
+        let p = self.daemon_pids();
+        assert_eq!(p.len(), 1, "expected one BESClient process, found {p:?}");
+        p[0]
+    }
+
+    pub fn service(&self, verb: &str) -> std::process::Output {
+        Command::new(self.init_script())
+            .arg(verb)
+            .output()
+            .expect("running the init script")
+    }
+
+    /// Starts the client through its init script and waits for its first log block.
+    pub fn start_client(&self) -> u32 {
+        let out = self.service("start");
+        assert!(
+            out.status.success(),
+            "init script start failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        wait_until(
+            "the simulated client to start",
+            Duration::from_secs(10),
+            || self.daemon_pids().len() == 1,
+        );
+        self.daemon_pid()
+    }
+
+    /// Writes `agent.toml` for this host: state, paths and the given manager; `extra` is
+    /// appended to the `[besclient]` section, `remediation` becomes the `[remediation]` body.
+    pub fn agent_config(&self, manager: &str, besclient_extra: &str, remediation: &str) -> PathBuf {
+        let script = self.init_script().display().to_string();
+        let commands = if manager == "command" {
+            format!("start = [\"{script}\", \"start\"]\nstop = [\"{script}\", \"stop\"]\n")
+        } else {
+            String::new()
+        };
+        let verify = if besclient_extra.contains("verify_within") {
+            ""
+        } else {
+            "verify_within = \"5s\"\n"
+        };
+        let text = format!(
+            r#"state_dir = "{state}"
+
+[besclient]
+manager = "{manager}"
+process = "{exe}"
+init_script = "{script}"
+log_dir = "{logs}"
+data_dir = "{data}"
+command_timeout = "20s"
+{commands}{verify}{besclient_extra}
+
+[remediation]
+{remediation}
+"#,
+            state = self.state_dir().display(),
+            exe = self.exe().display(),
+            logs = self.log_dir().display(),
+            data = self.root().join("var/opt/BESClient").display(),
+        );
+        let path = self.root().join("etc/rollcall/agent.toml");
+        std::fs::write(&path, text).expect("agent.toml");
+        path
+    }
+
+    /// The agent's last published state (`state_dir/state.json`), if written yet.
+    pub fn agent_state(&self) -> Option<Value> {
+        let text = std::fs::read_to_string(self.state_dir().join("state.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+}
+
+impl Drop for SimHost {
+    fn drop(&mut self) {
+        for pid in self.daemon_pids() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+/// `rollcall-agent run` as a child process, its JSON log lines collected as they come.
+pub struct Agent {
+    child: Child,
+    lines: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Agent {
+    pub fn start(config: &Path) -> Agent {
+        let mut child = Command::new(bin("rollcall-agent"))
+            .args(["run", "--config"])
+            .arg(config)
+            .args(["--log-format", "json"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting rollcall-agent");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = lines.clone();
+        let echo = std::env::var_os("ROLLCALL_TEST_ECHO").is_some();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if echo {
+                    eprintln!("agent: {line}");
+                }
+                let v = serde_json::from_str(&line).unwrap_or(Value::String(line));
+                sink.lock().unwrap_or_else(|p| p.into_inner()).push(v);
+            }
+        });
+        Agent { child, lines }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn lines(&self) -> Vec<Value> {
+        self.lines.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Structured events (lines with an `event` field), in order.
+    pub fn events(&self) -> Vec<Value> {
+        self.lines()
+            .into_iter()
+            .filter(|l| l.get("event").is_some())
+            .collect()
+    }
+
+    /// Waits for an event matching `pred` whose position is after `after` events; returns
+    /// it and its index.
+    pub fn wait_event(
+        &self,
+        what: &str,
+        after: usize,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> (usize, Value) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let events = self.events();
+            if let Some((i, e)) = events.iter().enumerate().skip(after).find(|(_, e)| pred(e)) {
+                return (i, e.clone());
+            }
+            if Instant::now() >= deadline {
+                let log: Vec<String> = self.lines().iter().map(Value::to_string).collect();
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}; agent log:\n{}",
+                    log.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits for the agent's first log line saying it supervises a process.
+    pub fn wait_supervising(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.lines().iter().any(|l| {
+            l["msg"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("supervising BESClient"))
+        }) {
+            if Instant::now() >= deadline {
+                panic!("agent never started supervising; log: {:?}", self.lines());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// `event` and `action`/`step` of an event line, for matching.
+pub fn is(e: &Value, event: &str) -> bool {
+    e["event"] == event
+}
+
+pub fn step_is(e: &Value, event: &str, step: &str) -> bool {
+    e["event"] == event && e["step"] == step
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -408,7 +408,9 @@ mod tests {
         std::fs::rename(&f, dir.join("20261122.bkg")).unwrap();
         // The write may still have a MODIFY queued behind its CREATE; the rename follows.
         loop {
-            let c = tokio::time::timeout(Duration::from_secs(5), w.next()).await.unwrap();
+            let c = tokio::time::timeout(Duration::from_secs(5), w.next())
+                .await
+                .unwrap();
             if c == Some(Change::Rescan) {
                 break;
             }

@@ -73,6 +73,8 @@ pub struct Supervisor<C: Clock> {
     failed_early: Option<String>,
     /// The kind of the last "not acting" event, so that it is said once, not every loop.
     held: Option<&'static str>,
+    /// The ladder just verified a recovery (and said so).
+    just_verified: bool,
     written: Option<(String, Instant)>,
 }
 
@@ -107,6 +109,7 @@ impl<C: Clock> Supervisor<C> {
             issued_at: None,
             failed_early: None,
             held: None,
+            just_verified: false,
             written: None,
             cfg,
             clock,
@@ -356,6 +359,7 @@ impl<C: Clock> Supervisor<C> {
                 self.find_process();
                 match self.verification() {
                     Ok(msg) => {
+                        self.just_verified = true;
                         self.ladder.verified(now_i);
                         self.issued_at = None;
                         self.failed_early = None;
@@ -550,12 +554,15 @@ impl<C: Clock> Supervisor<C> {
     }
 
     fn set_status(&mut self, status: DaemonStatus, health: Health, reason: String) {
+        // A recovery the ladder just verified was announced by its "verified" event.
+        let announced = std::mem::take(&mut self.just_verified);
         if status != self.status {
             let was = self.status;
             self.status = status;
             self.since = self.clock.now();
+            let announced = announced || was == DaemonStatus::Restarting;
             if matches!(status, DaemonStatus::Dead | DaemonStatus::Hung)
-                || (status == DaemonStatus::Running && was != DaemonStatus::Restarting)
+                || (status == DaemonStatus::Running && !announced)
             {
                 let pid = self.proc.map(|p| p.pid);
                 self.emit(
