@@ -148,6 +148,7 @@ fn main() -> ExitCode {
 struct Logger<'a> {
     l: &'a Layout,
     max_size: u64,
+    days: u64,
 }
 
 impl Logger<'_> {
@@ -158,6 +159,7 @@ impl Logger<'_> {
         }
         let now = Local::now();
         let path = dir.join(format!("{}.log", now.format("%Y%m%d")));
+        let new_day = !path.exists() && !path.with_extension("bkg").exists();
         let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         if size >= self.max_size {
             let bkg = path.with_extension("bkg");
@@ -182,10 +184,15 @@ impl Logger<'_> {
         if let Ok(mut f) = f {
             let _ = f.write_all(text.as_bytes());
         }
+        if new_day {
+            self.retention();
+        }
     }
 
-    /// `_BESClient_Log_Days`: keep that many daily files (by their date), delete the rest.
-    fn retention(&self, days: u64) {
+    /// `_BESClient_Log_Days`, applied when a day's file is created: keep that many days of
+    /// files (by their date), delete the rest.
+    fn retention(&self) {
+        let days = self.days;
         let Ok(entries) = fs::read_dir(self.l.log_dir()) else {
             return;
         };
@@ -216,12 +223,10 @@ fn run(l: &Layout) -> ExitCode {
     let log = Logger {
         l,
         max_size: setting(l, "_BESClient_Log_MaxSize").unwrap_or(1_500_000),
-    };
-    log.retention(
-        setting(l, "_BESClient_Log_Days")
+        days: setting(l, "_BESClient_Log_Days")
             .unwrap_or(10)
             .clamp(1, 366),
-    );
+    };
     log.block(&[
         format!("Starting client version {VERSION}"),
         "FIPS mode disabled by default.".into(),

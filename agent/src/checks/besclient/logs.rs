@@ -38,6 +38,25 @@ pub struct Snapshot {
     pub last_write: Option<DateTime<Utc>>,
     /// Modification time of today's `.log`, if it exists.
     pub today_write: Option<DateTime<Utc>>,
+    /// Inode and length of the newest file: what proves a write happened.
+    pub newest_id: Option<(u64, u64)>,
+}
+
+impl Snapshot {
+    /// Takes `prev`'s write times if the newest file has not changed in inode or length.
+    ///
+    /// On a full filesystem a failed write still advances the file's mtime (the kernel
+    /// updates the times before copying), so an mtime alone does not prove the client wrote.
+    pub fn keep_times_if_unwritten(&mut self, prev: &Snapshot) {
+        if self.newest.is_some() && self.newest == prev.newest && self.newest_id == prev.newest_id {
+            self.last_write = prev.last_write;
+            // Only while today's file is that same file: after midnight yesterday's time
+            // must not count for today.
+            if self.today_write.is_some() {
+                self.today_write = prev.today_write.or(self.today_write);
+            }
+        }
+    }
 }
 
 pub fn scan(dir: &Path, today_log_name: &str) -> Snapshot {
@@ -47,11 +66,13 @@ pub fn scan(dir: &Path, today_log_name: &str) -> Snapshot {
             newest: None,
             last_write: None,
             today_write: None,
+            newest_id: None,
         };
     };
     let mut newest: Option<String> = None;
     let mut last_write: Option<DateTime<Utc>> = None;
     let mut today_write = None;
+    let mut newest_id = None;
     for e in entries.flatten() {
         let name = e.file_name();
         if !is_log_name(&name) {
@@ -70,6 +91,7 @@ pub fn scan(dir: &Path, today_log_name: &str) -> Snapshot {
         let key = |n: &str| (n[..8].to_owned(), n.ends_with(".log"));
         if newest.as_deref().map_or(true, |n| key(&name) > key(n)) {
             newest = Some(name);
+            newest_id = Some((meta.ino(), meta.len()));
         }
     }
     Snapshot {
@@ -77,6 +99,7 @@ pub fn scan(dir: &Path, today_log_name: &str) -> Snapshot {
         newest,
         last_write,
         today_write,
+        newest_id,
     }
 }
 
@@ -340,6 +363,31 @@ mod tests {
         assert!(s.today_write.is_some());
         let s = scan(d.path(), "20261123.log");
         assert_eq!(s.today_write, None, "no file for the new day yet");
+    }
+
+    #[test]
+    fn an_mtime_without_growth_is_not_a_write() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("20261122.log");
+        std::fs::write(&f, "At 06:00:00 +0000 -\n").unwrap();
+        let first = scan(d.path(), "20261122.log");
+        // What a write failing with ENOSPC does: the time moves, the content does not.
+        let later = std::time::SystemTime::now() + Duration::from_secs(60);
+        std::fs::File::options()
+            .append(true)
+            .open(&f)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        let mut second = scan(d.path(), "20261122.log");
+        assert_ne!(second.last_write, first.last_write);
+        second.keep_times_if_unwritten(&first);
+        assert_eq!(second.last_write, first.last_write);
+        // A real append counts.
+        append(&f, "   Report posted successfully\n");
+        let mut third = scan(d.path(), "20261122.log");
+        third.keep_times_if_unwritten(&second);
+        assert!(third.last_write > first.last_write);
     }
 
     #[test]

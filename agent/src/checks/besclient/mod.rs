@@ -219,7 +219,9 @@ impl<C: Clock> Supervisor<C> {
     }
 
     fn rescan_logs(&mut self) {
-        self.logs = logs::scan(&self.cfg.log_dir, &self.clock.today_log_name());
+        let mut fresh = logs::scan(&self.cfg.log_dir, &self.clock.today_log_name());
+        fresh.keep_times_if_unwritten(&self.logs);
+        self.logs = fresh;
         if let Some(newest) = self.logs.newest.clone() {
             self.match_errors(self.cfg.log_dir.join(newest));
         }
@@ -846,3 +848,6 @@ pub fn ago(d: chrono::Duration) -> String {
     let s = d.num_seconds().max(0) as u64;
     humantime::format_duration(Duration::from_secs(s)).to_string()
 }
+
+#[cfg(test)]
+mod tests;

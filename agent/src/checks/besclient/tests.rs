@@ -1,0 +1,117 @@
+//! The supervisor's judgement across a day boundary, with an injected clock and real files.
+
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use rollcall_proto::{DaemonStatus, Health};
+
+use super::Supervisor;
+use crate::clock::{Clock, ManualClock};
+use crate::config::Config;
+use crate::manager::ServiceManager;
+
+fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(y, mo, d, h, mi, s).unwrap()
+}
+
+/// Writes a log file whose modification time is the clock's now.
+fn write_log(dir: &Path, name: &str, text: &str, clock: &ManualClock) -> std::path::PathBuf {
+    let p = dir.join(name);
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&p)
+        .unwrap();
+    std::io::Write::write_all(&mut &f, text.as_bytes()).unwrap();
+    f.set_modified(clock.now().into()).unwrap();
+    p
+}
+
+/// Supervises this very test process as if it were BESClient: it is alive throughout.
+fn supervisor(state: &Path, logs: &Path, clock: ManualClock) -> Supervisor<ManualClock> {
+    let exe = std::env::current_exe().unwrap();
+    let text = format!(
+        "state_dir = \"{}\"\n[besclient]\nmanager = \"command\"\nstart = [\"/bin/true\"]\nprocess = \"{}\"\nlog_dir = \"{}\"\ndata_dir = \"{}\"\nstale_after = \"1h\"\nverify_within = \"2m\"\n",
+        state.display(),
+        exe.display(),
+        logs.display(),
+        logs.display()
+    );
+    let config = Config::parse(Path::new("test.toml"), &text).unwrap();
+    let manager = ServiceManager::from_config(&config.besclient).unwrap();
+    Supervisor::new(&config, manager, clock)
+}
+
+#[tokio::test]
+async fn day_rollover_moves_today_to_the_new_file_without_a_false_hang() {
+    let state = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(at(2026, 11, 22, 23, 59, 50));
+    write_log(
+        logs.path(),
+        "20261122.log",
+        "At 23:59:50 +0000 -\n   Report posted successfully\n",
+        &clock,
+    );
+    let mut sup = supervisor(state.path(), logs.path(), clock.clone());
+
+    let s = sup.observe_once().await;
+    assert_eq!(s.status, DaemonStatus::Running, "{}", s.reason);
+    assert_eq!(s.log.newest.as_deref(), Some("20261122.log"));
+
+    // Just past midnight, before the client's first message of the day: yesterday's
+    // write does not verify a restart issued now.
+    clock.set(at(2026, 11, 23, 0, 0, 20));
+    sup.rescan_logs();
+    sup.issued_at = Some(clock.now());
+    sup.find_process();
+    let why = sup.verification().unwrap_err();
+    assert!(why.contains("20261123.log has not appeared"), "{why}");
+
+    // The new day's file appears, with an error line in it: today is that file, the error
+    // is counted, and the client is still running.
+    clock.advance(Duration::from_secs(5));
+    let p = write_log(
+        logs.path(),
+        "20261123.log",
+        "At 00:00:25 +0000 -\n   RegisterOnce: GetURL failed - General transport failure.\n",
+        &clock,
+    );
+    sup.on_written(p);
+    assert!(sup.verification().is_ok(), "today's new file verifies");
+    sup.classify(clock.now());
+    let s = sup.state();
+    assert_eq!(s.status, DaemonStatus::Running);
+    assert_eq!(s.health, Health::Warn, "an error line warns: {}", s.reason);
+    assert_eq!(s.log.newest.as_deref(), Some("20261123.log"));
+    assert_eq!(s.errors.count, 1);
+
+    // Silent for longer than stale_after: hung, measured from the last write.
+    clock.advance(Duration::from_secs(3600 + 1));
+    sup.rescan_logs();
+    sup.classify(clock.now());
+    let s = sup.state();
+    assert_eq!(s.status, DaemonStatus::Hung, "{}", s.reason);
+    assert!(s.reason.contains("stale after 1h"), "{}", s.reason);
+}
+
+#[tokio::test]
+async fn no_logs_at_all_counts_from_the_agent_start() {
+    let state = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(at(2026, 11, 22, 12, 0, 0));
+    let mut sup = supervisor(state.path(), logs.path(), clock.clone());
+    let s = sup.observe_once().await;
+    assert_eq!(
+        s.status,
+        DaemonStatus::Running,
+        "not hung before stale_after: {}",
+        s.reason
+    );
+    clock.advance(Duration::from_secs(3601));
+    sup.classify(clock.now());
+    let s = sup.state();
+    assert_eq!(s.status, DaemonStatus::Hung);
+    assert!(s.reason.contains("no daily log"), "{}", s.reason);
+}
