@@ -607,6 +607,13 @@ mod tests {
     }
 
     #[test]
+    fn shipped_config_states_exactly_the_built_in_defaults() {
+        let text = include_str!("../../packaging/agent.toml");
+        let shipped = Config::parse(Path::new("packaging/agent.toml"), text).unwrap();
+        assert_eq!(format!("{shipped:?}"), format!("{:?}", Config::defaults()));
+    }
+
+    #[test]
     fn design_example_parses() {
         let text = r#"
 state_dir = "/var/lib/rollcall"

@@ -21,6 +21,8 @@ pub struct Fields<'a> {
     pub action: Option<&'a str>,
     pub step: Option<&'a str>,
     pub pid: Option<u32>,
+    /// Overrides the level the kind implies (a recovery is observed, but good news).
+    pub level: Option<log::Level>,
 }
 
 impl EventLog {
@@ -39,11 +41,11 @@ impl EventLog {
         message: String,
         f: Fields<'_>,
     ) -> &Event {
-        let level = match kind {
+        let level = f.level.unwrap_or(match kind {
             EventKind::Exhausted | EventKind::VerifyFailed => log::Level::Error,
             EventKind::Observed | EventKind::Held => log::Level::Warn,
             EventKind::Action | EventKind::Verified => log::Level::Info,
-        };
+        });
         let kind_s = kind_str(kind);
         let pid = f.pid.map(|p| p as u64);
         log::log!(

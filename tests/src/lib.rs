@@ -233,6 +233,14 @@ impl SimHost {
             Duration::from_secs(10),
             || self.daemon_pids().len() == 1,
         );
+        let today = self
+            .log_dir()
+            .join(format!("{}.log", chrono::Local::now().format("%Y%m%d")));
+        wait_until(
+            "the client's first log block",
+            Duration::from_secs(10),
+            || std::fs::metadata(&today).is_ok_and(|m| m.len() > 0),
+        );
         self.daemon_pid()
     }
 
@@ -299,11 +307,21 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// Starts the agent with JSON logs, collected for assertions.
     pub fn start(config: &Path) -> Agent {
+        Agent::start_with(
+            config,
+            "json",
+            std::env::var_os("ROLLCALL_TEST_ECHO").is_some(),
+        )
+    }
+
+    /// `format` is `json` or `text`; with `echo`, every log line is also copied to stderr.
+    pub fn start_with(config: &Path, format: &str, echo: bool) -> Agent {
         let mut child = Command::new(bin("rollcall-agent"))
             .args(["run", "--config"])
             .arg(config)
-            .args(["--log-format", "json"])
+            .args(["--log-format", format])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -312,7 +330,6 @@ impl Agent {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().expect("stderr");
         let sink = lines.clone();
-        let echo = std::env::var_os("ROLLCALL_TEST_ECHO").is_some();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if echo {
@@ -373,7 +390,8 @@ impl Agent {
         while !self.lines().iter().any(|l| {
             l["msg"]
                 .as_str()
-                .is_some_and(|m| m.starts_with("supervising BESClient"))
+                .or(l.as_str())
+                .is_some_and(|m| m.contains("supervising BESClient"))
         }) {
             if Instant::now() >= deadline {
                 panic!("agent never started supervising; log: {:?}", self.lines());

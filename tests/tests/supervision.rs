@@ -90,7 +90,10 @@ fn sigstop_is_hung_then_killed_and_restarted(manager: &str) {
         is(e, "observed") && e["msg"].as_str().unwrap_or("").contains("silent")
     });
     assert!(
-        hung["msg"].as_str().unwrap().contains("stopped (SIGSTOP)"),
+        hung["msg"]
+            .as_str()
+            .unwrap()
+            .contains("stopped (SIGSTOP) and silent"),
         "{hung}"
     );
     let (j, _) = agent.wait_event("the hard restart", i, T, |e| {

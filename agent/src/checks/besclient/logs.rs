@@ -89,7 +89,7 @@ pub fn scan(dir: &Path, today_log_name: &str) -> Snapshot {
         // "20261122.log" sorts after "20261122.bkg": reverse the suffix order by comparing
         // the date, then preferring .log.
         let key = |n: &str| (n[..8].to_owned(), n.ends_with(".log"));
-        if newest.as_deref().map_or(true, |n| key(&name) > key(n)) {
+        if newest.as_deref().is_none_or(|n| key(&name) > key(n)) {
             newest = Some(name);
             newest_id = Some((meta.ino(), meta.len()));
         }

@@ -258,7 +258,8 @@ impl<C: Clock> Supervisor<C> {
         }
         self.proc = None;
         self.exit = None;
-        let now = self.clock.now();
+        // What the manager said while the process lived is no longer true.
+        self.unit = None;
         self.emit(
             EventKind::Observed,
             format!("BESClient (pid {}) exited", p.pid),
@@ -267,7 +268,6 @@ impl<C: Clock> Supervisor<C> {
                 ..Fields::default()
             },
         );
-        let _ = now;
         self.find_process();
     }
 
@@ -279,7 +279,7 @@ impl<C: Clock> Supervisor<C> {
             if name == self.clock.today_log_name() {
                 self.logs.today_write = Some(now);
             }
-            if self.logs.newest.as_deref().map_or(true, |n| name > n) {
+            if self.logs.newest.as_deref().is_none_or(|n| name > n) {
                 self.logs.newest = Some(name.to_owned());
             }
         }
@@ -299,7 +299,7 @@ impl<C: Clock> Supervisor<C> {
         self.errors.last_at = Some(now);
         if self
             .last_error_event
-            .map_or(true, |t| now - t >= ERROR_EVENT_EVERY)
+            .is_none_or(|t| now - t >= ERROR_EVENT_EVERY)
         {
             self.last_error_event = Some(now);
             let msg = format!(
@@ -392,6 +392,10 @@ impl<C: Clock> Supervisor<C> {
                 self.held = None;
                 return;
             };
+            if self.unit.is_none() && (!self.remediation_enabled || self.pause.is_some()) {
+                // Not acting: at least say what the service manager thinks, next time round.
+                self.refresh_unit().await;
+            }
             if !self.remediation_enabled {
                 self.hold(
                     "observe",
@@ -510,16 +514,16 @@ impl<C: Clock> Supervisor<C> {
                 Some(Problem::Dead),
             ),
             Some(p) if stale => {
-                let stopped = if p.stopped() {
-                    " but stopped (SIGSTOP)"
+                let how = if p.stopped() {
+                    "stopped (SIGSTOP) and silent"
                 } else {
-                    ""
+                    "running but silent"
                 };
                 (
                     DaemonStatus::Hung,
                     Health::Critical,
                     format!(
-                        "BESClient (pid {}) is running{stopped} but silent: {last}, stale after {}{disk_note}{exhausted}",
+                        "BESClient (pid {}) is {how}: {last}, stale after {}{disk_note}{exhausted}",
                         p.pid,
                         humantime::format_duration(self.cfg.stale_after)
                     ),
@@ -567,11 +571,13 @@ impl<C: Clock> Supervisor<C> {
                 || (status == DaemonStatus::Running && !announced)
             {
                 let pid = self.proc.map(|p| p.pid);
+                let level = (status == DaemonStatus::Running).then_some(log::Level::Info);
                 self.emit(
                     EventKind::Observed,
                     reason.clone(),
                     Fields {
                         pid,
+                        level,
                         ..Fields::default()
                     },
                 );
@@ -615,6 +621,7 @@ impl<C: Clock> Supervisor<C> {
                 action: Some(step.as_str()),
                 step: Some(step.as_str()),
                 pid,
+                level: None,
             },
         );
         let result = match step {
@@ -678,6 +685,7 @@ impl<C: Clock> Supervisor<C> {
                         action: Some("kill"),
                         step: Some(Step::HardRestart.as_str()),
                         pid: Some(p.pid),
+                        level: None,
                     },
                 ),
                 Err(e) => {

@@ -1,0 +1,280 @@
+//! Figures for the agent, printed, never asserted (machines are noisy):
+//!
+//!   rollcall-bench latency [--kills 50] [--monit-kills 10]
+//!       kill -9 of the simulated BESClient → restart issued, → verified healthy (from the
+//!       agent's own event times), and → new process running, for the agent and, in the same
+//!       run, for Debian's monit with a 1-second cycle.
+//!   rollcall-bench footprint [--seconds 600]
+//!       RSS and CPU of the agent and of monit, each supervising its own healthy simulated
+//!       client, side by side for the same time.
+//!
+//! Both are bounded in count and time and touch nothing outside their temporary roots.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{bail, Context, Result};
+use chrono::{DateTime, Utc};
+use rollcall_tests::{is, step_is, wait_until, Agent, SimHost};
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn summary(name: &str, mut ms: Vec<f64>) {
+    ms.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "{name:<44} n={:<3} p50={:>8.2} ms  p99={:>8.2} ms  max={:>8.2} ms",
+        ms.len(),
+        pct(&ms, 50.0),
+        pct(&ms, 99.0),
+        ms.last().copied().unwrap_or(f64::NAN)
+    );
+}
+
+fn kill(sig: &str, pid: u32) {
+    let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
+}
+
+fn ts(e: &serde_json::Value) -> DateTime<Utc> {
+    e["ts"]
+        .as_str()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_default()
+}
+
+fn since_ms(t0: DateTime<Utc>, t: DateTime<Utc>) -> f64 {
+    (t - t0).num_microseconds().unwrap_or(0) as f64 / 1000.0
+}
+
+/// Waits (polling every millisecond) for a running client other than `old`.
+fn new_client(h: &SimHost, old: u32, timeout: Duration) -> Result<Instant> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let pids = h.daemon_pids();
+        if pids.len() == 1 && pids[0] != old {
+            return Ok(Instant::now());
+        }
+        if Instant::now() > deadline {
+            bail!("no new client within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn monit_config(h: &SimHost, dir: &Path) -> Result<PathBuf> {
+    let cfg = dir.join("monitrc");
+    let text = format!(
+        "set daemon 1\nset logfile {d}/monit.log\nset idfile {d}/monit.id\nset statefile {d}/monit.state\nset pidfile {d}/monit.pid\n\
+         check process besclient with pidfile \"{pidfile}\"\n  start program = \"{init} start\" with timeout 20 seconds\n  stop program = \"{init} stop\"\n",
+        d = dir.display(),
+        pidfile = h.root().join("var/run/BESClient.pid").display(),
+        init = h.init_script().display(),
+    );
+    std::fs::write(&cfg, text)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600))?;
+    Ok(cfg)
+}
+
+struct Monit(Child);
+
+impl Monit {
+    fn start(h: &SimHost) -> Result<(Monit, tempfile::TempDir)> {
+        let dir = tempfile::tempdir()?;
+        let cfg = monit_config(h, dir.path())?;
+        let child = Command::new("monit")
+            .args(["-I", "-c"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting monit; install it with: apt-get install -y monit")?;
+        Ok((Monit(child), dir))
+    }
+}
+
+impl Drop for Monit {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn latency() -> Result<()> {
+    let kills = arg("--kills", 50);
+    let monit_kills = arg("--monit-kills", 10);
+    let h = SimHost::new();
+    h.faults("interval_ms = 1000\n");
+    let mut pid = h.start_client();
+    let agent = Agent::start(&h.agent_config(
+        "sysv",
+        "stale_after = \"1h\"\nverify_within = \"10s\"",
+        "max_restarts = 1000\nper = \"1h\"",
+    ));
+    agent.wait_supervising();
+
+    let (mut issued, mut verified, mut running) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..kills {
+        std::thread::sleep(Duration::from_millis(300));
+        let after = agent.events().len();
+        let t0: DateTime<Utc> = SystemTime::now().into();
+        let t0i = Instant::now();
+        kill("-KILL", pid);
+        let up = new_client(&h, pid, Duration::from_secs(30))?;
+        running.push((up - t0i).as_secs_f64() * 1000.0);
+        let (i, act) = agent.wait_event("restart issued", after, Duration::from_secs(30), |e| {
+            step_is(e, "action", "restart")
+        });
+        let (_, ok) = agent.wait_event("verified", i, Duration::from_secs(30), |e| {
+            is(e, "verified")
+        });
+        issued.push(since_ms(t0, ts(&act)));
+        verified.push(since_ms(t0, ts(&ok)));
+        pid = h.daemon_pid();
+    }
+    println!("rollcall-agent, sysv manager, {kills} kills of the simulated BESClient:");
+    summary("  kill -9 -> restart issued", issued);
+    summary("  kill -9 -> verified healthy (log written)", verified);
+    summary(
+        "  kill -9 -> new BESClient process running",
+        running.clone(),
+    );
+    drop(agent);
+
+    if monit_kills == 0 {
+        return Ok(());
+    }
+    let m = SimHost::new();
+    m.faults("interval_ms = 1000\n");
+    let mut pid = m.start_client();
+    let (_monit, dir) = Monit::start(&m)?;
+    std::thread::sleep(Duration::from_secs(3));
+    let mut monit_running = Vec::new();
+    for _ in 0..monit_kills {
+        std::thread::sleep(Duration::from_millis(1500));
+        let t0i = Instant::now();
+        kill("-KILL", pid);
+        let up = new_client(&m, pid, Duration::from_secs(60))?;
+        monit_running.push((up - t0i).as_secs_f64() * 1000.0);
+        std::thread::sleep(Duration::from_millis(200));
+        let pids = m.daemon_pids();
+        if pids.len() != 1 {
+            let log = std::fs::read_to_string(dir.path().join("monit.log")).unwrap_or_default();
+            bail!(
+                "after monit's restart {} clients run: {pids:?}; monit.log:\n{log}",
+                pids.len()
+            );
+        }
+        pid = pids[0];
+    }
+    println!("monit 'set daemon 1', same client and init script, {monit_kills} kills:");
+    summary(
+        "  kill -9 -> new BESClient process running",
+        monit_running.clone(),
+    );
+    let (mut a, mut b) = (running, monit_running);
+    a.sort_by(|x, y| x.total_cmp(y));
+    b.sort_by(|x, y| x.total_cmp(y));
+    println!(
+        "ratio monit/agent, p50 kill -> running: {:.0}x",
+        pct(&b, 50.0) / pct(&a, 50.0)
+    );
+    Ok(())
+}
+
+/// (RSS in KiB, CPU ticks user+system) of a process.
+fn sample(pid: u32) -> Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("VmRSS")?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let f: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("stat")?
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
+    Ok((rss, ticks))
+}
+
+fn footprint() -> Result<()> {
+    let seconds = arg("--seconds", 600);
+    let tck = rustix::param::clock_ticks_per_second() as f64;
+    let a = SimHost::new();
+    a.faults("interval_ms = 1000\n");
+    a.start_client();
+    let agent = Agent::start(&a.agent_config("sysv", "stale_after = \"1h\"", ""));
+    agent.wait_supervising();
+    let m = SimHost::new();
+    m.faults("interval_ms = 1000\n");
+    m.start_client();
+    let (monit, _dir) = Monit::start(&m)?;
+    let monit_pid = monit.0.id();
+    wait_until("monit to settle", Duration::from_secs(10), || {
+        sample(monit_pid).is_ok()
+    });
+    std::thread::sleep(Duration::from_secs(5));
+
+    let (_, a0) = sample(agent.pid())?;
+    let (_, m0) = sample(monit_pid)?;
+    let start = Instant::now();
+    let (mut a_rss, mut m_rss) = (Vec::new(), Vec::new());
+    while start.elapsed() < Duration::from_secs(seconds) {
+        std::thread::sleep(Duration::from_secs(5).min(Duration::from_secs(seconds)));
+        a_rss.push(sample(agent.pid())?.0);
+        m_rss.push(sample(monit_pid)?.0);
+    }
+    let el = start.elapsed().as_secs_f64();
+    let (_, a1) = sample(agent.pid())?;
+    let (_, m1) = sample(monit_pid)?;
+    let max = |v: &[u64]| v.iter().copied().max().unwrap_or(0);
+    let cpu = |t0: u64, t1: u64| (t1 - t0) as f64 / tck / el * 100.0;
+    println!("{el:.0} s supervising a healthy simulated BESClient (one log block a second):");
+    println!(
+        "  rollcall-agent  RSS max {:>6} KiB  CPU {:.4} % of one core ({} ticks)",
+        max(&a_rss),
+        cpu(a0, a1),
+        a1 - a0
+    );
+    println!(
+        "  monit (1 s)     RSS max {:>6} KiB  CPU {:.4} % of one core ({} ticks)",
+        max(&m_rss),
+        cpu(m0, m1),
+        m1 - m0
+    );
+    println!(
+        "  RSS ratio agent/monit: {:.2}",
+        max(&a_rss) as f64 / max(&m_rss) as f64
+    );
+    let restarts = agent.events().iter().filter(|e| is(e, "action")).count();
+    println!("  agent actions during the run: {restarts} (expected 0)");
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    match std::env::args().nth(1).as_deref() {
+        Some("latency") => latency(),
+        Some("footprint") => footprint(),
+        _ => bail!("usage: rollcall-bench latency [--kills 50] [--monit-kills 10] | footprint [--seconds 600]"),
+    }
+}
