@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 
 use chrono::{DateTime, Utc};
+use log::kv::{Key, Source, Value, VisitSource};
 use rollcall_proto::{Event, EventKind};
 
 /// Events kept in memory for the state file and, later, delivery.
@@ -46,14 +47,22 @@ impl EventLog {
             EventKind::Observed | EventKind::Held => log::Level::Warn,
             EventKind::Action | EventKind::Verified => log::Level::Info,
         });
-        let kind_s = kind_str(kind);
-        let pid = f.pid.map(|p| p as u64);
-        log::log!(
-            target: check,
-            level,
-            check = check, event = kind_s, action:? = f.action, step:? = f.step, pid:? = pid, seq = self.next_seq;
-            "{message}"
-        );
+        if level <= log::max_level() {
+            let fields = EventFields {
+                check,
+                event: kind_str(kind),
+                f: &f,
+                seq: self.next_seq,
+            };
+            log::logger().log(
+                &log::Record::builder()
+                    .args(format_args!("{message}"))
+                    .level(level)
+                    .target(check)
+                    .key_values(&fields)
+                    .build(),
+            );
+        }
         let e = Event {
             seq: self.next_seq,
             at,
@@ -82,6 +91,38 @@ impl EventLog {
 impl Default for EventLog {
     fn default() -> Self {
         EventLog::new()
+    }
+}
+
+/// The structured fields of an event, only those present (journald: `CHECK`, `EVENT`,
+/// `ACTION`, `STEP`, `PID`, `SEQ`).
+struct EventFields<'a> {
+    check: &'a str,
+    event: &'static str,
+    f: &'a Fields<'a>,
+    seq: u64,
+}
+
+impl Source for EventFields<'_> {
+    fn visit<'kvs>(&'kvs self, v: &mut dyn VisitSource<'kvs>) -> Result<(), log::kv::Error> {
+        v.visit_pair(Key::from("check"), Value::from(self.check))?;
+        v.visit_pair(Key::from("event"), Value::from(self.event))?;
+        if let Some(a) = self.f.action {
+            v.visit_pair(Key::from("action"), Value::from(a))?;
+        }
+        if let Some(s) = self.f.step {
+            v.visit_pair(Key::from("step"), Value::from(s))?;
+        }
+        if let Some(p) = self.f.pid {
+            v.visit_pair(Key::from("pid"), Value::from(p))?;
+        }
+        v.visit_pair(Key::from("seq"), Value::from(self.seq))
+    }
+
+    fn count(&self) -> usize {
+        3 + usize::from(self.f.action.is_some())
+            + usize::from(self.f.step.is_some())
+            + usize::from(self.f.pid.is_some())
     }
 }
 
