@@ -194,6 +194,24 @@ mod tests {
         assert!(!p.alive());
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn polling_fallback_resolves_when_the_process_exits() {
+        let mut child = std::process::Command::new("/bin/sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let p = Proc::get(child.id()).unwrap();
+        let watch = ExitWatch::Poll(p);
+        let exited = watch.exited();
+        tokio::pin!(exited);
+        assert!(futures_util::poll!(&mut exited).is_pending());
+        kill(p).unwrap();
+        child.wait().unwrap();
+        tokio::time::timeout(Duration::from_secs(5), exited)
+            .await
+            .expect("polling saw the exit");
+    }
+
     #[test]
     fn pidfile_parsing_tolerates_whitespace_and_rejects_garbage() {
         let dir = tempfile::tempdir().unwrap();

@@ -42,6 +42,8 @@ per_manager!(
     a_pause_holds_actions_until_resumed,
     log_directory_deleted_and_recreated_is_followed,
     error_lines_are_counted_and_reported,
+    a_slow_start_is_verified_without_escalating,
+    a_client_dead_when_the_agent_starts_is_started,
 );
 
 fn kill_9_is_restarted_and_verified(manager: &str) {
@@ -306,4 +308,39 @@ fn error_lines_are_counted_and_reported(manager: &str) {
         !agent.events().iter().any(|e| is(e, "action")),
         "error lines alone are not a reason to restart"
     );
+}
+
+fn a_slow_start_is_verified_without_escalating(manager: &str) {
+    let h = SimHost::new();
+    let old = h.start_client();
+    let agent =
+        Agent::start(&h.agent_config(manager, "stale_after = \"30s\"\nverify_within = \"6s\"", ""));
+    agent.wait_supervising();
+    // Up at once, but its first log line only after 2 s: still within verify_within.
+    h.faults("start = slow:2\n");
+    kill("-KILL", old);
+    let (i, _) = agent.wait_event("a restart", 0, T, |e| step_is(e, "action", "restart"));
+    let (_, ok) = agent.wait_event("verification", i, T, |e| is(e, "verified"));
+    let secs: f64 = ok["msg"]
+        .as_str()
+        .unwrap()
+        .split(" written ")
+        .nth(1)
+        .unwrap()
+        .split('s')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(secs >= 1.9, "verified only once the log was written: {ok}");
+    assert!(!agent.events().iter().any(|e| is(e, "verify_failed")));
+}
+
+fn a_client_dead_when_the_agent_starts_is_started(manager: &str) {
+    let h = SimHost::new();
+    let agent = Agent::start(&h.agent_config(manager, "stale_after = \"30s\"", ""));
+    agent.wait_supervising();
+    let (i, _) = agent.wait_event("a restart", 0, T, |e| step_is(e, "action", "restart"));
+    agent.wait_event("verification", i, T, |e| is(e, "verified"));
+    h.daemon_pid();
 }

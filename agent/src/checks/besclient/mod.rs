@@ -143,13 +143,14 @@ impl<C: Clock> Supervisor<C> {
             }
         };
         self.refresh_all().await;
-        if let Some(p) = self.proc {
-            let how = match &self.exit {
-                Some(w) if w.uses_pidfd() => "pidfd",
-                _ => "polling",
-            };
-            log::info!(target: CHECK, pid = p.pid; "supervising BESClient pid {} via {} (exit watched by {how})", p.pid, self.manager.name());
-        }
+        let how = match &self.exit {
+            Some(w) if w.uses_pidfd() => "exit watched by pidfd",
+            Some(_) => "exit watched by polling",
+            None => "not running at start",
+        };
+        let pid = self.proc.map(|p| p.pid);
+        let which = pid.map_or(String::new(), |p| format!(" pid {p}"));
+        log::info!(target: CHECK, "supervising BESClient{which} via {} ({how})", self.manager.name());
         tokio::pin!(shutdown);
         enum Wake {
             Exit,
@@ -631,12 +632,12 @@ impl<C: Clock> Supervisor<C> {
             Step::HardRestart => {
                 if problem == Problem::Hung {
                     // A stopped or wedged daemon would make a graceful stop hang: kill first.
-                    self.kill_leftovers();
+                    self.kill_leftovers().await;
                 }
                 if let Err(e) = pinging(&mut self.watchdog, self.manager.stop()).await {
                     log::warn!(target: CHECK, step = "hard_restart"; "stop failed ({e}); killing leftovers and starting anyway");
                 }
-                self.kill_leftovers();
+                self.kill_leftovers().await;
                 pinging(&mut self.watchdog, self.manager.start())
                     .await
                     .map_err(|e| e.to_string())
@@ -674,7 +675,7 @@ impl<C: Clock> Supervisor<C> {
 
     /// SIGKILL every process running the BESClient executable, and wait (briefly) for them
     /// to be gone so that the start that follows does not find them.
-    fn kill_leftovers(&mut self) {
+    async fn kill_leftovers(&mut self) {
         let leftovers = process::find_by_exe(&self.cfg.process);
         for p in &leftovers {
             match process::kill(*p) {
@@ -693,9 +694,9 @@ impl<C: Clock> Supervisor<C> {
                 }
             }
         }
-        let deadline = std::time::Instant::now() + Duration::from_secs(2);
-        while leftovers.iter().any(Proc::alive) && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while leftovers.iter().any(Proc::alive) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
