@@ -10,6 +10,12 @@ use chrono::{DateTime, Local, Utc};
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> DateTime<Utc>;
 
+    /// The time as file modification times are stamped: the kernel's coarse clock, which
+    /// runs up to a tick behind `now`. Compared with an mtime, it needs no slack.
+    fn now_coarse(&self) -> DateTime<Utc> {
+        self.now()
+    }
+
     /// File name of today's BESClient log, `YYYYMMDD.log`, by the host's local date
     /// (the client names its files in local time).
     fn today_log_name(&self) -> String {
@@ -23,6 +29,11 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
         Utc::now()
+    }
+
+    fn now_coarse(&self) -> DateTime<Utc> {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
+        DateTime::from_timestamp(t.tv_sec, t.tv_nsec as u32).unwrap_or_else(Utc::now)
     }
 }
 

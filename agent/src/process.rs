@@ -51,14 +51,29 @@ impl Proc {
 
 /// Whether `pid` runs `exe`: by `/proc/PID/exe` (a reinstalled binary reads
 /// "... (deleted)"), else by argv\[0\] for processes whose exe cannot be read.
+/// `exe` may go through symlinks (`/opt` relocated to a data disk): the kernel shows the
+/// resolved path, so that is compared too.
 pub fn runs(pid: u32, exe: &Path) -> bool {
+    let resolved = std::fs::canonicalize(exe).ok();
+    runs_any(pid, exe, resolved.as_deref())
+}
+
+fn runs_any(pid: u32, exe: &Path, resolved: Option<&Path>) -> bool {
+    let candidates = [Some(exe), resolved];
+    let names = candidates
+        .iter()
+        .flatten()
+        .map(|p| p.as_os_str().as_encoded_bytes());
     if let Ok(target) = std::fs::read_link(format!("/proc/{pid}/exe")) {
         let t = target.as_os_str().as_encoded_bytes();
-        let e = exe.as_os_str().as_encoded_bytes();
-        return t == e || t.strip_suffix(b" (deleted)") == Some(e);
+        let t_live = t.strip_suffix(b" (deleted)").unwrap_or(t);
+        return names.into_iter().any(|n| n == t_live);
     }
     std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| c.split(|b| *b == 0).next() == Some(exe.as_os_str().as_encoded_bytes()))
+        .map(|c| {
+            let argv0 = c.split(|b| *b == 0).next().unwrap_or_default();
+            names.into_iter().any(|n| n == argv0)
+        })
         .unwrap_or(false)
 }
 
@@ -67,9 +82,10 @@ pub fn find_by_exe(exe: &Path) -> Vec<Proc> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
+    let resolved = std::fs::canonicalize(exe).ok();
     let mut found: Vec<Proc> = dir
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| runs(*pid, exe))
+        .filter(|pid| runs_any(*pid, exe, resolved.as_deref()))
         .filter_map(Proc::get)
         .collect();
     found.sort_by_key(|p| p.start_time);

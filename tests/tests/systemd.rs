@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use rollcall_tests::{bin, init_script, wait_until};
+use rollcall_tests::{bin, init_script, reap, wait_until};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(60);
@@ -249,15 +249,7 @@ impl Drop for Container {
                 .args(["-KILL", &self.pid1.to_string()])
                 .status();
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.nspawn.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.nspawn.kill();
-        let _ = self.nspawn.wait();
+        reap(&mut self.nspawn, Duration::from_secs(10));
     }
 }
 

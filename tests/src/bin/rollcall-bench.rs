@@ -198,7 +198,8 @@ fn latency() -> Result<()> {
     Ok(())
 }
 
-/// (RSS in KiB, CPU ticks user+system) of a process.
+/// (RSS in KiB, CPU time in ns over all its threads) of a process. `schedstat` counts
+/// nanoseconds; clock ticks (10 ms) are too coarse for an idle daemon.
 fn sample(pid: u32) -> Result<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let rss = status
@@ -206,20 +207,20 @@ fn sample(pid: u32) -> Result<(u64, u64)> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .context("VmRSS")?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let f: Vec<&str> = stat
-        .rsplit_once(')')
-        .context("stat")?
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
-    Ok((rss, ticks))
+    let mut ns = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let st = std::fs::read_to_string(t?.path().join("schedstat"))?;
+        ns += st
+            .split_whitespace()
+            .next()
+            .context("schedstat")?
+            .parse::<u64>()?;
+    }
+    Ok((rss, ns))
 }
 
 fn footprint() -> Result<()> {
     let seconds = arg("--seconds", 600);
-    let tck = rustix::param::clock_ticks_per_second() as f64;
     let a = SimHost::new();
     a.faults("interval_ms = 1000\n");
     a.start_client();
@@ -248,19 +249,19 @@ fn footprint() -> Result<()> {
     let (_, a1) = sample(agent.pid())?;
     let (_, m1) = sample(monit_pid)?;
     let max = |v: &[u64]| v.iter().copied().max().unwrap_or(0);
-    let cpu = |t0: u64, t1: u64| (t1 - t0) as f64 / tck / el * 100.0;
+    let cpu = |t0: u64, t1: u64| (t1 - t0) as f64 / 1e9 / el * 100.0;
     println!("{el:.0} s supervising a healthy simulated BESClient (one log block a second):");
     println!(
-        "  rollcall-agent  RSS max {:>6} KiB  CPU {:.4} % of one core ({} ticks)",
+        "  rollcall-agent  RSS max {:>6} KiB  CPU {:.4} % of one core ({:.1} ms)",
         max(&a_rss),
         cpu(a0, a1),
-        a1 - a0
+        (a1 - a0) as f64 / 1e6
     );
     println!(
-        "  monit (1 s)     RSS max {:>6} KiB  CPU {:.4} % of one core ({} ticks)",
+        "  monit (1 s)     RSS max {:>6} KiB  CPU {:.4} % of one core ({:.1} ms)",
         max(&m_rss),
         cpu(m0, m1),
-        m1 - m0
+        (m1 - m0) as f64 / 1e6
     );
     println!(
         "  RSS ratio agent/monit: {:.2}",

@@ -143,12 +143,23 @@ impl Tail {
     /// A different file, a new inode (recreated at the size cap) or a shorter file
     /// (truncated) is read from its start.
     pub fn poll(&mut self, path: &Path) -> Vec<ErrorLine> {
-        let Ok(mut f) = File::open(path) else {
-            return Vec::new();
+        self.poll_with_mtime(path).0
+    }
+
+    /// [`Tail::poll`], also returning the file's modification time: when it was really
+    /// written, which may be well before the event announcing it is handled.
+    pub fn poll_with_mtime(&mut self, path: &Path) -> (Vec<ErrorLine>, Option<DateTime<Utc>>) {
+        let Ok(f) = File::open(path) else {
+            return (Vec::new(), None);
         };
         let Ok(meta) = f.metadata() else {
-            return Vec::new();
+            return (Vec::new(), None);
         };
+        let mtime = meta.modified().ok().map(DateTime::<Utc>::from);
+        (self.read_new(f, &meta, path), mtime)
+    }
+
+    fn read_new(&mut self, mut f: File, meta: &std::fs::Metadata, path: &Path) -> Vec<ErrorLine> {
         if self.path.as_deref() != Some(path) || meta.ino() != self.ino || meta.len() < self.offset
         {
             self.path = Some(path.to_owned());

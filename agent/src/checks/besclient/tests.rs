@@ -78,7 +78,8 @@ async fn day_rollover_moves_today_to_the_new_file_without_a_false_hang() {
         "At 00:00:25 +0000 -\n   RegisterOnce: GetURL failed - General transport failure.\n",
         &clock,
     );
-    sup.on_written(p);
+    assert!(sup.on_written(p), "an error line needs an evaluation");
+    sup.rescan_logs();
     assert!(sup.verification().is_ok(), "today's new file verifies");
     sup.classify(clock.now());
     let s = sup.state();
