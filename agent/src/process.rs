@@ -182,6 +182,18 @@ mod tests {
         assert!(find_by_exe(&exe).contains(&me));
     }
 
+    #[test]
+    fn a_process_is_found_through_a_symlinked_path() {
+        let d = tempfile::tempdir().unwrap();
+        let exe = std::env::current_exe().unwrap();
+        let link = d.path().join("BESClient");
+        std::os::unix::fs::symlink(&exe, &link).unwrap();
+        let me = Proc::get(std::process::id()).unwrap();
+        assert!(runs(me.pid, &link));
+        assert!(find_by_exe(&link).contains(&me));
+        assert!(!runs(me.pid, &d.path().join("other")));
+    }
+
     #[tokio::test]
     async fn a_reused_pid_is_not_the_same_process() {
         let me = Proc::get(std::process::id()).unwrap();
