@@ -1,0 +1,6 @@
+//! `rollcall-collector`: stores what hosts report, flags the ones that went silent or
+//! unhealthy the second it happens, and explains why.
+
+pub mod index;
+pub mod state;
+pub mod store;

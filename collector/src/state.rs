@@ -1,0 +1,356 @@
+//! A host's state, derived from what the collector knows and its own clock only, and
+//! explained in words an SRE can act on.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rollcall_proto::Health;
+use serde::{Deserialize, Serialize};
+
+/// Derived state, most urgent meaning first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HostState {
+    Up,
+    /// Past its interval, inside the grace period.
+    Late,
+    /// Past interval + grace.
+    Silent,
+    /// Reporting, but a check is critical (e.g. remediation exhausted).
+    Unhealthy,
+    /// Under maintenance until a time.
+    Maintenance,
+    /// Two identities live at once under one hostname.
+    Duplicate,
+}
+
+impl HostState {
+    pub const ALL: [HostState; 6] = [
+        HostState::Up,
+        HostState::Late,
+        HostState::Silent,
+        HostState::Unhealthy,
+        HostState::Maintenance,
+        HostState::Duplicate,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostState::Up => "up",
+            HostState::Late => "late",
+            HostState::Silent => "silent",
+            HostState::Unhealthy => "unhealthy",
+            HostState::Maintenance => "maintenance",
+            HostState::Duplicate => "duplicate",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<HostState> {
+        HostState::ALL.into_iter().find(|h| h.as_str() == s)
+    }
+}
+
+impl fmt::Display for HostState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a host is in the inventory's lifecycle. Only `live` hosts are ever flagged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lifecycle {
+    /// First seen less than the build period ago (48 h): being built, never flagged.
+    Build,
+    Live,
+    /// Marked for decommission: never flagged.
+    Available,
+    Retired,
+}
+
+impl Lifecycle {
+    pub const ALL: [Lifecycle; 4] = [
+        Lifecycle::Build,
+        Lifecycle::Live,
+        Lifecycle::Available,
+        Lifecycle::Retired,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::Build => "build",
+            Lifecycle::Live => "live",
+            Lifecycle::Available => "available",
+            Lifecycle::Retired => "retired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Lifecycle> {
+        Lifecycle::ALL.into_iter().find(|l| l.as_str() == s)
+    }
+}
+
+/// What the collector's judgement depends on.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Silence beyond interval + grace is `silent`.
+    pub grace: Duration,
+    /// Hosts first seen less than this ago are in `build`.
+    pub build_period: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            grace: Duration::from_secs(120),
+            build_period: Duration::from_secs(48 * 3600),
+        }
+    }
+}
+
+/// The facts about one host that its state is derived from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Facts {
+    pub first_seen: DateTime<Utc>,
+    /// By the collector's clock, never the agent's.
+    pub last_heard: DateTime<Utc>,
+    /// The heartbeat interval the host announced.
+    pub interval: Duration,
+    /// The agent's own overall health and its one-line reason.
+    pub health: Health,
+    pub health_reason: String,
+    /// Set by an operator: `available` and `retired` stick; `live` ends `build` early.
+    pub lifecycle_override: Option<Lifecycle>,
+    pub maintenance: Option<(DateTime<Utc>, String)>,
+    /// Another identity is live under the same hostname.
+    pub duplicate_of: Option<String>,
+}
+
+/// A derived state with its explanation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Judgement {
+    pub state: HostState,
+    pub lifecycle: Lifecycle,
+    pub reason: String,
+    /// Whether this host counts as a problem (state silent/unhealthy/duplicate on a live host).
+    pub flagged: bool,
+    /// When the host turns silent if nothing is heard: the key of the deadline index.
+    pub deadline: DateTime<Utc>,
+}
+
+fn dur(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// `3m12s`: ages at a precision that reads well.
+pub fn age(d: chrono::Duration) -> String {
+    let s = d.num_seconds().max(0) as u64;
+    humantime_short(Duration::from_secs(s))
+}
+
+fn humantime_short(d: Duration) -> String {
+    let s = d.as_secs();
+    let (days, h, m, sec) = (s / 86400, s / 3600 % 24, s / 60 % 60, s % 60);
+    let mut out = String::new();
+    for (v, u) in [(days, "d"), (h, "h"), (m, "m"), (sec, "s")] {
+        if v > 0 || (u == "s" && out.is_empty()) {
+            out.push_str(&format!("{v}{u}"));
+        }
+    }
+    out
+}
+
+fn hms(t: DateTime<Utc>) -> String {
+    t.format("%H:%M:%S UTC").to_string()
+}
+
+/// The moment `f` turns silent: interval + grace after it was last heard, or, for a
+/// collector that has just (re)started, after the collector came up, whichever is later.
+/// So a restarted collector flags nobody for one interval + grace, then flags exactly the
+/// hosts that stayed quiet, including those that died while it was down.
+pub fn deadline(f: &Facts, policy: &Policy, up_since: DateTime<Utc>) -> DateTime<Utc> {
+    f.last_heard.max(up_since) + dur(f.interval) + dur(policy.grace)
+}
+
+/// Derives state, lifecycle and reason at `now` (the collector's clock).
+pub fn judge(f: &Facts, policy: &Policy, up_since: DateTime<Utc>, now: DateTime<Utc>) -> Judgement {
+    let lifecycle = match f.lifecycle_override {
+        Some(l) => l,
+        None if now - f.first_seen < dur(policy.build_period) => Lifecycle::Build,
+        None => Lifecycle::Live,
+    };
+    let deadline = deadline(f, policy, up_since);
+    let late_at = f.last_heard.max(up_since) + dur(f.interval);
+    let heard = format!(
+        "last heard {}, {} ago; expected every {} + {} grace",
+        hms(f.last_heard),
+        age(now - f.last_heard),
+        humantime_short(f.interval),
+        humantime_short(policy.grace)
+    );
+    let (state, reason) = if let Some((until, why)) =
+        f.maintenance.as_ref().filter(|(u, _)| *u > now)
+    {
+        (
+            HostState::Maintenance,
+            format!("maintenance until {} ({why}); {heard}", until.to_rfc3339()),
+        )
+    } else if let Some(other) = &f.duplicate_of {
+        (
+            HostState::Duplicate,
+            format!("duplicate: identity {other} is also live under this hostname (cloned image or restored snapshot?); {heard}"),
+        )
+    } else if now > deadline {
+        (HostState::Silent, format!("silent: {heard}"))
+    } else if now > late_at {
+        (HostState::Late, format!("late: {heard}"))
+    } else if f.health == Health::Critical {
+        (
+            HostState::Unhealthy,
+            format!("unhealthy: {}", f.health_reason),
+        )
+    } else {
+        (HostState::Up, format!("up: {heard}"))
+    };
+    let flagged = lifecycle == Lifecycle::Live
+        && matches!(
+            state,
+            HostState::Silent | HostState::Unhealthy | HostState::Duplicate
+        );
+    Judgement {
+        state,
+        lifecycle,
+        reason,
+        flagged,
+        deadline,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn t(h: u32, m: u32, s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 22, h, m, s).unwrap()
+    }
+
+    fn facts() -> Facts {
+        Facts {
+            first_seen: t(0, 0, 0) - chrono::Duration::days(30),
+            last_heard: t(14, 2, 11),
+            interval: Duration::from_secs(60),
+            health: Health::Ok,
+            health_reason: "all checks ok".into(),
+            lifecycle_override: None,
+            maintenance: None,
+            duplicate_of: None,
+        }
+    }
+
+    fn judge_at(f: &Facts, now: DateTime<Utc>) -> Judgement {
+        judge(f, &Policy::default(), t(0, 0, 0), now)
+    }
+
+    #[test]
+    fn up_late_silent_follow_interval_and_grace() {
+        let f = facts();
+        assert_eq!(judge_at(&f, t(14, 3, 0)).state, HostState::Up);
+        assert_eq!(judge_at(&f, t(14, 3, 12)).state, HostState::Late);
+        assert_eq!(
+            judge_at(&f, t(14, 5, 11)).state,
+            HostState::Late,
+            "exactly at the deadline: not yet"
+        );
+        let j = judge_at(&f, t(14, 5, 23));
+        assert_eq!(j.state, HostState::Silent);
+        assert!(j.flagged);
+        assert_eq!(
+            j.reason,
+            "silent: last heard 14:02:11 UTC, 3m12s ago; expected every 1m + 2m grace"
+        );
+        assert_eq!(j.deadline, t(14, 5, 11));
+    }
+
+    #[test]
+    fn a_restarted_collector_waits_one_interval_plus_grace_then_flags_the_quiet() {
+        let f = facts(); // last heard 14:02:11, then the collector was down
+        let up = t(15, 0, 0);
+        let p = Policy::default();
+        assert_eq!(
+            judge(&f, &p, up, t(15, 2, 59)).state,
+            HostState::Late,
+            "no false flag at restart"
+        );
+        let j = judge(&f, &p, up, t(15, 3, 1));
+        assert_eq!(
+            j.state,
+            HostState::Silent,
+            "died while the collector was down: flagged"
+        );
+        assert_eq!(j.deadline, t(15, 3, 0));
+    }
+
+    #[test]
+    fn unhealthy_is_a_reporting_host_with_a_critical_check() {
+        let mut f = facts();
+        f.health = Health::Critical;
+        f.health_reason = "remediation exhausted (round 3)".into();
+        let j = judge_at(&f, t(14, 2, 30));
+        assert_eq!(j.state, HostState::Unhealthy);
+        assert_eq!(j.reason, "unhealthy: remediation exhausted (round 3)");
+        assert!(j.flagged);
+    }
+
+    #[test]
+    fn maintenance_wins_until_it_expires() {
+        let mut f = facts();
+        f.maintenance = Some((t(15, 0, 0), "kernel patching".into()));
+        let j = judge_at(&f, t(14, 30, 0));
+        assert_eq!(j.state, HostState::Maintenance);
+        assert!(!j.flagged);
+        assert!(j.reason.contains("kernel patching"));
+        assert_eq!(
+            judge_at(&f, t(15, 0, 1)).state,
+            HostState::Silent,
+            "expired by itself"
+        );
+    }
+
+    #[test]
+    fn build_and_available_hosts_are_never_flagged() {
+        let mut f = facts();
+        f.first_seen = t(10, 0, 0);
+        let j = judge_at(&f, t(16, 0, 0));
+        assert_eq!(
+            (j.state, j.lifecycle, j.flagged),
+            (HostState::Silent, Lifecycle::Build, false)
+        );
+        f.first_seen = t(0, 0, 0) - chrono::Duration::days(3);
+        assert!(judge_at(&f, t(16, 0, 0)).flagged);
+        f.lifecycle_override = Some(Lifecycle::Available);
+        let j = judge_at(&f, t(16, 0, 0));
+        assert_eq!((j.lifecycle, j.flagged), (Lifecycle::Available, false));
+    }
+
+    #[test]
+    fn duplicate_names_the_other_identity() {
+        let mut f = facts();
+        f.duplicate_of = Some("machine 4c1e…/install 9a".into());
+        let j = judge_at(&f, t(14, 2, 30));
+        assert_eq!(j.state, HostState::Duplicate);
+        assert!(j.reason.contains("4c1e"));
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for s in HostState::ALL {
+            assert_eq!(HostState::parse(s.as_str()), Some(s));
+        }
+        for l in Lifecycle::ALL {
+            assert_eq!(Lifecycle::parse(l.as_str()), Some(l));
+        }
+        assert_eq!(HostState::parse("dead"), None);
+    }
+}

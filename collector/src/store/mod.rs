@@ -1,0 +1,237 @@
+//! Durable storage behind one trait: SQLite (embedded, the default) now, PostgreSQL later
+//! as one more file passing the same [`suite`].
+
+mod sqlite;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use rollcall_proto::{Event, Health};
+
+pub use sqlite::SqliteStore;
+
+use crate::state::Lifecycle;
+
+/// One heartbeat as it is made durable.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeartbeatRecord {
+    pub host: String,
+    /// The agent's identity (machine-id + install id).
+    pub identity: String,
+    /// By the collector's clock.
+    pub received_at: DateTime<Utc>,
+    pub interval_secs: u32,
+    pub labels: BTreeMap<String, String>,
+    pub health: Health,
+    pub reason: String,
+    /// The agent's full state as it sent it (JSON), latest wins.
+    pub state_json: String,
+    /// Events not yet acknowledged; redeliveries are ignored by `(host, seq)`.
+    pub events: Vec<Event>,
+}
+
+/// A host as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostRow {
+    pub host: String,
+    pub identity: String,
+    pub first_seen: DateTime<Utc>,
+    pub last_heard: DateTime<Utc>,
+    pub interval_secs: u32,
+    pub labels: BTreeMap<String, String>,
+    pub health: Health,
+    pub reason: String,
+    pub state_json: String,
+    pub lifecycle: Option<Lifecycle>,
+    pub maintenance: Option<(DateTime<Utc>, String)>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Host rows written: one per host per batch, however many heartbeats it sent.
+    pub hosts: usize,
+    pub events_new: usize,
+    pub events_duplicate: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database {path}: {source}")]
+    Sqlite {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("database {path} holds an unreadable value in {what}: {detail}")]
+    Corrupt {
+        path: String,
+        what: &'static str,
+        detail: String,
+    },
+}
+
+pub trait Store: Send {
+    /// Every host, for the in-memory index at start-up.
+    fn load_hosts(&self) -> Result<Vec<HostRow>, StoreError>;
+    /// One transaction for the whole batch; returns only once it is durable.
+    fn commit(&mut self, batch: &[HeartbeatRecord]) -> Result<CommitStats, StoreError>;
+    /// `None` ends maintenance. Returns whether the host exists.
+    fn set_maintenance(
+        &mut self,
+        host: &str,
+        until: Option<(DateTime<Utc>, &str)>,
+    ) -> Result<bool, StoreError>;
+    /// `None` returns the host to its derived lifecycle (`build`/`live`).
+    fn set_lifecycle(&mut self, host: &str, l: Option<Lifecycle>) -> Result<bool, StoreError>;
+    /// The newest `limit` events of a host, newest first.
+    fn recent_events(&self, host: &str, limit: usize) -> Result<Vec<Event>, StoreError>;
+    /// Deletes events received before `before`; returns how many.
+    fn prune_events(&mut self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+}
+
+/// The behaviour every backend must show, run against each of them.
+#[cfg(test)]
+pub(crate) mod suite {
+    use super::*;
+    use chrono::TimeZone;
+    use rollcall_proto::EventKind;
+
+    pub fn t(s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 22, 12, 0, 0).unwrap() + chrono::Duration::seconds(s as i64)
+    }
+
+    pub fn event(seq: u64, msg: &str) -> Event {
+        Event {
+            seq,
+            at: t(0),
+            check: "besclient".into(),
+            kind: EventKind::Action,
+            message: msg.into(),
+            action: Some("restart".into()),
+            step: Some("restart".into()),
+            pid: Some(42),
+        }
+    }
+
+    pub fn hb(host: &str, at: u32, health: Health, events: Vec<Event>) -> HeartbeatRecord {
+        HeartbeatRecord {
+            host: host.into(),
+            identity: format!("id-{host}"),
+            received_at: t(at),
+            interval_secs: 60,
+            labels: [("region".to_owned(), "us-south".to_owned())].into(),
+            health,
+            reason: format!("{host} at {at}"),
+            state_json: format!("{{\"at\":{at}}}"),
+            events,
+        }
+    }
+
+    /// Runs every check on stores made by `open`, which must return a store over the same
+    /// durable data each time it is called (a reopen).
+    pub fn run<S: Store>(open: impl Fn() -> S) {
+        latest_wins_and_first_seen_stays(&open);
+        events_are_deduplicated(&open);
+        maintenance_and_lifecycle(&open);
+        pruning(&open);
+    }
+
+    fn latest_wins_and_first_seen_stays<S: Store>(open: &impl Fn() -> S) {
+        let mut s = open();
+        let st = s
+            .commit(&[
+                hb("a", 1, Health::Ok, vec![]),
+                hb("b", 1, Health::Ok, vec![]),
+                hb("a", 2, Health::Critical, vec![]),
+            ])
+            .unwrap();
+        assert_eq!(st.hosts, 2, "one row per host per batch");
+        s.commit(&[hb("a", 3, Health::Warn, vec![])]).unwrap();
+        drop(s);
+        let s = open();
+        let mut hosts = s.load_hosts().unwrap();
+        hosts.sort_by(|x, y| x.host.cmp(&y.host));
+        let a = &hosts[0];
+        assert_eq!(
+            (a.host.as_str(), a.health, a.last_heard, a.first_seen),
+            ("a", Health::Warn, t(3), t(1))
+        );
+        assert_eq!(a.reason, "a at 3");
+        assert_eq!(a.labels["region"], "us-south");
+        assert_eq!(hosts[1].host, "b");
+    }
+
+    fn events_are_deduplicated<S: Store>(open: &impl Fn() -> S) {
+        let mut s = open();
+        let st = s
+            .commit(&[hb(
+                "c",
+                1,
+                Health::Ok,
+                vec![event(1, "one"), event(2, "two")],
+            )])
+            .unwrap();
+        assert_eq!((st.events_new, st.events_duplicate), (2, 0));
+        // At-least-once: the agent resends 2 with 3.
+        let st = s
+            .commit(&[hb(
+                "c",
+                2,
+                Health::Ok,
+                vec![event(2, "two"), event(3, "three")],
+            )])
+            .unwrap();
+        assert_eq!((st.events_new, st.events_duplicate), (1, 1));
+        let ev = open().recent_events("c", 10).unwrap();
+        let msgs: Vec<&str> = ev.iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(msgs, ["three", "two", "one"]);
+        assert_eq!(ev[0].pid, Some(42));
+        assert_eq!(open().recent_events("c", 1).unwrap().len(), 1);
+        assert!(open().recent_events("nobody", 10).unwrap().is_empty());
+    }
+
+    fn maintenance_and_lifecycle<S: Store>(open: &impl Fn() -> S) {
+        let mut s = open();
+        s.commit(&[hb("d", 1, Health::Ok, vec![])]).unwrap();
+        assert!(s
+            .set_maintenance("d", Some((t(7200), "kernel patching")))
+            .unwrap());
+        assert!(s.set_lifecycle("d", Some(Lifecycle::Available)).unwrap());
+        assert!(!s.set_maintenance("nobody", None).unwrap());
+        // A heartbeat does not undo what an operator set.
+        s.commit(&[hb("d", 2, Health::Ok, vec![])]).unwrap();
+        let d = open()
+            .load_hosts()
+            .unwrap()
+            .into_iter()
+            .find(|h| h.host == "d")
+            .unwrap();
+        assert_eq!(d.maintenance, Some((t(7200), "kernel patching".to_owned())));
+        assert_eq!(d.lifecycle, Some(Lifecycle::Available));
+        let mut s = open();
+        s.set_maintenance("d", None).unwrap();
+        s.set_lifecycle("d", None).unwrap();
+        let d = open()
+            .load_hosts()
+            .unwrap()
+            .into_iter()
+            .find(|h| h.host == "d")
+            .unwrap();
+        assert_eq!((d.maintenance, d.lifecycle), (None, None));
+    }
+
+    fn pruning<S: Store>(open: &impl Fn() -> S) {
+        let mut s = open();
+        s.commit(&[hb("e", 10, Health::Ok, vec![event(1, "old")])])
+            .unwrap();
+        s.commit(&[hb("e", 100, Health::Ok, vec![event(2, "new")])])
+            .unwrap();
+        // Everything received before the cut goes, whichever host sent it (earlier steps of
+        // this suite left three events of "c" at t(1) and t(2)).
+        assert_eq!(s.prune_events(t(50)).unwrap(), 4);
+        let ev = s.recent_events("e", 10).unwrap();
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].message, "new");
+        assert!(s.recent_events("c", 10).unwrap().is_empty());
+        assert_eq!(s.prune_events(t(50)).unwrap(), 0);
+    }
+}

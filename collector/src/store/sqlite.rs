@@ -1,0 +1,380 @@
+//! Embedded SQLite: WAL, one writer, `synchronous = FULL` so that a commit that returned
+//! is on disk (a heartbeat is acknowledged only after that).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use rollcall_proto::{Event, Health};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{CommitStats, HeartbeatRecord, HostRow, Store, StoreError};
+use crate::state::Lifecycle;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS hosts (
+    name          TEXT PRIMARY KEY,
+    identity      TEXT NOT NULL,
+    first_seen    INTEGER NOT NULL,
+    last_heard    INTEGER NOT NULL,
+    interval_secs INTEGER NOT NULL,
+    labels        TEXT NOT NULL,
+    health        TEXT NOT NULL,
+    reason        TEXT NOT NULL,
+    state         TEXT NOT NULL,
+    lifecycle     TEXT,
+    maint_until   INTEGER,
+    maint_reason  TEXT
+);
+CREATE TABLE IF NOT EXISTS events (
+    host        TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    at          INTEGER NOT NULL,
+    received_at INTEGER NOT NULL,
+    body        TEXT NOT NULL,
+    PRIMARY KEY (host, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS events_received ON events(received_at);
+";
+
+pub struct SqliteStore {
+    path: PathBuf,
+    conn: Connection,
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_ms(v: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(v).unwrap_or_default()
+}
+
+fn health_str(h: Health) -> &'static str {
+    h.as_str()
+}
+
+fn parse_health(s: &str) -> Option<Health> {
+    match s {
+        "ok" => Some(Health::Ok),
+        "warn" => Some(Health::Warn),
+        "critical" => Some(Health::Critical),
+        _ => None,
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let err = |source| StoreError::Sqlite {
+            path: path.display().to_string(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(err)?;
+        conn.pragma_update(None, "busy_timeout", 5000)
+            .map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        Ok(SqliteStore {
+            path: path.to_owned(),
+            conn,
+        })
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+        move |source| StoreError::Sqlite {
+            path: self.path.display().to_string(),
+            source,
+        }
+    }
+
+    fn corrupt(&self, what: &'static str, detail: String) -> StoreError {
+        StoreError::Corrupt {
+            path: self.path.display().to_string(),
+            what,
+            detail,
+        }
+    }
+}
+
+impl Store for SqliteStore {
+    fn load_hosts(&self) -> Result<Vec<HostRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT name, identity, first_seen, last_heard, interval_secs, labels, health, reason, state,
+                        lifecycle, maint_until, maint_reason FROM hosts",
+            )
+            .map_err(self.err())?;
+        type Raw = (
+            String,
+            String,
+            i64,
+            i64,
+            u32,
+            String,
+            String,
+            String,
+            String,
+            Option<String>,
+            Option<i64>,
+            Option<String>,
+        );
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                    r.get(9)?,
+                    r.get(10)?,
+                    r.get(11)?,
+                ))
+            })
+            .map_err(self.err())?;
+        let mut out = Vec::new();
+        for raw in rows {
+            let (
+                host,
+                identity,
+                first_seen,
+                last_heard,
+                interval_secs,
+                labels,
+                health,
+                reason,
+                state_json,
+                lifecycle,
+                mu,
+                mr,
+            ): Raw = raw.map_err(self.err())?;
+            let labels = serde_json::from_str(&labels)
+                .map_err(|e| self.corrupt("hosts.labels", format!("{host}: {e}")))?;
+            let health = parse_health(&health)
+                .ok_or_else(|| self.corrupt("hosts.health", format!("{host}: {health:?}")))?;
+            let lifecycle = match lifecycle {
+                None => None,
+                Some(l) => Some(
+                    Lifecycle::parse(&l)
+                        .ok_or_else(|| self.corrupt("hosts.lifecycle", format!("{host}: {l:?}")))?,
+                ),
+            };
+            out.push(HostRow {
+                host,
+                identity,
+                first_seen: from_ms(first_seen),
+                last_heard: from_ms(last_heard),
+                interval_secs,
+                labels,
+                health,
+                reason,
+                state_json,
+                lifecycle,
+                maintenance: mu.map(|u| (from_ms(u), mr.unwrap_or_default())),
+            });
+        }
+        Ok(out)
+    }
+
+    fn commit(&mut self, batch: &[HeartbeatRecord]) -> Result<CommitStats, StoreError> {
+        let path = self.path.display().to_string();
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        // Latest wins: one row update per host per batch; first seen is the earliest.
+        let mut latest: HashMap<&str, (&HeartbeatRecord, DateTime<Utc>)> =
+            HashMap::with_capacity(batch.len());
+        for hb in batch {
+            latest
+                .entry(hb.host.as_str())
+                .and_modify(|(cur, first)| {
+                    if hb.received_at >= cur.received_at {
+                        *cur = hb;
+                    }
+                    *first = (*first).min(hb.received_at);
+                })
+                .or_insert((hb, hb.received_at));
+        }
+        let tx = self.conn.transaction().map_err(err)?;
+        let mut stats = CommitStats::default();
+        {
+            let mut upsert = tx
+                .prepare_cached(
+                    "INSERT INTO hosts (name, identity, first_seen, last_heard, interval_secs, labels, health, reason, state)
+                     VALUES (?1, ?2, ?9, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT(name) DO UPDATE SET identity = excluded.identity, last_heard = excluded.last_heard,
+                        interval_secs = excluded.interval_secs, labels = excluded.labels, health = excluded.health,
+                        reason = excluded.reason, state = excluded.state",
+                )
+                .map_err(err)?;
+            for (hb, first_seen) in latest.values() {
+                let labels = serde_json::to_string(&hb.labels).unwrap_or_else(|_| "{}".into());
+                upsert
+                    .execute(params![
+                        hb.host,
+                        hb.identity,
+                        ms(hb.received_at),
+                        hb.interval_secs,
+                        labels,
+                        health_str(hb.health),
+                        hb.reason,
+                        hb.state_json,
+                        ms(*first_seen)
+                    ])
+                    .map_err(err)?;
+                stats.hosts += 1;
+            }
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO events (host, seq, at, received_at, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(err)?;
+            for hb in batch {
+                for e in &hb.events {
+                    let body = serde_json::to_string(e).unwrap_or_default();
+                    let n = insert
+                        .execute(params![
+                            hb.host,
+                            e.seq as i64,
+                            ms(e.at),
+                            ms(hb.received_at),
+                            body
+                        ])
+                        .map_err(err)?;
+                    if n == 1 {
+                        stats.events_new += 1;
+                    } else {
+                        stats.events_duplicate += 1;
+                    }
+                }
+            }
+        }
+        tx.commit().map_err(err)?;
+        Ok(stats)
+    }
+
+    fn set_maintenance(
+        &mut self,
+        host: &str,
+        until: Option<(DateTime<Utc>, &str)>,
+    ) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE hosts SET maint_until = ?2, maint_reason = ?3 WHERE name = ?1",
+                params![host, until.map(|(u, _)| ms(u)), until.map(|(_, r)| r)],
+            )
+            .map_err(self.err())?;
+        Ok(n == 1)
+    }
+
+    fn set_lifecycle(&mut self, host: &str, l: Option<Lifecycle>) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE hosts SET lifecycle = ?2 WHERE name = ?1",
+                params![host, l.map(Lifecycle::as_str)],
+            )
+            .map_err(self.err())?;
+        Ok(n == 1)
+    }
+
+    fn recent_events(&self, host: &str, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT body FROM events WHERE host = ?1 ORDER BY seq DESC LIMIT ?2")
+            .map_err(self.err())?;
+        let bodies = stmt
+            .query_map(params![host, limit as i64], |r| r.get::<_, String>(0))
+            .map_err(self.err())?;
+        let mut out = Vec::new();
+        for b in bodies {
+            let b = b.map_err(self.err())?;
+            out.push(
+                serde_json::from_str(&b)
+                    .map_err(|e| self.corrupt("events.body", format!("{host}: {e}")))?,
+            );
+        }
+        Ok(out)
+    }
+
+    fn prune_events(&mut self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let n = self
+            .conn
+            .execute(
+                "DELETE FROM events WHERE received_at < ?1",
+                params![ms(before)],
+            )
+            .map_err(self.err())?;
+        Ok(n as u64)
+    }
+}
+
+impl SqliteStore {
+    /// Whether a host exists (for the API's 404s).
+    pub fn has_host(&self, host: &str) -> Result<bool, StoreError> {
+        self.conn
+            .query_row("SELECT 1 FROM hosts WHERE name = ?1", params![host], |_| {
+                Ok(())
+            })
+            .optional()
+            .map(|o| o.is_some())
+            .map_err(self.err())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::suite;
+
+    #[test]
+    fn passes_the_store_suite_on_a_real_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rollcall.db");
+        suite::run(|| SqliteStore::open(&path).unwrap());
+        // WAL mode is what lets readers run beside the one writer.
+        let s = SqliteStore::open(&path).unwrap();
+        let mode: String = s
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        assert!(s.has_host("a").unwrap());
+        assert!(!s.has_host("zz").unwrap());
+    }
+
+    #[test]
+    fn an_unopenable_path_is_named() {
+        let e = SqliteStore::open(Path::new("/nonexistent/dir/rollcall.db"))
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string().contains("/nonexistent/dir/rollcall.db"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_corrupt_value_is_reported_not_guessed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rollcall.db");
+        let mut s = SqliteStore::open(&path).unwrap();
+        s.commit(&[suite::hb("x", 1, Health::Ok, vec![])]).unwrap();
+        s.conn
+            .execute("UPDATE hosts SET health = 'bogus'", [])
+            .unwrap();
+        let e = s.load_hosts().unwrap_err().to_string();
+        assert!(e.contains("hosts.health") && e.contains("bogus"), "{e}");
+    }
+}
