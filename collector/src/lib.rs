@@ -2,5 +2,6 @@
 //! unhealthy the second it happens, and explains why.
 
 pub mod index;
+pub mod ingest;
 pub mod state;
 pub mod store;
