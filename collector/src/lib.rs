@@ -3,5 +3,6 @@
 
 pub mod index;
 pub mod ingest;
+pub mod registry;
 pub mod state;
 pub mod store;

@@ -1,0 +1,581 @@
+//! Every host in memory, compact, with its current derived state.
+//!
+//! The [`DeadlineIndex`] holds, per host, the next moment its state can change with no new
+//! input (turning late, turning silent, maintenance ending, build ending). The sweeper
+//! expires what is due, re-judges only those hosts and re-indexes them, so the cached state
+//! of every host is current and `state=silent` is answered from a set, not a scan.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rollcall_proto::Health;
+
+use crate::index::{DeadlineIndex, HostId};
+use crate::state::{judge, Facts, HostState, Judgement, Lifecycle, Policy};
+use crate::store::{HeartbeatRecord, HostRow};
+
+/// Label values repeat across thousands of hosts: each distinct one is stored once.
+#[derive(Debug, Default)]
+struct Interner {
+    ids: HashMap<Box<str>, u32>,
+    values: Vec<Box<str>>,
+}
+
+impl Interner {
+    fn id(&mut self, s: &str) -> u32 {
+        if let Some(id) = self.ids.get(s) {
+            return *id;
+        }
+        let id = self.values.len() as u32;
+        self.values.push(s.into());
+        self.ids.insert(s.into(), id);
+        id
+    }
+
+    fn find(&self, s: &str) -> Option<u32> {
+        self.ids.get(s).copied()
+    }
+
+    fn get(&self, id: u32) -> &str {
+        self.values.get(id as usize).map_or("", |v| v)
+    }
+}
+
+/// The labels the API filters by.
+const LABELS: [&str; 4] = ["env", "region", "zone", "role"];
+
+#[derive(Debug)]
+struct Host {
+    name: Box<str>,
+    identity: Box<str>,
+    /// Interned values of [`LABELS`].
+    labels: [u32; 4],
+    first_seen_ms: i64,
+    last_heard_ms: i64,
+    interval_s: u32,
+    health: Health,
+    health_reason: Box<str>,
+    lifecycle_override: Option<Lifecycle>,
+    maintenance: Option<Box<(i64, Box<str>)>>,
+    duplicate_of: Option<Box<str>>,
+    state: HostState,
+    lifecycle: Lifecycle,
+    flagged: bool,
+}
+
+/// A state change, for events, metrics and notifications.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub host: String,
+    pub from: Option<HostState>,
+    pub to: HostState,
+    pub flagged: bool,
+    pub reason: String,
+    pub at: DateTime<Utc>,
+}
+
+/// One host as the API shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct HostView {
+    pub name: String,
+    pub state: HostState,
+    pub lifecycle: Lifecycle,
+    pub flagged: bool,
+    pub reason: String,
+    pub last_heard: DateTime<Utc>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Filters of `GET /api/v1/hosts`; `None` matches everything.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub state: Option<HostState>,
+    pub lifecycle: Option<Lifecycle>,
+    pub env: Option<String>,
+    pub region: Option<String>,
+    pub zone: Option<String>,
+    pub role: Option<String>,
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn at(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+pub struct Registry {
+    policy: Policy,
+    up_since: DateTime<Utc>,
+    names: HashMap<Box<str>, HostId>,
+    hosts: Vec<Host>,
+    labels: Interner,
+    changes: DeadlineIndex,
+    by_state: [HashSet<HostId>; 6],
+}
+
+fn slot(s: HostState) -> usize {
+    HostState::ALL.iter().position(|x| *x == s).unwrap_or(0)
+}
+
+impl Registry {
+    /// An empty registry for a collector that came up at `up_since`.
+    pub fn new(policy: Policy, up_since: DateTime<Utc>) -> Registry {
+        Registry {
+            policy,
+            up_since,
+            names: HashMap::new(),
+            hosts: Vec::new(),
+            labels: Interner::default(),
+            changes: DeadlineIndex::new(),
+            by_state: Default::default(),
+        }
+    }
+
+    /// Loads stored hosts at start-up, judged as of `now`.
+    pub fn load(&mut self, rows: Vec<HostRow>, now: DateTime<Utc>) {
+        for r in rows {
+            let id = self.slot_for(&r.host, &r.identity, &r.labels, r.first_seen);
+            let h = &mut self.hosts[id as usize];
+            h.last_heard_ms = ms(r.last_heard);
+            h.interval_s = r.interval_secs;
+            h.health = r.health;
+            h.health_reason = r.reason.into();
+            h.lifecycle_override = r.lifecycle;
+            h.maintenance = r
+                .maintenance
+                .map(|(u, why)| Box::new((ms(u), why.into_boxed_str())));
+            self.rejudge(id, now);
+        }
+    }
+
+    fn slot_for(
+        &mut self,
+        name: &str,
+        identity: &str,
+        labels: &BTreeMap<String, String>,
+        first_seen: DateTime<Utc>,
+    ) -> HostId {
+        let ids = LABELS.map(|k| self.labels.id(labels.get(k).map_or("", String::as_str)));
+        if let Some(id) = self.names.get(name) {
+            let h = &mut self.hosts[*id as usize];
+            h.labels = ids;
+            if *h.identity != *identity {
+                h.identity = identity.into();
+            }
+            return *id;
+        }
+        let id = self.hosts.len() as HostId;
+        self.hosts.push(Host {
+            name: name.into(),
+            identity: identity.into(),
+            labels: ids,
+            first_seen_ms: ms(first_seen),
+            last_heard_ms: ms(first_seen),
+            interval_s: 60,
+            health: Health::Ok,
+            health_reason: "".into(),
+            lifecycle_override: None,
+            maintenance: None,
+            duplicate_of: None,
+            state: HostState::Up,
+            lifecycle: Lifecycle::Build,
+            flagged: false,
+        });
+        self.by_state[slot(HostState::Up)].insert(id);
+        self.names.insert(name.into(), id);
+        id
+    }
+
+    fn facts(&self, h: &Host) -> Facts {
+        Facts {
+            first_seen: at(h.first_seen_ms),
+            last_heard: at(h.last_heard_ms),
+            interval: Duration::from_secs(h.interval_s as u64),
+            health: h.health,
+            health_reason: h.health_reason.to_string(),
+            lifecycle_override: h.lifecycle_override,
+            maintenance: h.maintenance.as_ref().map(|m| (at(m.0), m.1.to_string())),
+            duplicate_of: h.duplicate_of.as_ref().map(|d| d.to_string()),
+        }
+    }
+
+    /// Re-derives one host's state; re-indexes its next change; returns the transition.
+    fn rejudge(&mut self, id: HostId, now: DateTime<Utc>) -> Option<Transition> {
+        let h = &self.hosts[id as usize];
+        let f = self.facts(h);
+        let j: Judgement = judge(&f, &self.policy, self.up_since, now);
+        let next = next_change(&f, &j, &self.policy, self.up_since, now);
+        let h = &mut self.hosts[id as usize];
+        let from = h.state;
+        let changed = from != j.state || h.flagged != j.flagged || h.lifecycle != j.lifecycle;
+        self.by_state[slot(from)].remove(&id);
+        self.by_state[slot(j.state)].insert(id);
+        h.state = j.state;
+        h.flagged = j.flagged;
+        h.lifecycle = j.lifecycle;
+        match next {
+            Some(t) => self.changes.set(id, ms(t)),
+            None => self.changes.remove(id),
+        }
+        changed.then(|| Transition {
+            host: h.name.to_string(),
+            from: Some(from),
+            to: j.state,
+            flagged: j.flagged,
+            reason: j.reason,
+            at: now,
+        })
+    }
+
+    /// Applies a durable heartbeat (heard at `r.received_at`, the collector's clock).
+    pub fn apply(&mut self, r: &HeartbeatRecord) -> Option<Transition> {
+        let new = !self.names.contains_key(r.host.as_str());
+        let id = self.slot_for(&r.host, &r.identity, &r.labels, r.received_at);
+        let h = &mut self.hosts[id as usize];
+        h.last_heard_ms = h.last_heard_ms.max(ms(r.received_at));
+        h.interval_s = r.interval_secs.max(1);
+        h.health = r.health;
+        if *h.health_reason != *r.reason {
+            h.health_reason = r.reason.as_str().into();
+        }
+        let t = self.rejudge(id, r.received_at);
+        match (new, t) {
+            (true, _) => {
+                let h = &self.hosts[id as usize];
+                Some(Transition {
+                    host: r.host.clone(),
+                    from: None,
+                    to: h.state,
+                    flagged: h.flagged,
+                    reason: self.reason(id, r.received_at),
+                    at: r.received_at,
+                })
+            }
+            (false, t) => t,
+        }
+    }
+
+    /// Sets or clears maintenance; `false` if the host is unknown.
+    pub fn set_maintenance(
+        &mut self,
+        name: &str,
+        m: Option<(DateTime<Utc>, String)>,
+        now: DateTime<Utc>,
+    ) -> Option<Option<Transition>> {
+        let id = *self.names.get(name)?;
+        self.hosts[id as usize].maintenance =
+            m.map(|(u, why)| Box::new((ms(u), why.into_boxed_str())));
+        Some(self.rejudge(id, now))
+    }
+
+    pub fn set_lifecycle(
+        &mut self,
+        name: &str,
+        l: Option<Lifecycle>,
+        now: DateTime<Utc>,
+    ) -> Option<Option<Transition>> {
+        let id = *self.names.get(name)?;
+        self.hosts[id as usize].lifecycle_override = l;
+        Some(self.rejudge(id, now))
+    }
+
+    /// When the sweeper must next look, if ever.
+    pub fn next_change(&self) -> Option<DateTime<Utc>> {
+        self.changes.next().map(|(t, _)| at(t))
+    }
+
+    /// Re-judges every host whose state could have changed by `now`.
+    pub fn sweep(&mut self, now: DateTime<Utc>) -> Vec<Transition> {
+        let due = self.changes.expire(ms(now));
+        due.into_iter()
+            .filter_map(|(_, id)| self.rejudge(id, now))
+            .collect()
+    }
+
+    fn reason(&self, id: HostId, now: DateTime<Utc>) -> String {
+        let h = &self.hosts[id as usize];
+        judge(&self.facts(h), &self.policy, self.up_since, now).reason
+    }
+
+    fn view(&self, id: HostId, now: DateTime<Utc>) -> HostView {
+        let h = &self.hosts[id as usize];
+        HostView {
+            name: h.name.to_string(),
+            state: h.state,
+            lifecycle: h.lifecycle,
+            flagged: h.flagged,
+            reason: self.reason(id, now),
+            last_heard: at(h.last_heard_ms),
+            labels: LABELS
+                .iter()
+                .zip(h.labels)
+                .filter(|(_, v)| !self.labels.get(*v).is_empty())
+                .map(|(k, v)| (k.to_string(), self.labels.get(v).to_owned()))
+                .collect(),
+        }
+    }
+
+    pub fn get(&self, name: &str, now: DateTime<Utc>) -> Option<HostView> {
+        self.names.get(name).map(|id| self.view(*id, now))
+    }
+
+    /// Hosts matching `f`, by name. A state filter reads only that state's set.
+    pub fn query(&self, f: &Filter, now: DateTime<Utc>) -> Vec<HostView> {
+        // Per label: no filter, or the wanted value's id (`None` if no host has that value,
+        // which then matches nothing).
+        let wanted: [Option<Option<u32>>; 4] =
+            [&f.env, &f.region, &f.zone, &f.role].map(|v| v.as_ref().map(|v| self.labels.find(v)));
+        let matches = |h: &Host| {
+            f.lifecycle.is_none_or(|l| h.lifecycle == l)
+                && wanted
+                    .iter()
+                    .zip(h.labels)
+                    .all(|(w, have)| w.is_none_or(|id| id == Some(have)))
+        };
+        let mut ids: Vec<HostId> = match f.state {
+            Some(s) => self.by_state[slot(s)]
+                .iter()
+                .copied()
+                .filter(|id| matches(&self.hosts[*id as usize]))
+                .collect(),
+            None => (0..self.hosts.len() as HostId)
+                .filter(|id| matches(&self.hosts[*id as usize]))
+                .collect(),
+        };
+        ids.sort_unstable_by(|a, b| {
+            self.hosts[*a as usize]
+                .name
+                .cmp(&self.hosts[*b as usize].name)
+        });
+        ids.into_iter().map(|id| self.view(id, now)).collect()
+    }
+
+    /// Hosts per state (all lifecycles) and how many are flagged.
+    pub fn counts(&self) -> (BTreeMap<HostState, usize>, usize) {
+        let per = HostState::ALL
+            .iter()
+            .map(|s| (*s, self.by_state[slot(*s)].len()))
+            .collect();
+        let flagged = self.hosts.iter().filter(|h| h.flagged).count();
+        (per, flagged)
+    }
+
+    pub fn len(&self) -> usize {
+        self.hosts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty()
+    }
+}
+
+/// The next moment this host's state can change without a heartbeat or an operator.
+fn next_change(
+    f: &Facts,
+    j: &Judgement,
+    p: &Policy,
+    up_since: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let interval = chrono::Duration::from_std(f.interval).unwrap_or(chrono::Duration::MAX);
+    let late_at = f.last_heard.max(up_since) + interval;
+    let build_end =
+        f.first_seen + chrono::Duration::from_std(p.build_period).unwrap_or(chrono::Duration::MAX);
+    let mut candidates = vec![late_at, j.deadline];
+    if let Some((until, _)) = &f.maintenance {
+        candidates.push(*until);
+    }
+    if f.lifecycle_override.is_none() {
+        candidates.push(build_end);
+    }
+    // Just after the boundary: the judgement uses strict comparisons.
+    candidates
+        .into_iter()
+        .filter(|t| *t >= now)
+        .min()
+        .map(|t| t + chrono::Duration::milliseconds(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::suite::{hb, t};
+
+    fn reg() -> Registry {
+        Registry::new(Policy::default(), t(0))
+    }
+
+    fn live(mut r: HeartbeatRecord) -> HeartbeatRecord {
+        r.labels.insert("zone".into(), "dal10".into());
+        r
+    }
+
+    #[test]
+    fn a_host_turns_late_then_silent_exactly_at_its_deadline() {
+        let mut r = reg();
+        r.policy.build_period = Duration::ZERO; // live at once
+        let first = r.apply(&live(hb("a", 0, Health::Ok, vec![]))).unwrap();
+        assert_eq!((first.from, first.to), (None, HostState::Up));
+        // Nothing due before the interval.
+        assert!(r.sweep(t(59)).is_empty());
+        assert_eq!(
+            r.next_change(),
+            Some(t(60) + chrono::Duration::milliseconds(1))
+        );
+        let late = r.sweep(t(61));
+        assert_eq!(late.len(), 1);
+        assert_eq!(late[0].to, HostState::Late);
+        // Deadline: 0 + 60 + 120 s; flagged within a millisecond of it.
+        assert_eq!(
+            r.next_change(),
+            Some(t(180) + chrono::Duration::milliseconds(1))
+        );
+        let silent = r.sweep(t(180) + chrono::Duration::milliseconds(1));
+        assert_eq!(silent[0].to, HostState::Silent);
+        assert!(silent[0].flagged);
+        assert!(
+            silent[0]
+                .reason
+                .starts_with("silent: last heard 12:00:00 UTC, 3m ago"),
+            "{}",
+            silent[0].reason
+        );
+        assert_eq!(
+            r.query(
+                &Filter {
+                    state: Some(HostState::Silent),
+                    ..Filter::default()
+                },
+                t(200)
+            )
+            .len(),
+            1
+        );
+        // Heard again: up, with no sweep needed.
+        let back = r.apply(&live(hb("a", 300, Health::Ok, vec![]))).unwrap();
+        assert_eq!(
+            (back.from, back.to),
+            (Some(HostState::Silent), HostState::Up)
+        );
+        assert!(r
+            .query(
+                &Filter {
+                    state: Some(HostState::Silent),
+                    ..Filter::default()
+                },
+                t(300)
+            )
+            .is_empty());
+    }
+
+    #[test]
+    fn restart_flags_nobody_at_once_then_the_ones_that_stayed_quiet() {
+        let mut before = reg();
+        before.policy.build_period = Duration::ZERO;
+        before.apply(&hb("quiet", 0, Health::Ok, vec![]));
+        before.apply(&hb("talks", 0, Health::Ok, vec![]));
+        // The collector was down from t(10) and comes back at t(1000).
+        let rows: Vec<HostRow> = ["quiet", "talks"]
+            .iter()
+            .map(|n| HostRow {
+                host: n.to_string(),
+                identity: format!("id-{n}"),
+                first_seen: t(0),
+                last_heard: t(0),
+                interval_secs: 60,
+                labels: BTreeMap::new(),
+                health: Health::Ok,
+                reason: String::new(),
+                state_json: String::new(),
+                lifecycle: Some(Lifecycle::Live),
+                maintenance: None,
+            })
+            .collect();
+        let mut r = Registry::new(Policy::default(), t(1000));
+        r.load(rows, t(1000));
+        let (counts, flagged) = r.counts();
+        assert_eq!(
+            (counts[&HostState::Silent], flagged),
+            (0, 0),
+            "no false flags at restart"
+        );
+        r.apply(&hb("talks", 1030, Health::Ok, vec![]));
+        let changes = r.sweep(t(1181));
+        let silent: Vec<&str> = changes
+            .iter()
+            .filter(|c| c.to == HostState::Silent)
+            .map(|c| c.host.as_str())
+            .collect();
+        assert_eq!(silent, ["quiet"], "true flags after interval + grace");
+    }
+
+    #[test]
+    fn maintenance_expires_by_itself_through_the_sweeper() {
+        let mut r = reg();
+        r.apply(&hb("m", 0, Health::Critical, vec![]));
+        r.set_maintenance("m", Some((t(30), "patching".into())), t(1))
+            .unwrap();
+        assert_eq!(r.get("m", t(2)).unwrap().state, HostState::Maintenance);
+        let ch = r.sweep(t(31));
+        assert_eq!(ch[0].to, HostState::Unhealthy, "back to what it really is");
+        assert!(r.set_maintenance("nobody", None, t(1)).is_none());
+    }
+
+    #[test]
+    fn filters_by_labels_state_and_lifecycle() {
+        let mut r = reg();
+        let mut a = hb("a", 0, Health::Ok, vec![]);
+        a.labels.insert("zone".into(), "dal10".into());
+        let mut b = hb("b", 0, Health::Critical, vec![]);
+        b.labels.insert("zone".into(), "wdc04".into());
+        r.apply(&a);
+        r.apply(&b);
+        let q = |f: Filter| {
+            r.query(&f, t(1))
+                .into_iter()
+                .map(|h| h.name)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            q(Filter {
+                zone: Some("dal10".into()),
+                ..Filter::default()
+            }),
+            ["a"]
+        );
+        assert_eq!(
+            q(Filter {
+                region: Some("us-south".into()),
+                ..Filter::default()
+            }),
+            ["a", "b"]
+        );
+        assert_eq!(
+            q(Filter {
+                region: Some("eu-de".into()),
+                ..Filter::default()
+            }),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            q(Filter {
+                state: Some(HostState::Unhealthy),
+                ..Filter::default()
+            }),
+            ["b"]
+        );
+        assert_eq!(
+            q(Filter {
+                lifecycle: Some(Lifecycle::Build),
+                ..Filter::default()
+            }),
+            ["a", "b"]
+        );
+        let v = r.get("a", t(1)).unwrap();
+        assert_eq!(v.labels["zone"], "dal10");
+        assert!(!v.labels.contains_key("role"), "empty labels are not shown");
+    }
+}
