@@ -13,12 +13,19 @@ use rollcall_proto::Health;
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
 fn main() {
-    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(100_000);
     let t0 = Utc::now() - Duration::days(10);
     let mut reg = Registry::new(Policy::default(), t0);
     let before = rss_kib();
@@ -50,7 +57,10 @@ fn main() {
     let after = rss_kib();
     let now = t0 + Duration::days(1) + Duration::seconds(30);
     reg.sweep(now);
-    let f = Filter { state: Some(HostState::Silent), ..Filter::default() };
+    let f = Filter {
+        state: Some(HostState::Silent),
+        ..Filter::default()
+    };
     let mut times = Vec::new();
     let mut found = 0;
     for _ in 0..20 {
@@ -59,6 +69,10 @@ fn main() {
         times.push(s.elapsed().as_secs_f64() * 1000.0);
     }
     times.sort_by(|a, b| a.total_cmp(b));
-    println!("{n} hosts: RSS grew {} KiB = {:.0} bytes per host", after - before, (after - before) as f64 * 1024.0 / n as f64);
+    println!(
+        "{n} hosts: RSS grew {} KiB = {:.0} bytes per host",
+        after - before,
+        (after - before) as f64 * 1024.0 / n as f64
+    );
     println!("query state=silent: {found} hosts, p50 {:.2} ms, max {:.2} ms (registry only, no HTTP/JSON)", times[10], times[19]);
 }
