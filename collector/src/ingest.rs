@@ -179,8 +179,12 @@ mod tests {
         assert_eq!(h0.reason, "h0 at 1500");
     }
 
-    /// A store whose commits wait for the test's go-ahead.
-    struct Gate(SqliteStore, std::sync::mpsc::Receiver<()>);
+    /// A store whose commits say they started, then wait for the test's go-ahead.
+    struct Gate(
+        SqliteStore,
+        std::sync::mpsc::Receiver<()>,
+        std::sync::mpsc::Sender<()>,
+    );
 
     impl Store for Gate {
         fn load_hosts(&self) -> Result<Vec<crate::store::HostRow>, crate::store::StoreError> {
@@ -190,6 +194,7 @@ mod tests {
             &mut self,
             b: &[HeartbeatRecord],
         ) -> Result<CommitStats, crate::store::StoreError> {
+            let _ = self.2.send(());
             let _ = self.1.recv();
             self.0.commit(b)
         }
@@ -226,32 +231,44 @@ mod tests {
     async fn a_full_queue_refuses_at_once_and_loses_nothing_accepted() {
         let dir = tempfile::tempdir().unwrap();
         let (go, gate) = std::sync::mpsc::channel();
-        let store = Gate(SqliteStore::open(&dir.path().join("r.db")).unwrap(), gate);
+        let (entered_tx, entered) = std::sync::mpsc::channel();
+        let store = Gate(
+            SqliteStore::open(&dir.path().join("r.db")).unwrap(),
+            gate,
+            entered_tx,
+        );
         let (ingest, writer) = Ingest::start(store, 2, 10, |_| {});
-        // The writer takes the first and blocks in commit; two more fill the queue.
+        // The writer takes the first and blocks in its commit; then two more fill the queue.
         let a1 = ingest.submit(hb("a", 1, Health::Ok, vec![])).unwrap();
+        entered.recv().unwrap();
         let mut accepted = vec![a1];
         let mut refused = 0;
         for i in 2..10 {
             match ingest.submit(hb("a", i, Health::Ok, vec![])) {
                 Ok(a) => accepted.push(a),
-                Err(SubmitError::QueueFull(_)) => refused += 1,
+                Err(SubmitError::QueueFull(waiting)) => {
+                    assert_eq!(waiting, 3, "one committing, two queued");
+                    refused += 1
+                }
                 Err(e) => panic!("{e}"),
             }
         }
-        assert!(refused >= 5, "the bound holds: {refused} refused");
-        assert!(ingest.depth() <= 3);
+        assert_eq!((accepted.len(), refused), (3, 6), "the bound holds");
+        assert_eq!(ingest.depth(), 3);
         for _ in 0..10 {
             let _ = go.send(());
         }
-        let n = accepted.len();
         for a in accepted {
             a.await.unwrap().unwrap();
         }
+        assert_eq!(ingest.depth(), 0);
         drop(ingest);
         let store = writer.join().unwrap();
-        assert_eq!(store.load_hosts().unwrap().len(), 1);
-        assert!(n >= 2);
+        let hosts = store.load_hosts().unwrap();
+        assert_eq!(
+            hosts[0].reason, "a at 3",
+            "every accepted heartbeat was committed, the last one wins"
+        );
     }
 
     #[tokio::test]

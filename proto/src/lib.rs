@@ -5,6 +5,8 @@
 //! - new optional fields may be added without a bump (`#[serde(default)]`), so an older
 //!   collector keeps accepting a newer agent's state and ignores what it does not know.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -169,6 +171,43 @@ pub struct Event {
     pub step: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+}
+
+/// Who an agent is: the machine-id, and an install id the agent creates on its first run.
+/// An OS reload changes the machine-id under the same hostname; a cloned image repeats both.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Identity {
+    pub machine_id: String,
+    pub install_id: String,
+}
+
+impl std::fmt::Display for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.machine_id, self.install_id)
+    }
+}
+
+/// `POST /api/v1/heartbeat`: the full current state (latest wins) plus the events the
+/// collector has not acknowledged yet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub proto_version: u32,
+    pub host: String,
+    pub identity: Identity,
+    /// How often this agent reports; the collector's silence deadline follows it.
+    pub interval_secs: u32,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub state: AgentState,
+    #[serde(default)]
+    pub events: Vec<Event>,
+}
+
+/// The collector's answer once the heartbeat is durable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatAck {
+    /// Every event up to this sequence number is stored; the agent may drop them.
+    pub acked_seq: u64,
 }
 
 #[cfg(test)]
