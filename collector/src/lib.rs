@@ -1,8 +1,10 @@
 //! `rollcall-collector`: stores what hosts report, flags the ones that went silent or
 //! unhealthy the second it happens, and explains why.
 
+pub mod auth;
 pub mod index;
 pub mod ingest;
 pub mod registry;
 pub mod state;
 pub mod store;
+pub mod tls;
