@@ -212,6 +212,9 @@ mod tests {
         ) -> Result<bool, crate::store::StoreError> {
             self.0.set_lifecycle(h, l)
         }
+        fn host_state(&self, h: &str) -> Result<Option<String>, crate::store::StoreError> {
+            self.0.host_state(h)
+        }
         fn recent_events(
             &self,
             h: &str,

@@ -82,6 +82,8 @@ pub trait Store: Send {
     ) -> Result<bool, StoreError>;
     /// `None` returns the host to its derived lifecycle (`build`/`live`).
     fn set_lifecycle(&mut self, host: &str, l: Option<Lifecycle>) -> Result<bool, StoreError>;
+    /// The latest full agent state a host sent (JSON), if the host exists.
+    fn host_state(&self, host: &str) -> Result<Option<String>, StoreError>;
     /// The newest `limit` events of a host, newest first.
     fn recent_events(&self, host: &str, limit: usize) -> Result<Vec<Event>, StoreError>;
     /// Deletes events received before `before`; returns how many.
@@ -156,6 +158,8 @@ pub(crate) mod suite {
             ("a", Health::Warn, t(3), t(1))
         );
         assert_eq!(a.reason, "a at 3");
+        assert_eq!(s.host_state("a").unwrap().as_deref(), Some("{\"at\":3}"));
+        assert_eq!(s.host_state("nobody").unwrap(), None);
         assert_eq!(a.labels["region"], "us-south");
         assert_eq!(hosts[1].host, "b");
     }

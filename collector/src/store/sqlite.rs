@@ -289,6 +289,17 @@ impl Store for SqliteStore {
         Ok(n == 1)
     }
 
+    fn host_state(&self, host: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT state FROM hosts WHERE name = ?1",
+                params![host],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err())
+    }
+
     fn recent_events(&self, host: &str, limit: usize) -> Result<Vec<Event>, StoreError> {
         let mut stmt = self
             .conn

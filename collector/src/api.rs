@@ -1,0 +1,565 @@
+//! The HTTPS JSON API. Errors are `{"error": "...", "field": "..."}` with the status that
+//! fits; nothing that fails validation reaches the store.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use rollcall_proto::{Heartbeat, HeartbeatAck, PROTO_VERSION};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::auth::{Role, Tokens};
+use crate::ingest::{Ingest, SubmitError};
+use crate::metrics::Metrics;
+use crate::registry::{Filter, Registry};
+use crate::state::{HostState, Lifecycle};
+use crate::store::{HeartbeatRecord, SqliteStore, Store};
+
+/// Largest heartbeat accepted (413 above).
+pub const MAX_BODY: usize = 64 * 1024;
+const MAX_EVENTS: usize = 1000;
+const MAX_LABELS: usize = 32;
+
+pub struct App {
+    pub registry: Arc<Mutex<Registry>>,
+    pub ingest: Ingest,
+    /// A second connection: reads of stored detail, and operators' writes.
+    pub store: Mutex<SqliteStore>,
+    pub tokens: Tokens,
+    pub metrics: Arc<Metrics>,
+    pub rate: Mutex<HashMap<String, Bucket>>,
+    pub ready: AtomicBool,
+}
+
+/// Per-host token bucket: a burst of 20, refilled one every 3 s.
+#[derive(Debug, Clone, Copy)]
+pub struct Bucket {
+    tokens: f64,
+    at: DateTime<Utc>,
+}
+
+const BURST: f64 = 20.0;
+const REFILL_PER_SEC: f64 = 1.0 / 3.0;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    error: String,
+    field: Option<String>,
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, error: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            error: error.into(),
+            field: None,
+            retry_after: None,
+        }
+    }
+    fn field(status: StatusCode, field: &str, error: impl Into<String>) -> Self {
+        ApiError {
+            field: Some(field.to_owned()),
+            ..ApiError::new(status, error)
+        }
+    }
+    fn bad(field: &str, error: impl Into<String>) -> Self {
+        ApiError::field(StatusCode::BAD_REQUEST, field, error)
+    }
+    fn retry(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(json!({ "error": self.error, "field": self.field }));
+        let mut r = (self.status, body).into_response();
+        if let Some(s) = self.retry_after {
+            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        r
+    }
+}
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+impl App {
+    fn role(&self, headers: &HeaderMap) -> Result<Role> {
+        let Some(v) = headers.get(header::AUTHORIZATION) else {
+            self.metrics.rejected("unauthenticated");
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing API token: send the header 'Authorization: Bearer <token>'",
+            ));
+        };
+        let token = v
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        self.tokens.role(token).ok_or_else(|| {
+            self.metrics.rejected("unauthenticated");
+            ApiError::new(StatusCode::UNAUTHORIZED, "unknown API token")
+        })
+    }
+
+    fn require(&self, headers: &HeaderMap, need: Role) -> Result<Role> {
+        let role = self.role(headers)?;
+        let ok = match need {
+            Role::Agent => role == Role::Agent,
+            Role::Read => role >= Role::Read,
+            Role::Admin => role == Role::Admin,
+        };
+        if !ok {
+            self.metrics.rejected("forbidden");
+            let what = match need {
+                Role::Agent => "only agents send heartbeats",
+                Role::Read => "this call needs a read or admin token",
+                Role::Admin => "this call needs an admin token",
+            };
+            return Err(ApiError::new(StatusCode::FORBIDDEN, what));
+        }
+        Ok(role)
+    }
+
+    /// Takes one token from the host's bucket, or says when to come back.
+    fn rate_check(&self, host: &str, now: DateTime<Utc>) -> Result<()> {
+        let mut rate = lock(&self.rate);
+        let b = rate.entry(host.to_owned()).or_insert(Bucket {
+            tokens: BURST,
+            at: now,
+        });
+        let elapsed = (now - b.at).num_milliseconds().max(0) as f64 / 1000.0;
+        b.tokens = (b.tokens + elapsed * REFILL_PER_SEC).min(BURST);
+        b.at = now;
+        if b.tokens < 1.0 {
+            let wait = ((1.0 - b.tokens) / REFILL_PER_SEC).ceil() as u64;
+            self.metrics.rejected("rate_limited");
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("host {host} sends heartbeats too often; retry in {wait}s"),
+            )
+            .retry(wait));
+        }
+        b.tokens -= 1.0;
+        Ok(())
+    }
+}
+
+/// JSON with the path of the offending field in the error.
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." {
+            "(body)".to_owned()
+        } else {
+            path
+        };
+        ApiError::bad(&field, format!("invalid JSON: {}", e.inner()))
+    })
+}
+
+fn body(b: std::result::Result<Bytes, BytesRejection>, metrics: &Metrics) -> Result<Bytes> {
+    b.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            metrics.rejected("too_large");
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body larger than {MAX_BODY} bytes"),
+            )
+        } else {
+            metrics.rejected("bad_request");
+            ApiError::bad("(body)", r.body_text())
+        }
+    })
+}
+
+/// A host name as DNS allows it.
+fn valid_host(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+        && !h.starts_with(['-', '.'])
+}
+
+fn validate(hb: &Heartbeat) -> Result<()> {
+    if hb.proto_version != PROTO_VERSION {
+        return Err(ApiError::bad("proto_version", format!("proto_version {} is not spoken here (this collector speaks {PROTO_VERSION}); upgrade the collector or the agent", hb.proto_version)));
+    }
+    if !valid_host(&hb.host) {
+        return Err(ApiError::bad(
+            "host",
+            "host must be a DNS name (letters, digits, '-', '.', '_'; at most 253)",
+        ));
+    }
+    if !(1..=86_400).contains(&hb.interval_secs) {
+        return Err(ApiError::bad(
+            "interval_secs",
+            "interval_secs must be between 1 and 86400",
+        ));
+    }
+    for (field, v) in [
+        ("identity.machine_id", &hb.identity.machine_id),
+        ("identity.install_id", &hb.identity.install_id),
+    ] {
+        if v.is_empty() || v.len() > 128 || !v.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ApiError::bad(
+                field,
+                format!("{field} must be 1 to 128 printable characters"),
+            ));
+        }
+    }
+    if hb.labels.len() > MAX_LABELS {
+        return Err(ApiError::bad(
+            "labels",
+            format!("at most {MAX_LABELS} labels"),
+        ));
+    }
+    if let Some((k, _)) = hb
+        .labels
+        .iter()
+        .find(|(k, v)| k.is_empty() || k.len() > 64 || v.len() > 128)
+    {
+        return Err(ApiError::bad(
+            &format!("labels.{k}"),
+            "label names are 1 to 64 characters, values at most 128",
+        ));
+    }
+    if hb.events.len() > MAX_EVENTS {
+        return Err(ApiError::bad(
+            "events",
+            format!("at most {MAX_EVENTS} events per heartbeat"),
+        ));
+    }
+    Ok(())
+}
+
+async fn heartbeat(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    b: std::result::Result<Bytes, BytesRejection>,
+) -> Result<Json<HeartbeatAck>> {
+    app.require(&headers, Role::Agent)?;
+    let b = body(b, &app.metrics)?;
+    let hb: Heartbeat = parse(&b).inspect_err(|_| app.metrics.rejected("bad_request"))?;
+    validate(&hb).inspect_err(|_| app.metrics.rejected("bad_request"))?;
+    let now = Utc::now();
+    app.rate_check(&hb.host, now)?;
+    let acked_seq = hb.events.iter().map(|e| e.seq).max().unwrap_or(0);
+    let record = HeartbeatRecord {
+        identity: hb.identity.to_string(),
+        received_at: now,
+        interval_secs: hb.interval_secs,
+        health: hb.state.besclient.health,
+        reason: hb.state.besclient.reason.clone(),
+        state_json: serde_json::to_string(&hb.state).unwrap_or_default(),
+        labels: hb.labels,
+        events: hb.events,
+        host: hb.host,
+    };
+    let ack = app.ingest.submit(record).map_err(|e| {
+        app.metrics.rejected("queue_full");
+        match e {
+            SubmitError::QueueFull(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "collector busy: ingest queue full; retry later",
+            )
+            .retry(1),
+            SubmitError::Stopped => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "collector is shutting down",
+            )
+            .retry(5),
+        }
+    })?;
+    match ack.await {
+        Ok(Ok(_)) => {
+            app.metrics.accepted();
+            Ok(Json(HeartbeatAck { acked_seq }))
+        }
+        Ok(Err(e)) => {
+            log::error!("storing a heartbeat failed: {e}");
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage failed; nothing was acknowledged, retry later",
+            )
+            .retry(5))
+        }
+        Err(_) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "collector is shutting down",
+        )
+        .retry(5)),
+    }
+}
+
+fn filter(q: &HashMap<String, String>) -> Result<Filter> {
+    let mut f = Filter::default();
+    for (k, v) in q {
+        match k.as_str() {
+            "state" => {
+                f.state = Some(HostState::parse(v).ok_or_else(|| {
+                    ApiError::bad("state", format!("unknown state {v:?}; one of up, late, silent, unhealthy, maintenance, duplicate"))
+                })?)
+            }
+            "lifecycle" => {
+                f.lifecycle = Some(Lifecycle::parse(v).ok_or_else(|| ApiError::bad("lifecycle", format!("unknown lifecycle {v:?}; one of build, live, available, retired")))?)
+            }
+            "env" => f.env = Some(v.clone()),
+            "region" => f.region = Some(v.clone()),
+            "zone" => f.zone = Some(v.clone()),
+            "role" => f.role = Some(v.clone()),
+            other => return Err(ApiError::bad(other, format!("unknown filter {other:?}; use state, lifecycle, env, region, zone or role"))),
+        }
+    }
+    Ok(f)
+}
+
+async fn hosts(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>> {
+    app.require(&headers, Role::Read)?;
+    let f = filter(&q)?;
+    let hosts = lock(&app.registry).query(&f, Utc::now());
+    Ok(Json(json!({ "count": hosts.len(), "hosts": hosts })))
+}
+
+async fn host(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Value>> {
+    app.require(&headers, Role::Read)?;
+    let Some(view) = lock(&app.registry).get(&name, Utc::now()) else {
+        return Err(ApiError::field(
+            StatusCode::NOT_FOUND,
+            "name",
+            format!("no host named {name:?}"),
+        ));
+    };
+    let store = lock(&app.store);
+    let state: Option<Value> = store
+        .host_state(&name)
+        .ok()
+        .flatten()
+        .and_then(|s| serde_json::from_str(&s).ok());
+    let events = store.recent_events(&name, 50).unwrap_or_default();
+    Ok(Json(
+        json!({ "host": view, "agent_state": state, "events": events }),
+    ))
+}
+
+async fn summary(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Json<Value>> {
+    app.require(&headers, Role::Read)?;
+    let r = lock(&app.registry);
+    let (states, flagged) = r.counts();
+    let states: HashMap<&str, usize> = states.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    Ok(Json(
+        json!({ "hosts": r.len(), "flagged": flagged, "states": states }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MaintenanceBody {
+    until: Option<DateTime<Utc>>,
+    #[serde(rename = "for")]
+    for_: Option<String>,
+    reason: String,
+}
+
+async fn put_maintenance(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    b: std::result::Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>> {
+    app.require(&headers, Role::Admin)?;
+    let m: MaintenanceBody = parse(&body(b, &app.metrics)?)?;
+    let now = Utc::now();
+    let until = match (m.until, m.for_.as_deref()) {
+        (Some(u), None) => u,
+        (None, Some(d)) => {
+            let d = humantime::parse_duration(d).map_err(|e| {
+                ApiError::bad(
+                    "for",
+                    format!("invalid duration {d:?} ({e}); write it like \"2h\""),
+                )
+            })?;
+            now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+        }
+        _ => {
+            return Err(ApiError::bad(
+                "until",
+                "give exactly one of \"until\" (RFC 3339 time) or \"for\" (duration)",
+            ))
+        }
+    };
+    if until <= now {
+        return Err(ApiError::bad("until", "maintenance must end in the future"));
+    }
+    if until > now + chrono::Duration::days(90) {
+        return Err(ApiError::bad(
+            "until",
+            "maintenance longer than 90 days: mark the host 'available' instead",
+        ));
+    }
+    if m.reason.trim().is_empty() || m.reason.len() > 500 {
+        return Err(ApiError::bad(
+            "reason",
+            "a reason of 1 to 500 characters is required",
+        ));
+    }
+    let known = lock(&app.store)
+        .set_maintenance(&name, Some((until, m.reason.trim())))
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).retry(5))?;
+    if !known {
+        return Err(ApiError::field(
+            StatusCode::NOT_FOUND,
+            "name",
+            format!("no host named {name:?}"),
+        ));
+    }
+    lock(&app.registry).set_maintenance(&name, Some((until, m.reason.trim().to_owned())), now);
+    Ok(Json(
+        json!({ "host": name, "maintenance_until": until, "reason": m.reason.trim() }),
+    ))
+}
+
+async fn delete_maintenance(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Value>> {
+    app.require(&headers, Role::Admin)?;
+    let known = lock(&app.store)
+        .set_maintenance(&name, None)
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).retry(5))?;
+    if !known {
+        return Err(ApiError::field(
+            StatusCode::NOT_FOUND,
+            "name",
+            format!("no host named {name:?}"),
+        ));
+    }
+    lock(&app.registry).set_maintenance(&name, None, Utc::now());
+    Ok(Json(json!({ "host": name, "maintenance_until": null })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LifecycleBody {
+    lifecycle: String,
+}
+
+async fn put_lifecycle(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    b: std::result::Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>> {
+    app.require(&headers, Role::Admin)?;
+    let l: LifecycleBody = parse(&body(b, &app.metrics)?)?;
+    let lifecycle =
+        match Lifecycle::parse(&l.lifecycle) {
+            Some(Lifecycle::Build) => return Err(ApiError::bad(
+                "lifecycle",
+                "build is derived from first contact (under 48 h); set live, available or retired",
+            )),
+            Some(x) => x,
+            None => {
+                return Err(ApiError::bad(
+                    "lifecycle",
+                    format!(
+                        "unknown lifecycle {:?}; one of live, available, retired",
+                        l.lifecycle
+                    ),
+                ))
+            }
+        };
+    let known = lock(&app.store)
+        .set_lifecycle(&name, Some(lifecycle))
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).retry(5))?;
+    if !known {
+        return Err(ApiError::field(
+            StatusCode::NOT_FOUND,
+            "name",
+            format!("no host named {name:?}"),
+        ));
+    }
+    lock(&app.registry).set_lifecycle(&name, Some(lifecycle), Utc::now());
+    Ok(Json(json!({ "host": name, "lifecycle": lifecycle })))
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+    let (states, flagged) = lock(&app.registry).counts();
+    let text = app.metrics.render(&states, flagged, app.ingest.depth());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    if app.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "loading hosts")
+            .retry(1)
+            .into_response()
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no such endpoint; see /api/v1/hosts, /api/v1/summary, /metrics",
+    )
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/api/v1/heartbeat", post(heartbeat))
+        .route("/api/v1/hosts", get(hosts))
+        .route("/api/v1/hosts/{name}", get(host))
+        .route(
+            "/api/v1/hosts/{name}/maintenance",
+            put(put_maintenance).delete(delete_maintenance),
+        )
+        .route("/api/v1/hosts/{name}/lifecycle", put(put_lifecycle))
+        .route("/api/v1/summary", get(summary))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(app)
+}
+
+/// How long a TLS handshake may take before the connection is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

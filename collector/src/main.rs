@@ -1,0 +1,255 @@
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::Utc;
+use clap::Parser;
+use rollcall_collector::api::{self, App};
+use rollcall_collector::auth::Tokens;
+use rollcall_collector::ingest::Ingest;
+use rollcall_collector::metrics::Metrics;
+use rollcall_collector::registry::Registry;
+use rollcall_collector::state::{HostState, Policy};
+use rollcall_collector::store::{SqliteStore, Store};
+use rollcall_collector::{server, tls};
+
+#[derive(Parser)]
+#[command(
+    name = "rollcall-collector",
+    version,
+    about = "Stores host heartbeats and flags silent or unhealthy hosts"
+)]
+struct Cli {
+    /// Address to serve HTTPS on (port 0: any free port, printed at start).
+    #[arg(long, default_value = "127.0.0.1:8443", env = "ROLLCALL_LISTEN")]
+    listen: SocketAddr,
+    /// Database, certificates and tokens; created on first start.
+    #[arg(
+        long,
+        default_value = "/var/lib/rollcall-collector",
+        env = "ROLLCALL_DATA_DIR"
+    )]
+    data_dir: PathBuf,
+    /// Silence beyond a host's interval plus this is `silent`.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    grace: Duration,
+    /// Agent events older than this many days are deleted.
+    #[arg(long, default_value_t = 30)]
+    event_retention_days: u32,
+    /// Extra DNS names or addresses for the server certificate (first start only).
+    #[arg(long = "san")]
+    sans: Vec<String>,
+    /// Heartbeats that may wait for the writer before requests get 503.
+    #[arg(long, default_value_t = 50_000)]
+    queue: usize,
+}
+
+struct Stderr;
+
+impl log::Log for Stderr {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= log::Level::Info
+    }
+    fn log(&self, r: &log::Record<'_>) {
+        if self.enabled(r.metadata()) {
+            eprintln!(
+                "{} {:<5} {}",
+                Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                r.level(),
+                r.args()
+            );
+        }
+    }
+    fn flush(&self) {}
+}
+
+fn main() -> std::process::ExitCode {
+    let _ = log::set_logger(&Stderr).map(|()| log::set_max_level(log::LevelFilter::Info));
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rollcall-collector: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating data directory {}", dir.display()))
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let dir = &cli.data_dir;
+    create_private_dir(dir)?;
+    let mut names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        names.push(h.trim().to_owned());
+    }
+    names.extend(cli.sans.iter().cloned());
+    tls::ensure(dir, &names)?;
+    let tls_config = tls::server_config(dir)?;
+    let (tokens, new_admin) = Tokens::load_or_init(dir)?;
+
+    let up_since = Utc::now();
+    let db = dir.join("rollcall.db");
+    let writer_store = SqliteStore::open(&db)?;
+    let reader_store = SqliteStore::open(&db)?;
+    let policy = Policy {
+        grace: cli.grace,
+        ..Policy::default()
+    };
+    let mut registry = Registry::new(policy, up_since);
+    registry.load(writer_store.load_hosts()?, up_since);
+    log::info!(
+        "loaded {} hosts from {}; flagging nobody before {}",
+        registry.len(),
+        db.display(),
+        (up_since + chrono::Duration::from_std(cli.grace).unwrap_or_default()).to_rfc3339()
+    );
+    let registry = Arc::new(Mutex::new(registry));
+    let metrics = Arc::new(Metrics::default());
+
+    let (reg, m) = (registry.clone(), metrics.clone());
+    let (ingest, _writer) = Ingest::start(writer_store, cli.queue, 4096, move |done| {
+        m.committed(
+            done.records.len(),
+            done.took,
+            done.stats.events_new,
+            done.stats.events_duplicate,
+        );
+        let mut r = reg.lock().unwrap_or_else(|p| p.into_inner());
+        for rec in done.records {
+            if let Some(t) = r.apply(rec) {
+                m.transition(t.to);
+                if t.from.is_some() {
+                    log::info!(
+                        "host {} {} -> {}: {}",
+                        t.host,
+                        t.from.map_or("new", HostState::as_str),
+                        t.to,
+                        t.reason
+                    );
+                }
+            }
+        }
+    });
+
+    let app = Arc::new(App {
+        registry: registry.clone(),
+        ingest,
+        store: Mutex::new(reader_store),
+        tokens,
+        metrics: metrics.clone(),
+        rate: Mutex::new(Default::default()),
+        ready: Default::default(),
+    });
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(cli.listen)
+            .await
+            .with_context(|| format!("binding {}", cli.listen))?;
+        let addr = listener.local_addr()?;
+        app.ready.store(true, Ordering::Relaxed);
+        println!("rollcall-collector listening on https://{addr}");
+        if let Some(token) = new_admin {
+            println!(
+                "first start: made a CA, a server certificate and tokens in {}",
+                dir.display()
+            );
+            println!("point the CLI at it:");
+            println!(
+                "  export ROLLCALL_URL=https://{addr} ROLLCALL_CA={}/ca.pem ROLLCALL_TOKEN={token}",
+                dir.display()
+            );
+            println!(
+                "agents enroll with the secret in {}/enroll.secret",
+                dir.display()
+            );
+        }
+        tokio::spawn(sweeper(registry.clone(), metrics.clone()));
+        tokio::spawn(retention(app.clone(), cli.event_retention_days));
+        server::serve(listener, tls_config, api::router(app.clone()), shutdown()).await;
+        log::info!("stopping");
+        anyhow::Ok(())
+    })
+}
+
+/// Flags hosts at their deadlines: sleeps until the next possible change (at most half a
+/// second, so an earlier deadline added meanwhile is not missed), then re-judges what is due.
+async fn sweeper(registry: Arc<Mutex<Registry>>, metrics: Arc<Metrics>) {
+    loop {
+        let next = registry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .next_change();
+        let wait = next
+            .map(|t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+            .unwrap_or(Duration::MAX)
+            .min(Duration::from_millis(500));
+        tokio::time::sleep(wait).await;
+        let changes = registry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .sweep(Utc::now());
+        for t in changes {
+            metrics.transition(t.to);
+            log::info!(
+                "host {} {} -> {}: {}",
+                t.host,
+                t.from.map_or("new", HostState::as_str),
+                t.to,
+                t.reason
+            );
+        }
+    }
+}
+
+/// Deletes old agent events once an hour.
+async fn retention(app: Arc<App>, days: u32) {
+    loop {
+        let before = Utc::now() - chrono::Duration::days(days as i64);
+        let pruned = app
+            .store
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .prune_events(before);
+        match pruned {
+            Ok(0) => {}
+            Ok(n) => log::info!("deleted {n} events older than {days} days"),
+            Err(e) => log::warn!("event retention: {e}"),
+        }
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+}
+
+async fn shutdown() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! {
+                _ = t.recv() => {}
+                _ = i.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}

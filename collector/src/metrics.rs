@@ -1,0 +1,107 @@
+//! Prometheus metrics. Never a label per host: fleets have thousands.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::state::HostState;
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    accepted: AtomicU64,
+    rejected: Mutex<BTreeMap<&'static str, u64>>,
+    commits: AtomicU64,
+    committed_heartbeats: AtomicU64,
+    commit_micros: AtomicU64,
+    events_new: AtomicU64,
+    events_duplicate: AtomicU64,
+    transitions: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Metrics {
+    pub fn accepted(&self) {
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A refused request, by reason (`unauthenticated`, `forbidden`, `bad_request`,
+    /// `too_large`, `rate_limited`, `queue_full`).
+    pub fn rejected(&self, reason: &'static str) {
+        *self
+            .rejected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(reason)
+            .or_default() += 1;
+    }
+
+    pub fn committed(
+        &self,
+        heartbeats: usize,
+        took: Duration,
+        events_new: usize,
+        events_duplicate: usize,
+    ) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.committed_heartbeats
+            .fetch_add(heartbeats as u64, Ordering::Relaxed);
+        self.commit_micros
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        self.events_new
+            .fetch_add(events_new as u64, Ordering::Relaxed);
+        self.events_duplicate
+            .fetch_add(events_duplicate as u64, Ordering::Relaxed);
+    }
+
+    pub fn transition(&self, to: HostState) {
+        *self
+            .transitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(to.as_str())
+            .or_default() += 1;
+    }
+
+    pub fn render(
+        &self,
+        states: &BTreeMap<HostState, usize>,
+        flagged: usize,
+        queue_depth: usize,
+    ) -> String {
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "# HELP rollcall_hosts Hosts by derived state.\n# TYPE rollcall_hosts gauge"
+        );
+        for (s, n) in states {
+            let _ = writeln!(o, "rollcall_hosts{{state=\"{s}\"}} {n}");
+        }
+        let _ = writeln!(o, "# HELP rollcall_hosts_flagged Live hosts flagged silent, unhealthy or duplicate.\n# TYPE rollcall_hosts_flagged gauge\nrollcall_hosts_flagged {flagged}");
+        let _ = writeln!(o, "# HELP rollcall_heartbeats_accepted_total Heartbeats stored and acknowledged.\n# TYPE rollcall_heartbeats_accepted_total counter\nrollcall_heartbeats_accepted_total {}", self.accepted.load(Ordering::Relaxed));
+        let _ = writeln!(o, "# HELP rollcall_requests_rejected_total Requests refused, by reason.\n# TYPE rollcall_requests_rejected_total counter");
+        for (r, n) in self
+            .rejected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(o, "rollcall_requests_rejected_total{{reason=\"{r}\"}} {n}");
+        }
+        let _ = writeln!(o, "# HELP rollcall_ingest_queue_depth Heartbeats waiting for the writer.\n# TYPE rollcall_ingest_queue_depth gauge\nrollcall_ingest_queue_depth {queue_depth}");
+        let _ = writeln!(o, "# HELP rollcall_commits_total Store transactions (group commits).\n# TYPE rollcall_commits_total counter\nrollcall_commits_total {}", self.commits.load(Ordering::Relaxed));
+        let _ = writeln!(o, "# HELP rollcall_committed_heartbeats_total Heartbeats made durable.\n# TYPE rollcall_committed_heartbeats_total counter\nrollcall_committed_heartbeats_total {}", self.committed_heartbeats.load(Ordering::Relaxed));
+        let _ = writeln!(o, "# HELP rollcall_commit_seconds_total Time spent committing.\n# TYPE rollcall_commit_seconds_total counter\nrollcall_commit_seconds_total {:.6}", self.commit_micros.load(Ordering::Relaxed) as f64 / 1e6);
+        let _ = writeln!(o, "# HELP rollcall_events_total Agent events stored, and redeliveries ignored.\n# TYPE rollcall_events_total counter\nrollcall_events_total{{outcome=\"new\"}} {}\nrollcall_events_total{{outcome=\"duplicate\"}} {}", self.events_new.load(Ordering::Relaxed), self.events_duplicate.load(Ordering::Relaxed));
+        let _ = writeln!(o, "# HELP rollcall_state_transitions_total Host state changes, by new state.\n# TYPE rollcall_state_transitions_total counter");
+        for (s, n) in self
+            .transitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(o, "rollcall_state_transitions_total{{to=\"{s}\"}} {n}");
+        }
+        o
+    }
+}
