@@ -171,12 +171,18 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." {
-            "(body)".to_owned()
-        } else {
-            path
+        let inner = e.inner().to_string();
+        // serde names a missing field only in its message: "missing field `identity`".
+        let missing = inner
+            .strip_prefix("missing field `")
+            .and_then(|r| r.split('`').next());
+        let field = match (path.as_str(), missing) {
+            (".", Some(m)) => m.to_owned(),
+            (".", None) => "(body)".to_owned(),
+            (p, Some(m)) => format!("{p}.{m}"),
+            (p, None) => p.to_owned(),
         };
-        ApiError::bad(&field, format!("invalid JSON: {}", e.inner()))
+        ApiError::bad(&field, format!("invalid JSON: {inner}"))
     })
 }
 
