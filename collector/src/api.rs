@@ -177,8 +177,8 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
             .strip_prefix("missing field `")
             .and_then(|r| r.split('`').next());
         let field = match (path.as_str(), missing) {
-            (".", Some(m)) => m.to_owned(),
-            (".", None) => "(body)".to_owned(),
+            ("." | "?", Some(m)) => m.to_owned(),
+            ("." | "?", None) => "(body)".to_owned(),
             (p, Some(m)) => format!("{p}.{m}"),
             (p, None) => p.to_owned(),
         };

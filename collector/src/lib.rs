@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod client;
 pub mod index;
 pub mod ingest;
 pub mod metrics;

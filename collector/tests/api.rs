@@ -1,0 +1,613 @@
+//! The collector as a process: started on port 0 with a fresh data directory, driven over
+//! HTTPS with its own CA pinned, killed and restarted on the same data.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rollcall_collector::client::{Client, Reply};
+use serde_json::{json, Value};
+
+struct Collector {
+    child: Child,
+    url: String,
+    data: PathBuf,
+}
+
+impl Collector {
+    fn start(data: &Path, grace: &str) -> Collector {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rollcall-collector"))
+            .args(["--listen", "127.0.0.1:0", "--grace", grace, "--data-dir"])
+            .arg(data)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting rollcall-collector");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let url = loop {
+            let line = lines
+                .next()
+                .expect("collector exited before listening")
+                .unwrap();
+            if let Some(u) = line.strip_prefix("rollcall-collector listening on ") {
+                break u.to_owned();
+            }
+        };
+        // Keep reading stdout so the collector never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Collector {
+            child,
+            url,
+            data: data.to_owned(),
+        }
+    }
+
+    fn admin(&self) -> Client {
+        let token = std::fs::read_to_string(self.data.join("admin.token")).unwrap();
+        Client::new(
+            &self.url,
+            &self.data.join("ca.pem"),
+            Some(token.trim().to_owned()),
+        )
+        .unwrap()
+    }
+
+    fn agent(&self) -> Client {
+        let token = std::fs::read_to_string(self.data.join("enroll.secret")).unwrap();
+        Client::new(
+            &self.url,
+            &self.data.join("ca.pem"),
+            Some(token.trim().to_owned()),
+        )
+        .unwrap()
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn heartbeat(host: &str, interval: u32, health: &str, events: &[u64]) -> Value {
+    let now = chrono::Utc::now().to_rfc3339();
+    json!({
+        "proto_version": 1,
+        "host": host,
+        "identity": { "machine_id": format!("m-{host}"), "install_id": "i1" },
+        "interval_secs": interval,
+        "labels": { "env": "prod", "region": "us-south", "zone": "dal10", "role": "carrier-worker" },
+        "state": {
+            "proto_version": 1, "agent_version": "0.1.0", "at": now,
+            "besclient": {
+                "health": health, "status": if health == "critical" { "dead" } else { "running" },
+                "reason": if health == "critical" { "remediation exhausted (round 2)" } else { "BESClient (pid 7) is running and logging" },
+                "since": now, "pid": 7, "manager": "systemd", "unit_state": "active (running)",
+                "log": { "dir": "/var/opt/BESClient/__BESData/__Global/Logs", "dir_exists": true, "newest": "20261122.log", "last_write": now, "stale_after_secs": 3600, "stale": false },
+                "errors": { "count": 0, "last_line": null, "last_at": null },
+                "disk": null,
+                "remediation": { "enabled": true, "paused_until": null, "pause_reason": null, "step": null, "exhausted_rounds": 0, "next_attempt_at": null, "attempts_in_window": 0, "flapping": false }
+            }
+        },
+        "events": events.iter().map(|s| json!({
+            "seq": s, "at": now, "check": "besclient", "kind": "action", "message": format!("restart {s}"), "action": "restart", "step": "restart"
+        })).collect::<Vec<_>>()
+    })
+}
+
+fn post(c: &Client, hb: &Value) -> Reply {
+    c.send_json("POST", "/api/v1/heartbeat", hb).unwrap()
+}
+
+fn state_of(c: &Client, host: &str) -> String {
+    c.get(&format!("/api/v1/hosts/{host}")).unwrap().body["host"]["state"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    start.elapsed()
+}
+
+#[test]
+fn heartbeats_are_acknowledged_stored_and_queryable() {
+    let d = tempfile::tempdir().unwrap();
+    let c = Collector::start(d.path(), "120s");
+    let (agent, admin) = (c.agent(), c.admin());
+    let r = post(&agent, &heartbeat("web-1", 60, "ok", &[1, 2]));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["acked_seq"], 2);
+    // A redelivery (at-least-once) plus one new event: stored once each.
+    assert_eq!(
+        post(&agent, &heartbeat("web-1", 60, "ok", &[2, 3])).status,
+        200
+    );
+    assert_eq!(
+        post(&agent, &heartbeat("db-1", 60, "critical", &[])).status,
+        200
+    );
+
+    let all = admin.get("/api/v1/hosts").unwrap();
+    assert_eq!(all.body["count"], 2);
+    let bad = admin.get("/api/v1/hosts?state=unhealthy").unwrap().body;
+    assert_eq!(bad["hosts"][0]["name"], "db-1");
+    assert_eq!(
+        bad["hosts"][0]["reason"],
+        "unhealthy: remediation exhausted (round 2)"
+    );
+    assert_eq!(
+        admin
+            .get("/api/v1/hosts?zone=dal10&role=carrier-worker")
+            .unwrap()
+            .body["count"],
+        2
+    );
+    assert_eq!(
+        admin.get("/api/v1/hosts?zone=wdc04").unwrap().body["count"],
+        0
+    );
+
+    let h = admin.get("/api/v1/hosts/web-1").unwrap().body;
+    assert_eq!(h["host"]["state"], "up");
+    assert_eq!(h["host"]["lifecycle"], "build", "first seen just now");
+    assert_eq!(h["agent_state"]["besclient"]["manager"], "systemd");
+    let seqs: Vec<u64> = h["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [3, 2, 1], "deduplicated, newest first");
+
+    let s = admin.get("/api/v1/summary").unwrap().body;
+    assert_eq!(
+        (s["hosts"].as_u64(), s["states"]["unhealthy"].as_u64()),
+        (Some(2), Some(1))
+    );
+
+    let m = admin.get("/metrics").unwrap().body;
+    let m = m.as_str().unwrap();
+    assert!(m.contains("rollcall_heartbeats_accepted_total 3"), "{m}");
+    assert!(
+        m.contains("rollcall_events_total{outcome=\"duplicate\"} 1"),
+        "{m}"
+    );
+    assert!(!m.contains("web-1"), "no per-host labels");
+}
+
+#[test]
+fn a_silent_host_is_flagged_within_a_second_of_its_deadline() {
+    let d = tempfile::tempdir().unwrap();
+    let c = Collector::start(d.path(), "1s");
+    let (agent, admin) = (c.agent(), c.admin());
+    // Live hosts only are flagged: mark it live after first contact.
+    assert_eq!(post(&agent, &heartbeat("quiet", 1, "ok", &[])).status, 200);
+    let heard = Instant::now();
+    let r = admin
+        .send_json(
+            "PUT",
+            "/api/v1/hosts/quiet/lifecycle",
+            &json!({"lifecycle": "live"}),
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    // Deadline: 1 s interval + 1 s grace after it was heard; the collector restarted
+    // nothing, but it came up less than interval + grace ago, so allow for that.
+    wait_for("silent", Duration::from_secs(10), || {
+        state_of(&admin, "quiet") == "silent"
+    });
+    let after = heard.elapsed();
+    assert!(
+        after < Duration::from_secs(2) + Duration::from_secs(1) + Duration::from_millis(500),
+        "flagged {after:?} after last heard"
+    );
+    let h = admin.get("/api/v1/hosts/quiet").unwrap().body;
+    assert_eq!(h["host"]["flagged"], true);
+    assert!(
+        h["host"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("silent: last heard"),
+        "{h}"
+    );
+    // Heard again: up at once.
+    post(&agent, &heartbeat("quiet", 1, "ok", &[]));
+    assert_eq!(state_of(&admin, "quiet"), "up");
+}
+
+#[test]
+fn kill_9_during_a_stream_loses_no_acknowledged_heartbeat() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let d = tempfile::tempdir().unwrap();
+    let mut c = Collector::start(d.path(), "120s");
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut senders = Vec::new();
+    for t in 0..4 {
+        let (acked, stop) = (acked.clone(), stop.clone());
+        let client = c.agent();
+        senders.push(std::thread::spawn(move || {
+            // 25 hosts per sender, round-robin, each host's events numbered from 1.
+            let hosts: Vec<String> = (0..25).map(|i| format!("h{t}-{i}")).collect();
+            'rounds: for seq in 1..=15u64 {
+                for host in &hosts {
+                    if stop.load(Ordering::Relaxed) {
+                        break 'rounds;
+                    }
+                    let hb = heartbeat(host, 60, "ok", &[seq]);
+                    match client.send_json("POST", "/api/v1/heartbeat", &hb) {
+                        Ok(r) if r.status == 200 => acked.lock().unwrap().push((host.clone(), seq)),
+                        _ => break 'rounds,
+                    }
+                }
+            }
+        }));
+    }
+    wait_for(
+        "a stream of acknowledged heartbeats",
+        Duration::from_secs(60),
+        || acked.lock().unwrap().len() >= 300,
+    );
+    c.kill9();
+    stop.store(true, Ordering::Relaxed);
+    for s in senders {
+        s.join().unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    drop(c);
+    let c = Collector::start(d.path(), "120s");
+    let admin = c.admin();
+    let hosts: std::collections::BTreeSet<String> = acked.iter().map(|(h, _)| h.clone()).collect();
+    assert!(
+        hosts.len() >= 50,
+        "a fleet was streaming: {} hosts",
+        hosts.len()
+    );
+    for host in hosts {
+        let want = acked
+            .iter()
+            .filter(|(h, _)| *h == host)
+            .map(|(_, s)| *s)
+            .max()
+            .unwrap_or(0);
+        // Every acknowledged event is stored, with none missing before it.
+        let h = admin.get(&format!("/api/v1/hosts/{host}")).unwrap().body;
+        let seqs: Vec<u64> = h["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect();
+        let newest = seqs.first().copied().unwrap_or(0);
+        assert!(
+            newest >= want,
+            "{host}: acknowledged up to {want}, stored up to {newest}"
+        );
+        let expect: Vec<u64> = (1..=newest).rev().collect();
+        assert_eq!(seqs, expect, "{host}: no gaps");
+    }
+}
+
+#[test]
+fn a_restarted_collector_flags_nobody_falsely_then_exactly_the_quiet_ones() {
+    let d = tempfile::tempdir().unwrap();
+    let mut c = Collector::start(d.path(), "1s");
+    let (agent, admin) = (c.agent(), c.admin());
+    for h in ["talker", "dead"] {
+        post(&agent, &heartbeat(h, 1, "ok", &[]));
+        admin
+            .send_json(
+                "PUT",
+                &format!("/api/v1/hosts/{h}/lifecycle"),
+                &json!({"lifecycle": "live"}),
+            )
+            .unwrap();
+    }
+    // Down for three intervals.
+    c.kill9();
+    std::thread::sleep(Duration::from_secs(3));
+    let c = Collector::start(d.path(), "1s");
+    let (agent, admin) = (c.agent(), c.admin());
+    let up = Instant::now();
+    for h in ["talker", "dead"] {
+        let s = state_of(&admin, h);
+        assert!(
+            s == "up" || s == "late",
+            "{h} is {s} right after the restart: a false flag"
+        );
+    }
+    // The talker keeps talking; the dead one stays quiet.
+    let mut dead_flagged = None;
+    while up.elapsed() < Duration::from_secs(4) {
+        post(&agent, &heartbeat("talker", 1, "ok", &[]));
+        assert_ne!(state_of(&admin, "talker"), "silent");
+        if dead_flagged.is_none() && state_of(&admin, "dead") == "silent" {
+            dead_flagged = Some(up.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let at = dead_flagged.expect("the host that stayed quiet is flagged");
+    assert!(
+        at >= Duration::from_millis(1900),
+        "not before interval + grace after the restart: {at:?}"
+    );
+}
+
+#[test]
+fn maintenance_and_lifecycle_through_the_api() {
+    let d = tempfile::tempdir().unwrap();
+    let c = Collector::start(d.path(), "1s");
+    let (agent, admin) = (c.agent(), c.admin());
+    post(&agent, &heartbeat("m1", 1, "critical", &[]));
+    admin
+        .send_json(
+            "PUT",
+            "/api/v1/hosts/m1/lifecycle",
+            &json!({"lifecycle": "live"}),
+        )
+        .unwrap();
+    assert_eq!(state_of(&admin, "m1"), "unhealthy");
+    let r = admin
+        .send_json(
+            "PUT",
+            "/api/v1/hosts/m1/maintenance",
+            &json!({"for": "1s", "reason": "kernel patching"}),
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let h = admin.get("/api/v1/hosts/m1").unwrap().body;
+    assert_eq!(h["host"]["state"], "maintenance");
+    assert_eq!(h["host"]["flagged"], false);
+    // It expires by itself.
+    wait_for("maintenance to expire", Duration::from_secs(5), || {
+        state_of(&admin, "m1") != "maintenance"
+    });
+    // Early end, and available hosts are never flagged.
+    admin
+        .send_json(
+            "PUT",
+            "/api/v1/hosts/m1/maintenance",
+            &json!({"for": "1h", "reason": "x"}),
+        )
+        .unwrap();
+    assert_eq!(
+        admin
+            .request("DELETE", "/api/v1/hosts/m1/maintenance", None, None)
+            .unwrap()
+            .status,
+        200
+    );
+    assert_ne!(state_of(&admin, "m1"), "maintenance");
+    admin
+        .send_json(
+            "PUT",
+            "/api/v1/hosts/m1/lifecycle",
+            &json!({"lifecycle": "available"}),
+        )
+        .unwrap();
+    let h = admin.get("/api/v1/hosts/m1").unwrap().body;
+    assert_eq!(
+        (
+            h["host"]["lifecycle"].as_str(),
+            h["host"]["flagged"].as_bool()
+        ),
+        (Some("available"), Some(false))
+    );
+    assert_eq!(
+        admin.get("/api/v1/hosts?lifecycle=available").unwrap().body["count"],
+        1
+    );
+}
+
+#[test]
+fn every_kind_of_bad_input_is_refused_clearly_and_stores_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let c = Collector::start(d.path(), "120s");
+    let (agent, admin) = (c.agent(), c.admin());
+    let hb = |v: Value| agent.send_json("POST", "/api/v1/heartbeat", &v).unwrap();
+    let expect = |r: Reply, status: u16, field: Option<&str>, words: &str| {
+        assert_eq!(r.status, status, "{:?}", r.body);
+        assert_eq!(r.body["field"].as_str(), field, "{:?}", r.body);
+        assert!(
+            r.body["error"].as_str().unwrap_or("").contains(words),
+            "{:?} lacks {words:?}",
+            r.body
+        );
+    };
+    let ok = heartbeat("x", 60, "ok", &[]);
+
+    // Authentication and roles.
+    expect(
+        agent
+            .request(
+                "POST",
+                "/api/v1/heartbeat",
+                Some(""),
+                Some(ok.to_string().into_bytes()),
+            )
+            .unwrap(),
+        401,
+        None,
+        "unknown API token",
+    );
+    let anon = Client::new(&c.url, &c.data.join("ca.pem"), None).unwrap();
+    expect(
+        anon.get("/api/v1/hosts").unwrap(),
+        401,
+        None,
+        "Authorization: Bearer",
+    );
+    expect(
+        admin.send_json("POST", "/api/v1/heartbeat", &ok).unwrap(),
+        403,
+        None,
+        "only agents",
+    );
+    expect(
+        agent.get("/api/v1/hosts").unwrap(),
+        403,
+        None,
+        "read or admin",
+    );
+    expect(
+        agent
+            .send_json(
+                "PUT",
+                "/api/v1/hosts/x/lifecycle",
+                &json!({"lifecycle": "live"}),
+            )
+            .unwrap(),
+        403,
+        None,
+        "admin",
+    );
+
+    // Malformed and out of range.
+    expect(
+        agent
+            .request(
+                "POST",
+                "/api/v1/heartbeat",
+                None,
+                Some(b"{not json".to_vec()),
+            )
+            .unwrap(),
+        400,
+        Some("(body)"),
+        "invalid JSON",
+    );
+    let mut v = ok.clone();
+    v.as_object_mut().unwrap().remove("identity");
+    expect(hb(v), 400, Some("identity"), "missing field");
+    let mut v = ok.clone();
+    v["interval_secs"] = json!("sixty");
+    expect(hb(v), 400, Some("interval_secs"), "invalid type");
+    let mut v = ok.clone();
+    v["interval_secs"] = json!(0);
+    expect(hb(v), 400, Some("interval_secs"), "between 1 and 86400");
+    let mut v = ok.clone();
+    v["host"] = json!("bad host/name");
+    expect(hb(v), 400, Some("host"), "DNS name");
+    let mut v = ok.clone();
+    v["proto_version"] = json!(99);
+    expect(hb(v), 400, Some("proto_version"), "upgrade");
+    let mut v = ok.clone();
+    v["state"]["besclient"]["health"] = json!("fine");
+    expect(
+        hb(v),
+        400,
+        Some("state.besclient.health"),
+        "unknown variant",
+    );
+    expect(
+        admin.get("/api/v1/hosts?state=dead").unwrap(),
+        400,
+        Some("state"),
+        "one of up",
+    );
+    expect(
+        admin.get("/api/v1/hosts?colour=red").unwrap(),
+        400,
+        Some("colour"),
+        "unknown filter",
+    );
+
+    // Too large.
+    let mut v = ok.clone();
+    v["labels"]["padding"] = json!("x".repeat(70 * 1024));
+    expect(hb(v), 413, None, "larger than 65536");
+
+    // Unknown host for operator calls.
+    expect(
+        admin
+            .send_json(
+                "PUT",
+                "/api/v1/hosts/nobody/maintenance",
+                &json!({"for": "1h", "reason": "x"}),
+            )
+            .unwrap(),
+        404,
+        Some("name"),
+        "no host named",
+    );
+    expect(
+        admin
+            .send_json(
+                "PUT",
+                "/api/v1/hosts/nobody/lifecycle",
+                &json!({"lifecycle": "build"}),
+            )
+            .unwrap(),
+        400,
+        Some("lifecycle"),
+        "derived",
+    );
+    expect(
+        admin.get("/api/v1/hosts/nobody").unwrap(),
+        404,
+        Some("name"),
+        "no host named",
+    );
+
+    // Nothing of the above reached the store.
+    assert_eq!(admin.get("/api/v1/hosts").unwrap().body["count"], 0);
+
+    // Rate limit: a burst of 20, then 429 with Retry-After.
+    let mut statuses = Vec::new();
+    for _ in 0..25 {
+        let r = hb(heartbeat("chatty", 60, "ok", &[]));
+        if r.status == 429 {
+            assert!(r.retry_after.unwrap_or(0) >= 1, "Retry-After given");
+        }
+        statuses.push(r.status);
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        20,
+        "{statuses:?}"
+    );
+    assert!(statuses.ends_with(&[429, 429, 429, 429, 429]));
+
+    let m = admin.get("/metrics").unwrap().body;
+    let m = m.as_str().unwrap();
+    for reason in [
+        "unauthenticated",
+        "forbidden",
+        "bad_request",
+        "too_large",
+        "rate_limited",
+    ] {
+        assert!(
+            m.contains(&format!(
+                "rollcall_requests_rejected_total{{reason=\"{reason}\"}}"
+            )),
+            "{reason} counted: {m}"
+        );
+    }
+}
+
+#[test]
+fn a_client_with_the_wrong_ca_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let c = Collector::start(d.path(), "120s");
+    let other = tempfile::tempdir().unwrap();
+    rollcall_collector::tls::ensure(other.path(), &["localhost".into()]).unwrap();
+    let wrong = Client::new(&c.url, &other.path().join("ca.pem"), None).unwrap();
+    let e = wrong.get("/healthz").unwrap_err().to_string();
+    assert!(e.contains("certificate") || e.contains("Unknown"), "{e}");
+    assert_eq!(c.admin().get("/healthz").unwrap().status, 200);
+    assert_eq!(c.admin().get("/readyz").unwrap().status, 200);
+}
