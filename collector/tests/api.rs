@@ -1,109 +1,13 @@
 //! The collector as a process: started on port 0 with a fresh data directory, driven over
 //! HTTPS with its own CA pinned, killed and restarted on the same data.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{heartbeat, post, Collector};
 use rollcall_collector::client::{Client, Reply};
 use serde_json::{json, Value};
-
-struct Collector {
-    child: Child,
-    url: String,
-    data: PathBuf,
-}
-
-impl Collector {
-    fn start(data: &Path, grace: &str) -> Collector {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rollcall-collector"))
-            .args(["--listen", "127.0.0.1:0", "--grace", grace, "--data-dir"])
-            .arg(data)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting rollcall-collector");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let url = loop {
-            let line = lines
-                .next()
-                .expect("collector exited before listening")
-                .unwrap();
-            if let Some(u) = line.strip_prefix("rollcall-collector listening on ") {
-                break u.to_owned();
-            }
-        };
-        // Keep reading stdout so the collector never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Collector {
-            child,
-            url,
-            data: data.to_owned(),
-        }
-    }
-
-    fn admin(&self) -> Client {
-        let token = std::fs::read_to_string(self.data.join("admin.token")).unwrap();
-        Client::new(
-            &self.url,
-            &self.data.join("ca.pem"),
-            Some(token.trim().to_owned()),
-        )
-        .unwrap()
-    }
-
-    fn agent(&self) -> Client {
-        let token = std::fs::read_to_string(self.data.join("enroll.secret")).unwrap();
-        Client::new(
-            &self.url,
-            &self.data.join("ca.pem"),
-            Some(token.trim().to_owned()),
-        )
-        .unwrap()
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-fn heartbeat(host: &str, interval: u32, health: &str, events: &[u64]) -> Value {
-    let now = chrono::Utc::now().to_rfc3339();
-    json!({
-        "proto_version": 1,
-        "host": host,
-        "identity": { "machine_id": format!("m-{host}"), "install_id": "i1" },
-        "interval_secs": interval,
-        "labels": { "env": "prod", "region": "us-south", "zone": "dal10", "role": "carrier-worker" },
-        "state": {
-            "proto_version": 1, "agent_version": "0.1.0", "at": now,
-            "besclient": {
-                "health": health, "status": if health == "critical" { "dead" } else { "running" },
-                "reason": if health == "critical" { "remediation exhausted (round 2)" } else { "BESClient (pid 7) is running and logging" },
-                "since": now, "pid": 7, "manager": "systemd", "unit_state": "active (running)",
-                "log": { "dir": "/var/opt/BESClient/__BESData/__Global/Logs", "dir_exists": true, "newest": "20261122.log", "last_write": now, "stale_after_secs": 3600, "stale": false },
-                "errors": { "count": 0, "last_line": null, "last_at": null },
-                "disk": null,
-                "remediation": { "enabled": true, "paused_until": null, "pause_reason": null, "step": null, "exhausted_rounds": 0, "next_attempt_at": null, "attempts_in_window": 0, "flapping": false }
-            }
-        },
-        "events": events.iter().map(|s| json!({
-            "seq": s, "at": now, "check": "besclient", "kind": "action", "message": format!("restart {s}"), "action": "restart", "step": "restart"
-        })).collect::<Vec<_>>()
-    })
-}
-
-fn post(c: &Client, hb: &Value) -> Reply {
-    c.send_json("POST", "/api/v1/heartbeat", hb).unwrap()
-}
 
 fn state_of(c: &Client, host: &str) -> String {
     c.get(&format!("/api/v1/hosts/{host}")).unwrap().body["host"]["state"]

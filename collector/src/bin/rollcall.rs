@@ -1,0 +1,362 @@
+//! `rollcall`: the SRE's view of the fleet, over the collector's API.
+//!
+//! Exit codes: 0 ok; 1 the answer is a problem (`silent` found silent hosts); 2 bad usage;
+//! 3 the collector refused the request (4xx); 4 the collector could not be reached or
+//! answered with an error (5xx, TLS, network).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use rollcall_collector::client::{Client, Reply};
+use serde_json::{json, Value};
+
+#[derive(Parser)]
+#[command(name = "rollcall", version, about = "Which hosts went quiet, and why")]
+struct Cli {
+    /// The collector, e.g. https://rollcall.internal:8443
+    #[arg(long, env = "ROLLCALL_URL")]
+    url: String,
+    /// API token (read or admin).
+    #[arg(long, env = "ROLLCALL_TOKEN", hide_env_values = true)]
+    token: String,
+    /// The collector's CA certificate (its ca.pem), pinned.
+    #[arg(long, env = "ROLLCALL_CA")]
+    ca: PathBuf,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// List hosts, filtered.
+    Hosts {
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        region: Option<String>,
+        #[arg(long)]
+        zone: Option<String>,
+        #[arg(long)]
+        role: Option<String>,
+        #[arg(long)]
+        lifecycle: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One host: state, why, and its recent events.
+    Host {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Silent hosts; exit 1 if there are any that are flagged.
+    Silent {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hosts per state.
+    Summary {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a host under maintenance (or end it with --end).
+    Maintenance {
+        name: String,
+        /// How long, e.g. 2h.
+        #[arg(long = "for", required_unless_present = "end")]
+        duration: Option<String>,
+        #[arg(long, required_unless_present = "end")]
+        reason: Option<String>,
+        #[arg(long, conflicts_with_all = ["duration", "reason"])]
+        end: bool,
+    },
+    /// Set a host's lifecycle: live, available (decommission) or retired.
+    Lifecycle { name: String, lifecycle: String },
+}
+
+enum Failure {
+    Refused(String),
+    Unreachable(String),
+}
+
+type Outcome = Result<ExitCode, Failure>;
+
+fn check(r: Reply) -> Result<Value, Failure> {
+    match r.status {
+        200..=299 => Ok(r.body),
+        400..=499 => {
+            let field = r.body["field"]
+                .as_str()
+                .map(|f| format!(" ({f})"))
+                .unwrap_or_default();
+            Err(Failure::Refused(format!(
+                "{}{field}",
+                r.body["error"].as_str().unwrap_or("refused")
+            )))
+        }
+        _ => Err(Failure::Unreachable(format!(
+            "collector answered {}: {}",
+            r.status,
+            r.body["error"].as_str().unwrap_or("")
+        ))),
+    }
+}
+
+fn get(c: &Client, path: &str) -> Result<Value, Failure> {
+    check(
+        c.get(path)
+            .map_err(|e| Failure::Unreachable(e.to_string()))?,
+    )
+}
+
+fn send(c: &Client, method: &str, path: &str, body: Option<Value>) -> Result<Value, Failure> {
+    let reply = match body {
+        Some(b) => c.send_json(method, path, &b),
+        None => c.request(method, path, None, None),
+    };
+    check(reply.map_err(|e| Failure::Unreachable(e.to_string()))?)
+}
+
+/// Columns padded to their widest cell; the last column is not padded.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let last = cells.len() - 1;
+        cells
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i == last {
+                    c
+                } else {
+                    format!("{c:<w$}", w = widths[i])
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        out.push('\n');
+        out.push_str(&line(r.clone()));
+    }
+    out
+}
+
+fn host_rows(v: &Value) -> Vec<Vec<String>> {
+    v["hosts"]
+        .as_array()
+        .map(|hs| {
+            hs.iter()
+                .map(|h| {
+                    let s = |k: &str| h[k].as_str().unwrap_or("").to_owned();
+                    let flag = if h["flagged"] == true { "!" } else { "" };
+                    vec![
+                        s("name"),
+                        format!("{}{flag}", s("state")),
+                        s("lifecycle"),
+                        h["labels"]["zone"].as_str().unwrap_or("-").to_owned(),
+                        s("reason"),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn print_hosts(v: &Value, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    } else {
+        println!(
+            "{}",
+            table(
+                &["NAME", "STATE", "LIFECYCLE", "ZONE", "WHY"],
+                &host_rows(v)
+            )
+        );
+        println!("{} host(s); ! = flagged", v["count"]);
+    }
+}
+
+fn query(pairs: &[(&str, &Option<String>)]) -> String {
+    let q: Vec<String> = pairs
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", encode(v))))
+        .collect();
+    if q.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", q.join("&"))
+    }
+}
+
+/// Percent-encoding for query values and path segments.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn run(cli: Cli) -> Outcome {
+    let c = Client::new(&cli.url, &cli.ca, Some(cli.token))
+        .map_err(|e| Failure::Unreachable(e.to_string()))?;
+    match cli.command {
+        Cmd::Hosts {
+            state,
+            region,
+            zone,
+            role,
+            lifecycle,
+            json,
+        } => {
+            let q = query(&[
+                ("state", &state),
+                ("region", &region),
+                ("zone", &zone),
+                ("role", &role),
+                ("lifecycle", &lifecycle),
+            ]);
+            print_hosts(&get(&c, &format!("/api/v1/hosts{q}"))?, json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Silent { json } => {
+            let v = get(&c, "/api/v1/hosts?state=silent")?;
+            print_hosts(&v, json);
+            let flagged = v["hosts"]
+                .as_array()
+                .is_some_and(|h| h.iter().any(|h| h["flagged"] == true));
+            Ok(if flagged {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Cmd::Host { name, json } => {
+            let v = get(&c, &format!("/api/v1/hosts/{}", encode(&name)))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                return Ok(ExitCode::SUCCESS);
+            }
+            let h = &v["host"];
+            println!(
+                "{}: {}{} ({})",
+                name,
+                h["state"].as_str().unwrap_or(""),
+                if h["flagged"] == true {
+                    ", flagged"
+                } else {
+                    ""
+                },
+                h["lifecycle"].as_str().unwrap_or("")
+            );
+            println!("  why: {}", h["reason"].as_str().unwrap_or(""));
+            println!("  last heard: {}", h["last_heard"].as_str().unwrap_or(""));
+            if let Some(l) = h["labels"].as_object() {
+                let l: Vec<String> = l
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                    .collect();
+                println!("  labels: {}", l.join(" "));
+            }
+            let b = &v["agent_state"]["besclient"];
+            if b.is_object() {
+                println!(
+                    "  besclient: {} — {}",
+                    b["status"].as_str().unwrap_or(""),
+                    b["reason"].as_str().unwrap_or("")
+                );
+            }
+            let events = v["events"].as_array().cloned().unwrap_or_default();
+            if !events.is_empty() {
+                println!("  recent events:");
+                for e in events.iter().take(15) {
+                    println!(
+                        "    {}  {}",
+                        e["at"].as_str().unwrap_or(""),
+                        e["message"].as_str().unwrap_or("")
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Summary { json } => {
+            let v = get(&c, "/api/v1/summary")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                let order = [
+                    "up",
+                    "late",
+                    "silent",
+                    "unhealthy",
+                    "maintenance",
+                    "duplicate",
+                ];
+                let rows: Vec<Vec<String>> = order
+                    .iter()
+                    .map(|s| vec![s.to_string(), v["states"][s].to_string()])
+                    .collect();
+                println!("{}", table(&["STATE", "HOSTS"], &rows));
+                println!("{} host(s), {} flagged", v["hosts"], v["flagged"]);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Maintenance {
+            name,
+            duration,
+            reason,
+            end,
+        } => {
+            let path = format!("/api/v1/hosts/{}/maintenance", encode(&name));
+            if end {
+                send(&c, "DELETE", &path, None)?;
+                println!("{name}: maintenance ended");
+            } else {
+                let v = send(
+                    &c,
+                    "PUT",
+                    &path,
+                    Some(json!({ "for": duration, "reason": reason })),
+                )?;
+                println!(
+                    "{name}: under maintenance until {}",
+                    v["maintenance_until"].as_str().unwrap_or("")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Lifecycle { name, lifecycle } => {
+            let path = format!("/api/v1/hosts/{}/lifecycle", encode(&name));
+            send(&c, "PUT", &path, Some(json!({ "lifecycle": lifecycle })))?;
+            println!("{name}: lifecycle {lifecycle}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(Failure::Refused(e)) => {
+            eprintln!("rollcall: {e}");
+            ExitCode::from(3)
+        }
+        Err(Failure::Unreachable(e)) => {
+            eprintln!("rollcall: {e}");
+            ExitCode::from(4)
+        }
+    }
+}
