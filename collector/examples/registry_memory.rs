@@ -46,6 +46,7 @@ fn main() {
             health: Health::Ok,
             reason: "BESClient (pid 81234) is running and logging".to_owned(),
             state_json: String::new(),
+            state_fingerprint: 0,
             events: Vec::new(),
         };
         // 1 % stay quiet; the rest report again a day later.

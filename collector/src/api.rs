@@ -281,6 +281,7 @@ async fn heartbeat(
         health: hb.state.besclient.health,
         reason: hb.state.besclient.reason.clone(),
         state_json: serde_json::to_string(&hb.state).unwrap_or_default(),
+        state_fingerprint: fingerprint(&hb.state.besclient),
         labels: hb.labels,
         events: hb.events,
         host: hb.host,
@@ -319,6 +320,45 @@ async fn heartbeat(
         )
         .retry(5)),
     }
+}
+
+/// What an SRE would call a change of state: everything but the timestamps that move with
+/// every heartbeat (`at`, the last log write).
+fn fingerprint(b: &rollcall_proto::BesclientState) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let r = &b.remediation;
+    (
+        b.health,
+        b.status.as_str(),
+        &b.reason,
+        b.since,
+        b.pid,
+        &b.manager,
+        &b.unit_state,
+    )
+        .hash(&mut h);
+    (
+        b.log.dir_exists,
+        &b.log.newest,
+        b.log.stale,
+        b.errors.count,
+        &b.errors.last_line,
+    )
+        .hash(&mut h);
+    b.disk.as_ref().map(|d| d.full).hash(&mut h);
+    (
+        r.enabled,
+        r.paused_until,
+        &r.pause_reason,
+        &r.step,
+        r.exhausted_rounds,
+        r.next_attempt_at,
+        r.attempts_in_window,
+        r.flapping,
+    )
+        .hash(&mut h);
+    h.finish()
 }
 
 fn filter(q: &HashMap<String, String>) -> Result<Filter> {

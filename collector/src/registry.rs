@@ -489,7 +489,6 @@ mod tests {
                 labels: BTreeMap::new(),
                 health: Health::Ok,
                 reason: String::new(),
-                state_json: String::new(),
                 lifecycle: Some(Lifecycle::Live),
                 maintenance: None,
             })

@@ -26,6 +26,9 @@ pub struct HeartbeatRecord {
     pub reason: String,
     /// The agent's full state as it sent it (JSON), latest wins.
     pub state_json: String,
+    /// Changes when anything but timestamps changes in the state: the full state is
+    /// rewritten only then, the rest of the time a heartbeat updates a small row.
+    pub state_fingerprint: u64,
     /// Events not yet acknowledged; redeliveries are ignored by `(host, seq)`.
     pub events: Vec<Event>,
 }
@@ -41,7 +44,6 @@ pub struct HostRow {
     pub labels: BTreeMap<String, String>,
     pub health: Health,
     pub reason: String,
-    pub state_json: String,
     pub lifecycle: Option<Lifecycle>,
     pub maintenance: Option<(DateTime<Utc>, String)>,
 }
@@ -124,6 +126,7 @@ pub(crate) mod suite {
             health,
             reason: format!("{host} at {at}"),
             state_json: format!("{{\"at\":{at}}}"),
+            state_fingerprint: at as u64,
             events,
         }
     }
@@ -160,6 +163,17 @@ pub(crate) mod suite {
         assert_eq!(a.reason, "a at 3");
         assert_eq!(s.host_state("a").unwrap().as_deref(), Some("{\"at\":3}"));
         assert_eq!(s.host_state("nobody").unwrap(), None);
+        // Same fingerprint, only timestamps moved: the small row is updated, the state kept.
+        let mut s = open();
+        let mut same = hb("a", 4, Health::Warn, vec![]);
+        same.state_fingerprint = 3;
+        s.commit(&[same.clone()]).unwrap();
+        same.received_at = t(5);
+        same.state_json = "{\"at\":5}".into();
+        s.commit(&[same]).unwrap();
+        assert_eq!(s.host_state("a").unwrap().as_deref(), Some("{\"at\":4}"));
+        let a = s.load_hosts().unwrap().into_iter().find(|h| h.host == "a").unwrap();
+        assert_eq!(a.last_heard, t(5), "the heartbeat itself is recorded");
         assert_eq!(a.labels["region"], "us-south");
         assert_eq!(hosts[1].host, "b");
     }

@@ -21,10 +21,15 @@ CREATE TABLE IF NOT EXISTS hosts (
     labels        TEXT NOT NULL,
     health        TEXT NOT NULL,
     reason        TEXT NOT NULL,
-    state         TEXT NOT NULL,
     lifecycle     TEXT,
     maint_until   INTEGER,
     maint_reason  TEXT
+);
+-- The full agent state, apart from the small row a heartbeat updates every time.
+CREATE TABLE IF NOT EXISTS host_state (
+    name        TEXT PRIMARY KEY,
+    fingerprint INTEGER NOT NULL,
+    state       TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS events (
     host        TEXT NOT NULL,
@@ -40,6 +45,9 @@ CREATE INDEX IF NOT EXISTS events_received ON events(received_at);
 pub struct SqliteStore {
     path: PathBuf,
     conn: Connection,
+    /// The fingerprint of the state last written per host, so that an unchanged state is
+    /// not rewritten. Empty after a restart: the first heartbeat of each host writes it.
+    written: HashMap<String, u64>,
 }
 
 fn ms(t: DateTime<Utc>) -> i64 {
@@ -81,6 +89,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             path: path.to_owned(),
             conn,
+            written: HashMap::new(),
         })
     }
 
@@ -105,7 +114,7 @@ impl Store for SqliteStore {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT name, identity, first_seen, last_heard, interval_secs, labels, health, reason, state,
+                "SELECT name, identity, first_seen, last_heard, interval_secs, labels, health, reason,
                         lifecycle, maint_until, maint_reason FROM hosts",
             )
             .map_err(self.err())?;
@@ -115,7 +124,6 @@ impl Store for SqliteStore {
             i64,
             i64,
             u32,
-            String,
             String,
             String,
             String,
@@ -137,7 +145,6 @@ impl Store for SqliteStore {
                     r.get(8)?,
                     r.get(9)?,
                     r.get(10)?,
-                    r.get(11)?,
                 ))
             })
             .map_err(self.err())?;
@@ -152,7 +159,6 @@ impl Store for SqliteStore {
                 labels,
                 health,
                 reason,
-                state_json,
                 lifecycle,
                 mu,
                 mr,
@@ -177,7 +183,6 @@ impl Store for SqliteStore {
                 labels,
                 health,
                 reason,
-                state_json,
                 lifecycle,
                 maintenance: mu.map(|u| (from_ms(u), mr.unwrap_or_default())),
             });
@@ -207,14 +212,21 @@ impl Store for SqliteStore {
         }
         let tx = self.conn.transaction().map_err(err)?;
         let mut stats = CommitStats::default();
+        let mut states_written = Vec::new();
         {
             let mut upsert = tx
                 .prepare_cached(
-                    "INSERT INTO hosts (name, identity, first_seen, last_heard, interval_secs, labels, health, reason, state)
-                     VALUES (?1, ?2, ?9, ?3, ?4, ?5, ?6, ?7, ?8)
+                    "INSERT INTO hosts (name, identity, first_seen, last_heard, interval_secs, labels, health, reason)
+                     VALUES (?1, ?2, ?8, ?3, ?4, ?5, ?6, ?7)
                      ON CONFLICT(name) DO UPDATE SET identity = excluded.identity, last_heard = excluded.last_heard,
                         interval_secs = excluded.interval_secs, labels = excluded.labels, health = excluded.health,
-                        reason = excluded.reason, state = excluded.state",
+                        reason = excluded.reason",
+                )
+                .map_err(err)?;
+            let mut state = tx
+                .prepare_cached(
+                    "INSERT INTO host_state (name, fingerprint, state) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(name) DO UPDATE SET fingerprint = excluded.fingerprint, state = excluded.state",
                 )
                 .map_err(err)?;
             for (hb, first_seen) in latest.values() {
@@ -228,11 +240,16 @@ impl Store for SqliteStore {
                         labels,
                         health_str(hb.health),
                         hb.reason,
-                        hb.state_json,
                         ms(*first_seen)
                     ])
                     .map_err(err)?;
                 stats.hosts += 1;
+                if self.written.get(hb.host.as_str()) != Some(&hb.state_fingerprint) {
+                    state
+                        .execute(params![hb.host, hb.state_fingerprint as i64, hb.state_json])
+                        .map_err(err)?;
+                    states_written.push((hb.host.clone(), hb.state_fingerprint));
+                }
             }
             let mut insert = tx
                 .prepare_cached(
@@ -260,6 +277,8 @@ impl Store for SqliteStore {
             }
         }
         tx.commit().map_err(err)?;
+        // Only once durable: a rolled-back state must be written again next time.
+        self.written.extend(states_written);
         Ok(stats)
     }
 
@@ -292,7 +311,7 @@ impl Store for SqliteStore {
     fn host_state(&self, host: &str) -> Result<Option<String>, StoreError> {
         self.conn
             .query_row(
-                "SELECT state FROM hosts WHERE name = ?1",
+                "SELECT state FROM host_state WHERE name = ?1",
                 params![host],
                 |r| r.get(0),
             )
