@@ -189,16 +189,16 @@ impl Registry {
         id
     }
 
-    fn facts(&self, h: &Host) -> Facts {
+    fn facts<'h>(&self, h: &'h Host) -> Facts<'h> {
         Facts {
             first_seen: at(h.first_seen_ms),
             last_heard: at(h.last_heard_ms),
             interval: Duration::from_secs(h.interval_s as u64),
             health: h.health,
-            health_reason: h.health_reason.to_string(),
+            health_reason: &h.health_reason,
             lifecycle_override: h.lifecycle_override,
-            maintenance: h.maintenance.as_ref().map(|m| (at(m.0), m.1.to_string())),
-            duplicate_of: h.duplicate_of.as_ref().map(|d| d.to_string()),
+            maintenance: h.maintenance.as_ref().map(|m| (at(m.0), &*m.1)),
+            duplicate_of: h.duplicate_of.as_deref(),
         }
     }
 

@@ -111,7 +111,7 @@ impl Default for Policy {
 
 /// The facts about one host that its state is derived from.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Facts {
+pub struct Facts<'a> {
     pub first_seen: DateTime<Utc>,
     /// By the collector's clock, never the agent's.
     pub last_heard: DateTime<Utc>,
@@ -119,12 +119,12 @@ pub struct Facts {
     pub interval: Duration,
     /// The agent's own overall health and its one-line reason.
     pub health: Health,
-    pub health_reason: String,
+    pub health_reason: &'a str,
     /// Set by an operator: `available` and `retired` stick; `live` ends `build` early.
     pub lifecycle_override: Option<Lifecycle>,
-    pub maintenance: Option<(DateTime<Utc>, String)>,
+    pub maintenance: Option<(DateTime<Utc>, &'a str)>,
     /// Another identity is live under the same hostname.
-    pub duplicate_of: Option<String>,
+    pub duplicate_of: Option<&'a str>,
 }
 
 /// A derived state with its explanation.
@@ -169,12 +169,17 @@ fn hms(t: DateTime<Utc>) -> String {
 /// collector that has just (re)started, after the collector came up, whichever is later.
 /// So a restarted collector flags nobody for one interval + grace, then flags exactly the
 /// hosts that stayed quiet, including those that died while it was down.
-pub fn deadline(f: &Facts, policy: &Policy, up_since: DateTime<Utc>) -> DateTime<Utc> {
+pub fn deadline(f: &Facts<'_>, policy: &Policy, up_since: DateTime<Utc>) -> DateTime<Utc> {
     f.last_heard.max(up_since) + dur(f.interval) + dur(policy.grace)
 }
 
 /// Derives state, lifecycle and reason at `now` (the collector's clock).
-pub fn judge(f: &Facts, policy: &Policy, up_since: DateTime<Utc>, now: DateTime<Utc>) -> Judgement {
+pub fn judge(
+    f: &Facts<'_>,
+    policy: &Policy,
+    up_since: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Judgement {
     let lifecycle = match f.lifecycle_override {
         Some(l) => l,
         None if now - f.first_seen < dur(policy.build_period) => Lifecycle::Build,
@@ -236,20 +241,20 @@ mod tests {
         Utc.with_ymd_and_hms(2026, 11, 22, h, m, s).unwrap()
     }
 
-    fn facts() -> Facts {
+    fn facts() -> Facts<'static> {
         Facts {
             first_seen: t(0, 0, 0) - chrono::Duration::days(30),
             last_heard: t(14, 2, 11),
             interval: Duration::from_secs(60),
             health: Health::Ok,
-            health_reason: "all checks ok".into(),
+            health_reason: "all checks ok",
             lifecycle_override: None,
             maintenance: None,
             duplicate_of: None,
         }
     }
 
-    fn judge_at(f: &Facts, now: DateTime<Utc>) -> Judgement {
+    fn judge_at(f: &Facts<'_>, now: DateTime<Utc>) -> Judgement {
         judge(f, &Policy::default(), t(0, 0, 0), now)
     }
 
@@ -296,7 +301,7 @@ mod tests {
     fn unhealthy_is_a_reporting_host_with_a_critical_check() {
         let mut f = facts();
         f.health = Health::Critical;
-        f.health_reason = "remediation exhausted (round 3)".into();
+        f.health_reason = "remediation exhausted (round 3)";
         let j = judge_at(&f, t(14, 2, 30));
         assert_eq!(j.state, HostState::Unhealthy);
         assert_eq!(j.reason, "unhealthy: remediation exhausted (round 3)");
@@ -306,7 +311,7 @@ mod tests {
     #[test]
     fn maintenance_wins_until_it_expires() {
         let mut f = facts();
-        f.maintenance = Some((t(15, 0, 0), "kernel patching".into()));
+        f.maintenance = Some((t(15, 0, 0), "kernel patching"));
         let j = judge_at(&f, t(14, 30, 0));
         assert_eq!(j.state, HostState::Maintenance);
         assert!(!j.flagged);
@@ -337,7 +342,7 @@ mod tests {
     #[test]
     fn duplicate_names_the_other_identity() {
         let mut f = facts();
-        f.duplicate_of = Some("machine 4c1e…/install 9a".into());
+        f.duplicate_of = Some("machine 4c1e…/install 9a");
         let j = judge_at(&f, t(14, 2, 30));
         assert_eq!(j.state, HostState::Duplicate);
         assert!(j.reason.contains("4c1e"));

@@ -172,7 +172,12 @@ pub(crate) mod suite {
         same.state_json = "{\"at\":5}".into();
         s.commit(&[same]).unwrap();
         assert_eq!(s.host_state("a").unwrap().as_deref(), Some("{\"at\":4}"));
-        let a = s.load_hosts().unwrap().into_iter().find(|h| h.host == "a").unwrap();
+        let a = s
+            .load_hosts()
+            .unwrap()
+            .into_iter()
+            .find(|h| h.host == "a")
+            .unwrap();
         assert_eq!(a.last_heard, t(5), "the heartbeat itself is recorded");
         assert_eq!(a.labels["region"], "us-south");
         assert_eq!(hosts[1].host, "b");
