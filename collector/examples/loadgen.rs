@@ -75,12 +75,10 @@ async fn generate(
     hosts: u64,
     conns: u64,
     seconds: u64,
-    interval: u32,
-    first: u64,
 ) -> (f64, Arc<Counts>) {
     let counts = Arc::new(Counts::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let next = Arc::new(AtomicU64::new(first));
+    let next = Arc::new(AtomicU64::new(0));
     let connector = tls_client(ca);
     let now = chrono::Utc::now().to_rfc3339();
     let mut tasks = Vec::new();
@@ -116,7 +114,7 @@ async fn generate(
                     .header("host", "localhost")
                     .header("authorization", &token)
                     .header("content-type", "application/json")
-                    .body(Full::new(body(i, interval, &now)))
+                    .body(Full::new(body(i, 60, &now)))
                     .expect("request");
                 match send.send_request(req).await {
                     Ok(resp) => {
@@ -245,27 +243,10 @@ fn ingest() {
         .enable_all()
         .build()
         .expect("rt");
-    let (t_noop, noop_counts) = rt.block_on(generate(
-        &n.1,
-        &ca,
-        token.trim(),
-        hosts,
-        conns,
-        seconds,
-        60,
-        0,
-    ));
+    let (t_noop, noop_counts) =
+        rt.block_on(generate(&n.1, &ca, token.trim(), hosts, conns, seconds));
     drop(n);
-    let (t_real, real) = rt.block_on(generate(
-        &c.1,
-        &ca,
-        token.trim(),
-        hosts,
-        conns,
-        seconds,
-        60,
-        0,
-    ));
+    let (t_real, real) = rt.block_on(generate(&c.1, &ca, token.trim(), hosts, conns, seconds));
     let noop_rate = noop_counts.ok.load(Ordering::Relaxed) as f64 / t_noop;
     let real_rate = real.ok.load(Ordering::Relaxed) as f64 / t_real;
     println!("{hosts} simulated hosts, {conns} TLS connections, {seconds} s each, loopback, 2 cores shared with the generator:");
