@@ -103,6 +103,23 @@ impl Client {
         })
     }
 
+    /// The status and raw body, unparsed: for timing the server, not the client's JSON.
+    pub fn get_bytes(&self, path: &str) -> Result<(u16, Vec<u8>), ClientError> {
+        let url = format!("{}{path}", self.base);
+        let mut rq = self.http.get(&url);
+        if let Some(t) = self.token.as_deref() {
+            rq = rq.bearer_auth(t);
+        }
+        let http = |e: reqwest::Error| ClientError::Http {
+            url: url.clone(),
+            detail: error_chain(&e),
+        };
+        let resp = rq.send().map_err(http)?;
+        let status = resp.status().as_u16();
+        let body = resp.bytes().map_err(http)?;
+        Ok((status, body.to_vec()))
+    }
+
     pub fn get(&self, path: &str) -> Result<Reply, ClientError> {
         self.request("GET", path, None, None)
     }
