@@ -36,7 +36,8 @@ pub struct App {
     pub ingest: Ingest,
     /// A second connection: reads of stored detail, and operators' writes.
     pub store: Mutex<SqliteStore>,
-    pub tokens: Tokens,
+    /// Reloaded from `tokens.json` on SIGHUP.
+    pub tokens: std::sync::RwLock<Tokens>,
     pub metrics: Arc<Metrics>,
     pub rate: Mutex<HashMap<String, Bucket>>,
     pub ready: AtomicBool,
@@ -117,7 +118,12 @@ impl App {
             .ok()
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        self.tokens.role(token).ok_or_else(|| {
+        let role = self
+            .tokens
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .role(token);
+        role.ok_or_else(|| {
             self.metrics.rejected("unauthenticated");
             ApiError::new(StatusCode::UNAUTHORIZED, "unknown API token")
         })
@@ -562,8 +568,14 @@ async fn put_lifecycle(
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
-    let (states, flagged) = lock(&app.registry).counts();
-    let text = app.metrics.render(&states, flagged, app.ingest.depth());
+    let (states, lifecycles, flagged) = {
+        let r = lock(&app.registry);
+        let (states, flagged) = r.counts();
+        (states, r.lifecycles(), flagged)
+    };
+    let text = app
+        .metrics
+        .render(&states, &lifecycles, flagged, app.ingest.depth());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Sends heartbeats (the enrollment secret until per-host credentials exist).
@@ -110,13 +112,30 @@ impl Tokens {
         self.entries.iter().find(|e| e.sha256 == h).map(|e| e.role)
     }
 
-    /// Adds a token (for tests and `rollcall-collector token add`).
-    pub fn add(&mut self, name: &str, role: Role, token: &str) {
-        self.entries.push(Entry {
+    /// Makes a new token for `name` with `role`, saves its hash to `dir/tokens.json`, and
+    /// returns the token (shown once, never stored).
+    pub fn add(dir: &Path, name: &str, role: Role) -> Result<String, AuthError> {
+        let (mut t, _) = Tokens::load_or_init(dir)?;
+        if name.is_empty() || t.entries.iter().any(|e| e.name == name) {
+            return Err(AuthError::File {
+                path: dir.join("tokens.json"),
+                detail: format!("a token named {name:?} exists already (or the name is empty); pick another name"),
+            });
+        }
+        let token = new_token()?;
+        t.entries.push(Entry {
             name: name.into(),
             role,
-            sha256: hash(token),
+            sha256: hash(&token),
         });
+        let json = serde_json::to_string_pretty(&t.entries).unwrap_or_default();
+        let tmp = dir.join(".tokens.json.tmp");
+        write_secret(&tmp, &json)?;
+        std::fs::rename(&tmp, dir.join("tokens.json")).map_err(|e| AuthError::File {
+            path: dir.join("tokens.json"),
+            detail: e.to_string(),
+        })?;
+        Ok(token)
     }
 }
 
@@ -138,6 +157,14 @@ mod tests {
         let (again, made) = Tokens::load_or_init(d.path()).unwrap();
         assert!(made.is_none());
         assert_eq!(again.role(&admin), Some(Role::Admin));
+        let reader = Tokens::add(d.path(), "alice", Role::Read).unwrap();
+        let (t, _) = Tokens::load_or_init(d.path()).unwrap();
+        assert_eq!(t.role(&reader), Some(Role::Read));
+        assert_eq!(t.role(&admin), Some(Role::Admin), "the others are kept");
+        assert!(
+            Tokens::add(d.path(), "alice", Role::Admin).is_err(),
+            "names are unique"
+        );
     }
 
     #[test]

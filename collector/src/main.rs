@@ -8,7 +8,7 @@ use anyhow::Context;
 use chrono::Utc;
 use clap::Parser;
 use rollcall_collector::api::{self, App};
-use rollcall_collector::auth::Tokens;
+use rollcall_collector::auth::{Role, Tokens};
 use rollcall_collector::ingest::Ingest;
 use rollcall_collector::metrics::Metrics;
 use rollcall_collector::registry::Registry;
@@ -45,6 +45,29 @@ struct Cli {
     /// Heartbeats that may wait for the writer before requests get 503.
     #[arg(long, default_value_t = 50_000)]
     queue: usize,
+    #[command(subcommand)]
+    command: Option<Sub>,
+}
+
+#[derive(clap::Subcommand)]
+enum Sub {
+    /// Make an API token for an SRE or a script; printed once, only its hash is kept.
+    /// A running collector picks it up on SIGHUP.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+#[derive(clap::Subcommand)]
+enum TokenAction {
+    Add {
+        /// Who or what uses it, e.g. alice or grafana.
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum)]
+        role: Role,
+    },
 }
 
 struct Stderr;
@@ -90,6 +113,15 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let dir = &cli.data_dir;
     create_private_dir(dir)?;
+    if let Some(Sub::Token {
+        action: TokenAction::Add { name, role },
+    }) = &cli.command
+    {
+        let token = Tokens::add(dir, name, *role)?;
+        println!("{token}");
+        eprintln!("token {name:?} ({role:?}) added to {}/tokens.json; send SIGHUP to a running collector to load it", dir.display());
+        return Ok(());
+    }
     let mut names = vec![
         "localhost".to_owned(),
         "127.0.0.1".to_owned(),
@@ -151,7 +183,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         registry: registry.clone(),
         ingest,
         store: Mutex::new(reader_store),
-        tokens,
+        tokens: std::sync::RwLock::new(tokens),
         metrics: metrics.clone(),
         rate: Mutex::new(Default::default()),
         ready: Default::default(),
@@ -184,6 +216,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         tokio::spawn(sweeper(registry.clone(), metrics.clone()));
         tokio::spawn(retention(app.clone(), cli.event_retention_days));
+        tokio::spawn(reload_tokens_on_hup(app.clone(), dir.clone()));
         server::serve(listener, tls_config, api::router(app.clone()), shutdown()).await;
         log::info!("stopping");
         anyhow::Ok(())
@@ -216,6 +249,24 @@ async fn sweeper(registry: Arc<Mutex<Registry>>, metrics: Arc<Metrics>) {
                 t.to,
                 t.reason
             );
+        }
+    }
+}
+
+/// SIGHUP: read `tokens.json` again (after `rollcall-collector token add`). A broken file
+/// is reported and the tokens in force are kept.
+async fn reload_tokens_on_hup(app: Arc<App>, dir: PathBuf) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match Tokens::load_or_init(&dir) {
+            Ok((t, _)) => {
+                *app.tokens.write().unwrap_or_else(|p| p.into_inner()) = t;
+                log::info!("tokens reloaded from {}/tokens.json", dir.display());
+            }
+            Err(e) => log::warn!("tokens not reloaded, the old ones stay in force: {e}"),
         }
     }
 }

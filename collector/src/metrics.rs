@@ -66,6 +66,7 @@ impl Metrics {
     pub fn render(
         &self,
         states: &BTreeMap<HostState, usize>,
+        lifecycles: &BTreeMap<&'static str, usize>,
         flagged: usize,
         queue_depth: usize,
     ) -> String {
@@ -76,6 +77,10 @@ impl Metrics {
         );
         for (s, n) in states {
             let _ = writeln!(o, "rollcall_hosts{{state=\"{s}\"}} {n}");
+        }
+        let _ = writeln!(o, "# HELP rollcall_hosts_lifecycle Hosts by lifecycle.\n# TYPE rollcall_hosts_lifecycle gauge");
+        for (l, n) in lifecycles {
+            let _ = writeln!(o, "rollcall_hosts_lifecycle{{lifecycle=\"{l}\"}} {n}");
         }
         let _ = writeln!(o, "# HELP rollcall_hosts_flagged Live hosts flagged silent, unhealthy or duplicate.\n# TYPE rollcall_hosts_flagged gauge\nrollcall_hosts_flagged {flagged}");
         let _ = writeln!(o, "# HELP rollcall_heartbeats_accepted_total Heartbeats stored and acknowledged.\n# TYPE rollcall_heartbeats_accepted_total counter\nrollcall_heartbeats_accepted_total {}", self.accepted.load(Ordering::Relaxed));

@@ -354,6 +354,16 @@ impl Registry {
     }
 
     /// Hosts per state (all lifecycles) and how many are flagged.
+    /// Hosts per lifecycle.
+    pub fn lifecycles(&self) -> BTreeMap<&'static str, usize> {
+        let mut m: BTreeMap<&'static str, usize> =
+            Lifecycle::ALL.iter().map(|l| (l.as_str(), 0)).collect();
+        for h in &self.hosts {
+            *m.entry(h.lifecycle.as_str()).or_default() += 1;
+        }
+        m
+    }
+
     pub fn counts(&self) -> (BTreeMap<HostState, usize>, usize) {
         let per = HostState::ALL
             .iter()

@@ -89,6 +89,11 @@ fn heartbeats_are_acknowledged_stored_and_queryable() {
         "{m}"
     );
     assert!(!m.contains("web-1"), "no per-host labels");
+    assert!(
+        m.contains("rollcall_hosts_lifecycle{lifecycle=\"build\"} 2"),
+        "{m}"
+    );
+    assert!(m.contains("rollcall_commit_seconds_total"), "{m}");
 }
 
 #[test]

@@ -143,3 +143,35 @@ fn errors_name_the_problem_and_exit_codes_tell_them_apart() {
     let o = rollcall(&c, None, &["maintenance", "m1"]);
     assert_eq!(o.status.code(), Some(2), "{}", out(&o));
 }
+
+#[test]
+fn a_read_token_made_while_running_reads_but_cannot_change() {
+    let d = tempfile::tempdir().unwrap();
+    let c = Collector::start(d.path(), "120s");
+    post(&c.agent(), &heartbeat("r1", 60, "ok", &[]));
+    let o = Command::new(env!("CARGO_BIN_EXE_rollcall-collector"))
+        .args(["--data-dir"])
+        .arg(&c.data)
+        .args(["token", "add", "--name", "alice", "--role", "read"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", out(&o));
+    let token = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+    assert_eq!(token.len(), 64);
+    // Not yet loaded by the running collector; SIGHUP loads it.
+    assert_eq!(
+        rollcall(&c, Some(&token), &["summary"]).status.code(),
+        Some(3)
+    );
+    Command::new("kill")
+        .args(["-HUP", &c.pid().to_string()])
+        .status()
+        .unwrap();
+    common::wait(|| rollcall(&c, Some(&token), &["summary"]).status.code() == Some(0));
+    assert!(out(&rollcall(&c, Some(&token), &["hosts"])).contains("r1"));
+    let o = rollcall(&c, Some(&token), &["lifecycle", "r1", "available"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(out(&o).contains("admin token"), "{}", out(&o));
+    let stored = std::fs::read_to_string(c.data.join("tokens.json")).unwrap();
+    assert!(!stored.contains(&token), "only the hash is kept");
+}
