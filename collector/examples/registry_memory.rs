@@ -45,7 +45,7 @@ fn main() {
             .into(),
             health: Health::Ok,
             reason: "BESClient (pid 81234) is running and logging".to_owned(),
-            state_json: String::new(),
+            state_json: rollcall_collector::store::StateJson::Text(String::new()),
             state_fingerprint: 0,
             events: Vec::new(),
         };

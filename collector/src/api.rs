@@ -24,7 +24,7 @@ use crate::ingest::{Ingest, SubmitError};
 use crate::metrics::Metrics;
 use crate::registry::{Filter, Registry};
 use crate::state::{HostState, Lifecycle};
-use crate::store::{HeartbeatRecord, SqliteStore, Store};
+use crate::store::{HeartbeatRecord, SqliteStore, StateJson, Store};
 
 /// Largest heartbeat accepted (413 above).
 pub const MAX_BODY: usize = 64 * 1024;
@@ -172,8 +172,12 @@ impl App {
     }
 }
 
-/// JSON with the path of the offending field in the error.
+/// JSON, with the path of the offending field in the error. The path is tracked only when
+/// the fast parse has failed.
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
+    if let Ok(v) = serde_json::from_slice(body) {
+        return Ok(v);
+    }
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -286,8 +290,8 @@ async fn heartbeat(
         interval_secs: hb.interval_secs,
         health: hb.state.besclient.health,
         reason: hb.state.besclient.reason.clone(),
-        state_json: serde_json::to_string(&hb.state).unwrap_or_default(),
         state_fingerprint: fingerprint(&hb.state.besclient),
+        state_json: StateJson::Parsed(Arc::new(hb.state)),
         labels: hb.labels,
         events: hb.events,
         host: hb.host,

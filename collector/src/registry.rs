@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use rollcall_proto::Health;
 
 use crate::index::{DeadlineIndex, HostId};
-use crate::state::{judge, Facts, HostState, Judgement, Lifecycle, Policy};
+use crate::state::{classify, explain, judge, Facts, HostState, Lifecycle, Policy, Verdict};
 use crate::store::{HeartbeatRecord, HostRow};
 
 /// Label values repeat across thousands of hosts: each distinct one is stored once.
@@ -206,11 +206,13 @@ impl Registry {
     fn rejudge(&mut self, id: HostId, now: DateTime<Utc>) -> Option<Transition> {
         let h = &self.hosts[id as usize];
         let f = self.facts(h);
-        let j: Judgement = judge(&f, &self.policy, self.up_since, now);
+        let j = classify(&f, &self.policy, self.up_since, now);
         let next = next_change(&f, &j, &self.policy, self.up_since, now);
+        let changed = h.state != j.state || h.flagged != j.flagged || h.lifecycle != j.lifecycle;
+        // Words only for a change: they are the costly part of a heartbeat's bookkeeping.
+        let reason = changed.then(|| explain(&f, &self.policy, j.state, now));
         let h = &mut self.hosts[id as usize];
         let from = h.state;
-        let changed = from != j.state || h.flagged != j.flagged || h.lifecycle != j.lifecycle;
         self.by_state[slot(from)].remove(&id);
         self.by_state[slot(j.state)].insert(id);
         h.state = j.state;
@@ -220,12 +222,12 @@ impl Registry {
             Some(t) => self.changes.set(id, ms(t)),
             None => self.changes.remove(id),
         }
-        changed.then(|| Transition {
+        reason.map(|reason| Transition {
             host: h.name.to_string(),
             from: Some(from),
             to: j.state,
             flagged: j.flagged,
-            reason: j.reason,
+            reason,
             at: now,
         })
     }
@@ -385,7 +387,7 @@ impl Registry {
 /// The next moment this host's state can change without a heartbeat or an operator.
 fn next_change(
     f: &Facts,
-    j: &Judgement,
+    j: &Verdict,
     p: &Policy,
     up_since: DateTime<Utc>,
     now: DateTime<Utc>,

@@ -173,13 +173,22 @@ pub fn deadline(f: &Facts<'_>, policy: &Policy, up_since: DateTime<Utc>) -> Date
     f.last_heard.max(up_since) + dur(f.interval) + dur(policy.grace)
 }
 
-/// Derives state, lifecycle and reason at `now` (the collector's clock).
-pub fn judge(
+/// State, lifecycle and flag without the words: what the registry needs on every
+/// heartbeat. [`judge`] adds the reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    pub state: HostState,
+    pub lifecycle: Lifecycle,
+    pub flagged: bool,
+    pub deadline: DateTime<Utc>,
+}
+
+pub fn classify(
     f: &Facts<'_>,
     policy: &Policy,
     up_since: DateTime<Utc>,
     now: DateTime<Utc>,
-) -> Judgement {
+) -> Verdict {
     let lifecycle = match f.lifecycle_override {
         Some(l) => l,
         None if now - f.first_seen < dur(policy.build_period) => Lifecycle::Build,
@@ -187,6 +196,34 @@ pub fn judge(
     };
     let deadline = deadline(f, policy, up_since);
     let late_at = f.last_heard.max(up_since) + dur(f.interval);
+    let state = if f.maintenance.as_ref().is_some_and(|(u, _)| *u > now) {
+        HostState::Maintenance
+    } else if f.duplicate_of.is_some() {
+        HostState::Duplicate
+    } else if now > deadline {
+        HostState::Silent
+    } else if now > late_at {
+        HostState::Late
+    } else if f.health == Health::Critical {
+        HostState::Unhealthy
+    } else {
+        HostState::Up
+    };
+    let flagged = lifecycle == Lifecycle::Live
+        && matches!(
+            state,
+            HostState::Silent | HostState::Unhealthy | HostState::Duplicate
+        );
+    Verdict {
+        state,
+        lifecycle,
+        flagged,
+        deadline,
+    }
+}
+
+/// The reason for `state`, in words.
+pub fn explain(f: &Facts<'_>, policy: &Policy, state: HostState, now: DateTime<Utc>) -> String {
     let heard = format!(
         "last heard {}, {} ago; expected every {} + {} grace",
         hms(f.last_heard),
@@ -194,41 +231,36 @@ pub fn judge(
         humantime_short(f.interval),
         humantime_short(policy.grace)
     );
-    let (state, reason) = if let Some((until, why)) =
-        f.maintenance.as_ref().filter(|(u, _)| *u > now)
-    {
-        (
-            HostState::Maintenance,
-            format!("maintenance until {} ({why}); {heard}", until.to_rfc3339()),
-        )
-    } else if let Some(other) = &f.duplicate_of {
-        (
-            HostState::Duplicate,
-            format!("duplicate: identity {other} is also live under this hostname (cloned image or restored snapshot?); {heard}"),
-        )
-    } else if now > deadline {
-        (HostState::Silent, format!("silent: {heard}"))
-    } else if now > late_at {
-        (HostState::Late, format!("late: {heard}"))
-    } else if f.health == Health::Critical {
-        (
-            HostState::Unhealthy,
-            format!("unhealthy: {}", f.health_reason),
-        )
-    } else {
-        (HostState::Up, format!("up: {heard}"))
-    };
-    let flagged = lifecycle == Lifecycle::Live
-        && matches!(
-            state,
-            HostState::Silent | HostState::Unhealthy | HostState::Duplicate
-        );
+    match state {
+        HostState::Maintenance => {
+            let (until, why) = f.maintenance.unwrap_or((now, ""));
+            format!("maintenance until {} ({why}); {heard}", until.to_rfc3339())
+        }
+        HostState::Duplicate => format!(
+            "duplicate: identity {} is also live under this hostname (cloned image or restored snapshot?); {heard}",
+            f.duplicate_of.unwrap_or("?")
+        ),
+        HostState::Silent => format!("silent: {heard}"),
+        HostState::Late => format!("late: {heard}"),
+        HostState::Unhealthy => format!("unhealthy: {}", f.health_reason),
+        HostState::Up => format!("up: {heard}"),
+    }
+}
+
+/// Derives state, lifecycle and reason at `now` (the collector's clock).
+pub fn judge(
+    f: &Facts<'_>,
+    policy: &Policy,
+    up_since: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Judgement {
+    let v = classify(f, policy, up_since, now);
     Judgement {
-        state,
-        lifecycle,
-        reason,
-        flagged,
-        deadline,
+        state: v.state,
+        lifecycle: v.lifecycle,
+        reason: explain(f, policy, v.state, now),
+        flagged: v.flagged,
+        deadline: v.deadline,
     }
 }
 

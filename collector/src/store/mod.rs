@@ -24,13 +24,32 @@ pub struct HeartbeatRecord {
     pub labels: BTreeMap<String, String>,
     pub health: Health,
     pub reason: String,
-    /// The agent's full state as it sent it (JSON), latest wins.
-    pub state_json: String,
+    /// The agent's full state as it sent it, latest wins.
+    pub state_json: StateJson,
     /// Changes when anything but timestamps changes in the state: the full state is
     /// rewritten only then, the rest of the time a heartbeat updates a small row.
     pub state_fingerprint: u64,
     /// Events not yet acknowledged; redeliveries are ignored by `(host, seq)`.
     pub events: Vec<Event>,
+}
+
+/// The agent's state: kept parsed, and turned into JSON only if the store writes it (most
+/// heartbeats repeat an unchanged state).
+#[derive(Debug, Clone, PartialEq)]
+pub enum StateJson {
+    Text(String),
+    Parsed(std::sync::Arc<rollcall_proto::AgentState>),
+}
+
+impl StateJson {
+    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            StateJson::Text(t) => std::borrow::Cow::Borrowed(t),
+            StateJson::Parsed(s) => {
+                std::borrow::Cow::Owned(serde_json::to_string(&**s).unwrap_or_default())
+            }
+        }
+    }
 }
 
 /// A host as stored.
@@ -125,7 +144,7 @@ pub(crate) mod suite {
             labels: [("region".to_owned(), "us-south".to_owned())].into(),
             health,
             reason: format!("{host} at {at}"),
-            state_json: format!("{{\"at\":{at}}}"),
+            state_json: StateJson::Text(format!("{{\"at\":{at}}}")),
             state_fingerprint: at as u64,
             events,
         }
@@ -169,7 +188,7 @@ pub(crate) mod suite {
         same.state_fingerprint = 3;
         s.commit(&[same.clone()]).unwrap();
         same.received_at = t(5);
-        same.state_json = "{\"at\":5}".into();
+        same.state_json = StateJson::Text("{\"at\":5}".into());
         s.commit(&[same]).unwrap();
         assert_eq!(s.host_state("a").unwrap().as_deref(), Some("{\"at\":4}"));
         let a = s

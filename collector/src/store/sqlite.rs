@@ -246,7 +246,11 @@ impl Store for SqliteStore {
                 stats.hosts += 1;
                 if self.written.get(hb.host.as_str()) != Some(&hb.state_fingerprint) {
                     state
-                        .execute(params![hb.host, hb.state_fingerprint as i64, hb.state_json])
+                        .execute(params![
+                            hb.host,
+                            hb.state_fingerprint as i64,
+                            &*hb.state_json.text()
+                        ])
                         .map_err(err)?;
                     states_written.push((hb.host.clone(), hb.state_fingerprint));
                 }
