@@ -60,6 +60,24 @@ fn tls_client(ca: &Path) -> tokio_rustls::TlsConnector {
     tokio_rustls::TlsConnector::from(Arc::new(cfg))
 }
 
+/// One persistent HTTPS connection to `addr`, ready for requests.
+async fn open(
+    addr: &str,
+    connector: &tokio_rustls::TlsConnector,
+) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tcp.set_nodelay(true).ok();
+    let tls = connector
+        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+        .expect("tls");
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .expect("http");
+    tokio::spawn(conn);
+    send
+}
+
 #[derive(Default)]
 struct Counts {
     ok: AtomicU64,
@@ -91,25 +109,10 @@ async fn generate(
         );
         let (addr, token, now) = (addr.to_owned(), format!("Bearer {token}"), now.clone());
         tasks.push(tokio::spawn(async move {
-            let tcp = tokio::net::TcpStream::connect(&addr)
-                .await
-                .expect("connect");
-            tcp.set_nodelay(true).ok();
-            let tls = connector
-                .connect(ServerName::try_from("localhost").expect("name"), tcp)
-                .await
-                .expect("tls");
-            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-                .await
-                .expect("http");
-            tokio::spawn(conn);
+            let mut send = open(&addr, &connector).await;
             while !stop.load(Ordering::Relaxed) {
                 let n = next.fetch_add(1, Ordering::Relaxed);
-                let i = if hosts == u64::MAX {
-                    n
-                } else {
-                    splay(n, hosts)
-                };
+                let i = splay(n, hosts);
                 let req = Request::post("/api/v1/heartbeat")
                     .header("host", "localhost")
                     .header("authorization", &token)
@@ -299,17 +302,7 @@ fn scale() {
                     (counts.clone(), next.clone(), connector.clone(), now.clone());
                 let (addr, token) = (c.1.clone(), format!("Bearer {}", token.trim()));
                 tasks.push(tokio::spawn(async move {
-                    let tcp = tokio::net::TcpStream::connect(&addr)
-                        .await
-                        .expect("connect");
-                    let tls = connector
-                        .connect(ServerName::try_from("localhost").expect("n"), tcp)
-                        .await
-                        .expect("tls");
-                    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-                        .await
-                        .expect("http");
-                    tokio::spawn(conn);
+                    let mut send = open(&addr, &connector).await;
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         if i >= first + count {

@@ -490,8 +490,23 @@ async fn put_maintenance(
             "a reason of 1 to 500 characters is required",
         ));
     }
-    let known = lock(&app.store)
-        .set_maintenance(&name, Some((until, m.reason.trim())))
+    operator_write(&app, &name, |st| {
+        st.set_maintenance(&name, Some((until, m.reason.trim())))
+    })?;
+    lock(&app.registry).set_maintenance(&name, Some((until, m.reason.trim().to_owned())), now);
+    Ok(Json(
+        json!({ "host": name, "maintenance_until": until, "reason": m.reason.trim() }),
+    ))
+}
+
+/// An operator's change, written through the operator connection: 503 if the store fails,
+/// 404 if there is no such host. The registry is updated by the caller afterwards.
+fn operator_write(
+    app: &App,
+    name: &str,
+    write: impl FnOnce(&mut SqliteStore) -> std::result::Result<bool, crate::store::StoreError>,
+) -> Result<()> {
+    let known = write(&mut lock(&app.store))
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).retry(5))?;
     if !known {
         return Err(ApiError::field(
@@ -500,10 +515,7 @@ async fn put_maintenance(
             format!("no host named {name:?}"),
         ));
     }
-    lock(&app.registry).set_maintenance(&name, Some((until, m.reason.trim().to_owned())), now);
-    Ok(Json(
-        json!({ "host": name, "maintenance_until": until, "reason": m.reason.trim() }),
-    ))
+    Ok(())
 }
 
 async fn delete_maintenance(
@@ -512,16 +524,7 @@ async fn delete_maintenance(
     Path(name): Path<String>,
 ) -> Result<Json<Value>> {
     app.require(&headers, Role::Admin)?;
-    let known = lock(&app.store)
-        .set_maintenance(&name, None)
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).retry(5))?;
-    if !known {
-        return Err(ApiError::field(
-            StatusCode::NOT_FOUND,
-            "name",
-            format!("no host named {name:?}"),
-        ));
-    }
+    operator_write(&app, &name, |st| st.set_maintenance(&name, None))?;
     lock(&app.registry).set_maintenance(&name, None, Utc::now());
     Ok(Json(json!({ "host": name, "maintenance_until": null })))
 }
@@ -557,16 +560,7 @@ async fn put_lifecycle(
                 ))
             }
         };
-    let known = lock(&app.store)
-        .set_lifecycle(&name, Some(lifecycle))
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).retry(5))?;
-    if !known {
-        return Err(ApiError::field(
-            StatusCode::NOT_FOUND,
-            "name",
-            format!("no host named {name:?}"),
-        ));
-    }
+    operator_write(&app, &name, |st| st.set_lifecycle(&name, Some(lifecycle)))?;
     lock(&app.registry).set_lifecycle(&name, Some(lifecycle), Utc::now());
     Ok(Json(json!({ "host": name, "lifecycle": lifecycle })))
 }

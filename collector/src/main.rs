@@ -11,8 +11,8 @@ use rollcall_collector::api::{self, App};
 use rollcall_collector::auth::{Role, Tokens};
 use rollcall_collector::ingest::Ingest;
 use rollcall_collector::metrics::Metrics;
-use rollcall_collector::registry::Registry;
-use rollcall_collector::state::{HostState, Policy};
+use rollcall_collector::registry::{Registry, Transition};
+use rollcall_collector::state::Policy;
 use rollcall_collector::store::{SqliteStore, Store};
 use rollcall_collector::{server, tls};
 
@@ -165,16 +165,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         let mut r = reg.lock().unwrap_or_else(|p| p.into_inner());
         for rec in done.records {
             if let Some(t) = r.apply(rec) {
-                m.transition(t.to);
-                if t.from.is_some() {
-                    log::info!(
-                        "host {} {} -> {}: {}",
-                        t.host,
-                        t.from.map_or("new", HostState::as_str),
-                        t.to,
-                        t.reason
-                    );
-                }
+                announce(&t, &m);
             }
         }
     });
@@ -241,15 +232,16 @@ async fn sweeper(registry: Arc<Mutex<Registry>>, metrics: Arc<Metrics>) {
             .unwrap_or_else(|p| p.into_inner())
             .sweep(Utc::now());
         for t in changes {
-            metrics.transition(t.to);
-            log::info!(
-                "host {} {} -> {}: {}",
-                t.host,
-                t.from.map_or("new", HostState::as_str),
-                t.to,
-                t.reason
-            );
+            announce(&t, &metrics);
         }
+    }
+}
+
+/// Counts a state change and logs it (a host's first contact is counted, not logged).
+fn announce(t: &Transition, metrics: &Metrics) {
+    metrics.transition(t.to);
+    if let Some(from) = t.from {
+        log::info!("host {} {} -> {}: {}", t.host, from, t.to, t.reason);
     }
 }
 
