@@ -520,3 +520,57 @@ fn a_client_with_the_wrong_ca_is_refused() {
     assert_eq!(c.admin().get("/healthz").unwrap().status, 200);
     assert_eq!(c.admin().get("/readyz").unwrap().status, 200);
 }
+
+#[test]
+fn a_full_ingest_queue_answers_503_with_retry_after_and_acks_nothing_it_refused() {
+    let d = tempfile::tempdir().unwrap();
+    // Room for one waiting heartbeat: a burst from many hosts at once overflows it.
+    let c = Collector::start_with(d.path(), "120s", &["--queue", "1"]);
+    let results = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut senders = Vec::new();
+    for t in 0..32 {
+        let (client, results) = (c.agent(), results.clone());
+        senders.push(std::thread::spawn(move || {
+            for i in 0..10 {
+                let host = format!("burst-{t}-{i}");
+                let r = post(&client, &heartbeat(&host, 60, "ok", &[1]));
+                results.lock().unwrap().push((host, r));
+            }
+        }));
+    }
+    for s in senders {
+        s.join().unwrap();
+    }
+    let results = results.lock().unwrap().clone();
+    let busy: Vec<&Reply> = results
+        .iter()
+        .map(|(_, r)| r)
+        .filter(|r| r.status == 503)
+        .collect();
+    let ok: Vec<&str> = results
+        .iter()
+        .filter(|(_, r)| r.status == 200)
+        .map(|(h, _)| h.as_str())
+        .collect();
+    assert!(
+        !busy.is_empty(),
+        "a queue of 1 under 32 concurrent senders must overflow"
+    );
+    assert_eq!(busy.len() + ok.len(), results.len(), "only 200 or 503");
+    for r in &busy {
+        assert_eq!(r.retry_after, Some(1), "{:?}", r.body);
+        assert!(
+            r.body["error"].as_str().unwrap().contains("queue full"),
+            "{:?}",
+            r.body
+        );
+    }
+    // Exactly the acknowledged hosts exist: nothing refused was stored.
+    let admin = c.admin();
+    assert_eq!(admin.get("/api/v1/hosts").unwrap().body["count"], ok.len());
+    let m = admin.get("/metrics").unwrap().body;
+    assert!(m
+        .as_str()
+        .unwrap()
+        .contains("rollcall_requests_rejected_total{reason=\"queue_full\"}"));
+}

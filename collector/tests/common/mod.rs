@@ -17,9 +17,14 @@ pub struct Collector {
 
 impl Collector {
     pub fn start(data: &Path, grace: &str) -> Collector {
+        Collector::start_with(data, grace, &[])
+    }
+
+    pub fn start_with(data: &Path, grace: &str, extra: &[&str]) -> Collector {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rollcall-collector"))
             .args(["--listen", "127.0.0.1:0", "--grace", grace, "--data-dir"])
             .arg(data)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
