@@ -29,7 +29,7 @@ pub fn is_log_name(name: &OsStr) -> bool {
 }
 
 /// One look at the directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
     pub dir_exists: bool,
     /// Name of the newest daily file (by its date, `.log` before `.bkg`).

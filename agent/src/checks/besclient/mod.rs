@@ -83,7 +83,7 @@ impl<C: Clock> Supervisor<C> {
         let policy = Policy::new(&config.remediation, cfg.verify_within);
         Supervisor {
             tail: Tail::new(cfg.error_patterns.clone()),
-            logs: logs::scan(&cfg.log_dir, &clock.today_log_name()),
+            logs: logs::Snapshot::default(),
             remediation_enabled: config.remediation.enabled,
             reinstall: config.remediation.reinstall.clone(),
             state_dir: config.state_dir.clone(),
@@ -127,6 +127,12 @@ impl<C: Clock> Supervisor<C> {
     /// Looks at everything once, without acting: what `doctor` reports.
     pub async fn observe_once(&mut self) -> BesclientState {
         self.refresh_all().await;
+        // A one-shot look reads the whole newest log, as the runbook's "does today's log
+        // have errors?" does.
+        if let Some(newest) = self.logs.newest.clone() {
+            self.tail = Tail::new(self.cfg.error_patterns.clone());
+            self.match_errors(&self.cfg.log_dir.join(newest));
+        }
         self.classify(self.clock.now());
         self.state()
     }
@@ -195,15 +201,17 @@ impl<C: Clock> Supervisor<C> {
         self.publish();
     }
 
+    /// The first look at everything. The tail starts at the end of the newest log: lines
+    /// written before the agent started are history, not news.
     async fn refresh_all(&mut self) {
-        self.rescan_logs();
+        self.logs = logs::scan(&self.cfg.log_dir, &self.clock.today_log_name());
+        if let Some(newest) = &self.logs.newest {
+            self.tail.follow_from_end(self.cfg.log_dir.join(newest));
+        }
         self.refresh_unit().await;
         self.disk = disk::check(&self.cfg.data_dir);
         self.refresh_pause();
         self.find_process();
-        if let Some(newest) = &self.logs.newest {
-            self.tail.follow_from_end(self.cfg.log_dir.join(newest));
-        }
     }
 
     async fn refresh_unit(&mut self) {

@@ -116,3 +116,51 @@ async fn no_logs_at_all_counts_from_the_agent_start() {
     assert_eq!(s.status, DaemonStatus::Hung);
     assert!(s.reason.contains("no daily log"), "{}", s.reason);
 }
+
+#[tokio::test]
+async fn error_lines_from_before_the_agent_started_are_not_counted() {
+    let state = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(at(2026, 11, 22, 12, 0, 0));
+    write_log(
+        logs.path(),
+        "20261122.log",
+        "At 11:00:00 +0000 -\n   RegisterOnce: GetURL failed - General transport failure.\n",
+        &clock,
+    );
+    let sup = supervisor(state.path(), logs.path(), clock.clone());
+    // Start and stop at once: the start-up observation and one evaluation.
+    sup.run(async {}).await;
+    let s = crate::state::read(state.path()).unwrap();
+    assert_eq!(
+        s.state.besclient.errors.count, 0,
+        "history is not news: {:?}",
+        s.state.besclient.errors
+    );
+    assert!(
+        s.events
+            .iter()
+            .all(|e| !e.message.contains("logged an error")),
+        "{:?}",
+        s.events
+    );
+}
+
+#[tokio::test]
+async fn a_one_shot_look_reports_the_errors_already_in_the_newest_log() {
+    let state = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(at(2026, 11, 22, 12, 0, 0));
+    write_log(
+        logs.path(),
+        "20261122.log",
+        "At 11:00:00 +0000 -\n   RegisterOnce: GetURL failed - General transport failure.\nAt 11:30:00 +0000 -\n   Report posted successfully\n",
+        &clock,
+    );
+    let s = supervisor(state.path(), logs.path(), clock)
+        .observe_once()
+        .await;
+    assert_eq!(s.errors.count, 1);
+    assert!(s.errors.last_line.unwrap().contains("GetURL failed"));
+    assert_eq!(s.health, Health::Warn);
+}
