@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use rollcall_proto::Health;
 
 use crate::index::{DeadlineIndex, HostId};
-use crate::state::{classify, explain, judge, Facts, HostState, Lifecycle, Policy, Verdict};
+use crate::state::{classify, explain, Facts, HostState, Lifecycle, Policy, Verdict};
 use crate::store::{HeartbeatRecord, HostRow};
 
 /// Label values repeat across thousands of hosts: each distinct one is stored once.
@@ -297,9 +297,11 @@ impl Registry {
             .collect()
     }
 
+    /// The reason for the state this host is shown in (the cached one: a view never says
+    /// one thing and explains another, whatever the sweeper has reached).
     fn reason(&self, id: HostId, now: DateTime<Utc>) -> String {
         let h = &self.hosts[id as usize];
-        judge(&self.facts(h), &self.policy, self.up_since, now).reason
+        explain(&self.facts(h), &self.policy, h.state, now)
     }
 
     fn view(&self, id: HostId, now: DateTime<Utc>) -> HostView {
@@ -521,6 +523,23 @@ mod tests {
             .map(|c| c.host.as_str())
             .collect();
         assert_eq!(silent, ["quiet"], "true flags after interval + grace");
+    }
+
+    #[test]
+    fn a_view_explains_the_state_it_shows() {
+        let mut r = reg();
+        r.apply(&hb("v", 0, Health::Ok, vec![]));
+        // Past the deadline but before the sweeper ran: the state shown and its reason
+        // must still agree.
+        let v = r.get("v", t(500)).unwrap();
+        let word = v.reason.split(':').next().unwrap();
+        assert_eq!(word, v.state.as_str(), "{v:?}");
+        r.sweep(t(500));
+        let v = r.get("v", t(500)).unwrap();
+        assert_eq!(
+            (v.state, v.reason.split(':').next().unwrap()),
+            (HostState::Silent, "silent")
+        );
     }
 
     #[test]

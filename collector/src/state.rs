@@ -127,18 +127,6 @@ pub struct Facts<'a> {
     pub duplicate_of: Option<&'a str>,
 }
 
-/// A derived state with its explanation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Judgement {
-    pub state: HostState,
-    pub lifecycle: Lifecycle,
-    pub reason: String,
-    /// Whether this host counts as a problem (state silent/unhealthy/duplicate on a live host).
-    pub flagged: bool,
-    /// When the host turns silent if nothing is heard: the key of the deadline index.
-    pub deadline: DateTime<Utc>,
-}
-
 fn dur(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
@@ -247,26 +235,39 @@ pub fn explain(f: &Facts<'_>, policy: &Policy, state: HostState, now: DateTime<U
     }
 }
 
-/// Derives state, lifecycle and reason at `now` (the collector's clock).
-pub fn judge(
-    f: &Facts<'_>,
-    policy: &Policy,
-    up_since: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> Judgement {
-    let v = classify(f, policy, up_since, now);
-    Judgement {
-        state: v.state,
-        lifecycle: v.lifecycle,
-        reason: explain(f, policy, v.state, now),
-        flagged: v.flagged,
-        deadline: v.deadline,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A derived state with its explanation.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    struct Judgement {
+        state: HostState,
+        lifecycle: Lifecycle,
+        reason: String,
+        /// Whether this host counts as a problem (state silent/unhealthy/duplicate on a live host).
+        flagged: bool,
+        /// When the host turns silent if nothing is heard: the key of the deadline index.
+        deadline: DateTime<Utc>,
+    }
+
+    /// Derives state, lifecycle and reason at `now` (the collector's clock).
+    fn judge(
+        f: &Facts<'_>,
+        policy: &Policy,
+        up_since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Judgement {
+        let v = classify(f, policy, up_since, now);
+        Judgement {
+            state: v.state,
+            lifecycle: v.lifecycle,
+            reason: explain(f, policy, v.state, now),
+            flagged: v.flagged,
+            deadline: v.deadline,
+        }
+    }
+
     use chrono::TimeZone;
 
     fn t(h: u32, m: u32, s: u32) -> DateTime<Utc> {
