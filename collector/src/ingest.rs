@@ -49,7 +49,7 @@ impl Ingest {
         capacity: usize,
         max_batch: usize,
         on_commit: F,
-    ) -> (Ingest, JoinHandle<S>)
+    ) -> std::io::Result<(Ingest, JoinHandle<S>)>
     where
         S: Store + 'static,
         F: FnMut(Committed<'_>) + Send + 'static,
@@ -59,9 +59,8 @@ impl Ingest {
         let d = depth.clone();
         let handle = std::thread::Builder::new()
             .name("ingest-writer".into())
-            .spawn(move || writer(store, rx, d, max_batch.max(1), on_commit))
-            .unwrap_or_else(|e| panic!("cannot start the ingest writer thread: {e}"));
-        (Ingest { tx, depth }, handle)
+            .spawn(move || writer(store, rx, d, max_batch.max(1), on_commit))?;
+        Ok((Ingest { tx, depth }, handle))
     }
 
     /// Queues a heartbeat; the returned [`Ack`] resolves when it is durable.
@@ -151,7 +150,8 @@ mod tests {
             move |done| {
                 c.lock().unwrap().push(done.records.len());
             },
-        );
+        )
+        .unwrap();
         let mut acks = Vec::new();
         for i in 0..2000u32 {
             acks.push(
@@ -240,7 +240,7 @@ mod tests {
             gate,
             entered_tx,
         );
-        let (ingest, writer) = Ingest::start(store, 2, 10, |_| {});
+        let (ingest, writer) = Ingest::start(store, 2, 10, |_| {}).unwrap();
         // The writer takes the first and blocks in its commit; then two more fill the queue.
         let a1 = ingest.submit(hb("a", 1, Health::Ok, vec![])).unwrap();
         entered.recv().unwrap();
@@ -282,7 +282,8 @@ mod tests {
         // Make the events table unwritable by replacing it with a view.
         let c = rusqlite::Connection::open(&path).unwrap();
         c.execute_batch("DROP TABLE events; CREATE VIEW events AS SELECT 1 AS host, 2 AS seq, 3 AS at, 4 AS received_at, 5 AS body;").unwrap();
-        let (ingest, _w) = Ingest::start(store, 10, 10, |_| panic!("nothing was committed"));
+        let (ingest, _w) =
+            Ingest::start(store, 10, 10, |_| panic!("nothing was committed")).unwrap();
         let ack = ingest
             .submit(hb(
                 "a",

@@ -173,7 +173,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 announce(&t, &m);
             }
         }
-    });
+    })
+    .context("starting the ingest writer thread")?;
 
     let app = Arc::new(App {
         registry: registry.clone(),

@@ -132,7 +132,7 @@ fn dur(d: Duration) -> chrono::Duration {
 }
 
 /// `3m12s`: ages at a precision that reads well.
-pub fn age(d: chrono::Duration) -> String {
+fn age(d: chrono::Duration) -> String {
     let s = d.num_seconds().max(0) as u64;
     humantime_short(Duration::from_secs(s))
 }

@@ -354,19 +354,6 @@ impl Store for SqliteStore {
     }
 }
 
-impl SqliteStore {
-    /// Whether a host exists (for the API's 404s).
-    pub fn has_host(&self, host: &str) -> Result<bool, StoreError> {
-        self.conn
-            .query_row("SELECT 1 FROM hosts WHERE name = ?1", params![host], |_| {
-                Ok(())
-            })
-            .optional()
-            .map(|o| o.is_some())
-            .map_err(self.err())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,8 +371,6 @@ mod tests {
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
-        assert!(s.has_host("a").unwrap());
-        assert!(!s.has_host("zz").unwrap());
     }
 
     #[test]

@@ -139,16 +139,11 @@ impl Tail {
         self.partial.clear();
     }
 
-    /// Reads what was appended to `path` since the last call and returns the matching lines.
-    /// A different file, a new inode (recreated at the size cap) or a shorter file
-    /// (truncated) is read from its start.
-    pub fn poll(&mut self, path: &Path) -> Vec<ErrorLine> {
-        self.poll_with_mtime(path).0
-    }
-
-    /// [`Tail::poll`], also returning the file's modification time: when it was really
-    /// written, which may be well before the event announcing it is handled.
-    pub fn poll_with_mtime(&mut self, path: &Path) -> (Vec<ErrorLine>, Option<DateTime<Utc>>) {
+    /// Reads what was appended to `path` since the last call and returns the matching
+    /// lines, and the file's modification time: when it was really written, which may be
+    /// well before the event announcing it is handled. A different file, a new inode
+    /// (recreated at the size cap) or a shorter file (truncated) is read from its start.
+    pub fn poll(&mut self, path: &Path) -> (Vec<ErrorLine>, Option<DateTime<Utc>>) {
         let Ok(f) = File::open(path) else {
             return (Vec::new(), None);
         };
@@ -419,16 +414,16 @@ mod tests {
         ]);
         t.follow_from_end(f.clone());
         assert!(
-            t.poll(&f).is_empty(),
+            t.poll(&f).0.is_empty(),
             "history before the agent started is not counted"
         );
         append(
             &f,
             "At 05:01:00 +0000 -\n   Report posted successfully\n   General transport fai",
         );
-        assert!(t.poll(&f).is_empty(), "half a line waits for its end");
+        assert!(t.poll(&f).0.is_empty(), "half a line waits for its end");
         append(&f, "lure\n");
-        let m = t.poll(&f);
+        let m = t.poll(&f).0;
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].line, "General transport failure");
     }
@@ -441,11 +436,11 @@ mod tests {
         let mut t = Tail::new(vec!["GetURL failed".into()]);
         t.follow_from_end(f.clone());
         std::fs::write(&f, "GetURL failed 1\n").unwrap(); // truncated, shorter
-        assert_eq!(t.poll(&f).len(), 1);
+        assert_eq!(t.poll(&f).0.len(), 1);
         // Size cap: renamed to .bkg and a fresh file under the same name.
         std::fs::rename(&f, d.path().join("20261122.bkg")).unwrap();
         append(&f, "GetURL failed 2\n");
-        let m = t.poll(&f);
+        let m = t.poll(&f).0;
         assert_eq!(m.len(), 1);
         assert!(m[0].line.ends_with('2'));
     }

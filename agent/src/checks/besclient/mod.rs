@@ -120,10 +120,6 @@ impl<C: Clock> Supervisor<C> {
         self
     }
 
-    pub fn events(&self) -> &EventLog {
-        &self.events
-    }
-
     /// Looks at everything once, without acting: what `doctor` reports.
     pub async fn observe_once(&mut self) -> BesclientState {
         self.refresh_all().await;
@@ -320,7 +316,7 @@ impl<C: Clock> Supervisor<C> {
 
     /// Matches new lines of `path` against the error patterns; returns its mtime.
     fn match_errors(&mut self, path: &Path) -> Option<DateTime<Utc>> {
-        let (found, mtime) = self.tail.poll_with_mtime(path);
+        let (found, mtime) = self.tail.poll(path);
         let Some(last) = found.last() else {
             return mtime;
         };
