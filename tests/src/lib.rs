@@ -367,37 +367,55 @@ impl Agent {
         timeout: Duration,
         pred: impl Fn(&Value) -> bool,
     ) -> (usize, Value) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let events = self.events();
-            if let Some((i, e)) = events.iter().enumerate().skip(after).find(|(_, e)| pred(e)) {
-                return (i, e.clone());
-            }
-            if Instant::now() >= deadline {
-                let log: Vec<String> = self.lines().iter().map(Value::to_string).collect();
-                panic!(
-                    "timed out after {timeout:?} waiting for {what}; agent log:\n{}",
-                    log.join("\n")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_for_event(what, after, timeout, || self.events(), pred, || self.log())
     }
 
     /// Waits for the agent's first log line saying it supervises a process.
     pub fn wait_supervising(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.lines().iter().any(|l| {
-            l["msg"]
-                .as_str()
-                .or(l.as_str())
-                .is_some_and(|m| m.contains("supervising BESClient"))
-        }) {
-            if Instant::now() >= deadline {
-                panic!("agent never started supervising; log: {:?}", self.lines());
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        let says = |l: &Value| {
+            let text = l["msg"].as_str().or(l.as_str());
+            text.is_some_and(|m| m.contains("supervising BESClient"))
+        };
+        let timeout = Duration::from_secs(20);
+        wait_for_event(
+            "supervising",
+            0,
+            timeout,
+            || self.lines(),
+            says,
+            || self.log(),
+        );
+    }
+
+    fn log(&self) -> String {
+        let lines: Vec<String> = self.lines().iter().map(Value::to_string).collect();
+        format!("agent log:\n{}", lines.join("\n"))
+    }
+}
+
+/// The first of `events()` past index `after` that matches `pred`, polling every 20 ms for up
+/// to `timeout`; a time-out panics naming `what`, followed by `context()`.
+pub fn wait_for_event(
+    what: &str,
+    after: usize,
+    timeout: Duration,
+    events: impl Fn() -> Vec<Value>,
+    pred: impl Fn(&Value) -> bool,
+    context: impl Fn() -> String,
+) -> (usize, Value) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let events = events();
+        if let Some((i, e)) = events.iter().enumerate().skip(after).find(|(_, e)| pred(e)) {
+            return (i, e.clone());
         }
+        if Instant::now() >= deadline {
+            panic!(
+                "timed out after {timeout:?} waiting for {what}; {}",
+                context()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

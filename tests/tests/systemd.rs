@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use rollcall_tests::{bin, init_script, reap, wait_until};
+use rollcall_tests::{bin, init_script, reap, wait_for_event, wait_until};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(60);
@@ -226,18 +226,11 @@ impl Container {
         after: usize,
         pred: impl Fn(&Value) -> bool,
     ) -> (usize, Value) {
-        let deadline = Instant::now() + T;
-        loop {
-            let ev = self.events();
-            if let Some((i, e)) = ev.iter().enumerate().skip(after).find(|(_, e)| pred(e)) {
-                return (i, e.clone());
-            }
-            if Instant::now() > deadline {
-                let j = self.sh("journalctl -u rollcall-agent -u besclient --no-pager | tail -40");
-                panic!("timed out waiting for {what}; journal:\n{j}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let journal = || {
+            let j = self.sh("journalctl -u rollcall-agent -u besclient --no-pager | tail -40");
+            format!("journal:\n{j}")
+        };
+        wait_for_event(what, after, T, || self.events(), pred, journal)
     }
 }
 

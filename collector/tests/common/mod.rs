@@ -48,24 +48,20 @@ impl Collector {
         }
     }
 
+    /// A client with the admin token made at first start.
     pub fn admin(&self) -> Client {
-        let token = std::fs::read_to_string(self.data.join("admin.token")).unwrap();
-        Client::new(
-            &self.url,
-            &self.data.join("ca.pem"),
-            Some(token.trim().to_owned()),
-        )
-        .unwrap()
+        self.client_with("admin.token")
     }
 
+    /// A client with the enrollment secret, as agents use.
     pub fn agent(&self) -> Client {
-        let token = std::fs::read_to_string(self.data.join("enroll.secret")).unwrap();
-        Client::new(
-            &self.url,
-            &self.data.join("ca.pem"),
-            Some(token.trim().to_owned()),
-        )
-        .unwrap()
+        self.client_with("enroll.secret")
+    }
+
+    fn client_with(&self, token_file: &str) -> Client {
+        let token = std::fs::read_to_string(self.data.join(token_file)).unwrap();
+        let ca = self.data.join("ca.pem");
+        Client::new(&self.url, &ca, Some(token.trim().to_owned())).unwrap()
     }
 
     pub fn pid(&self) -> u32 {
