@@ -43,18 +43,44 @@ fn supervisor(state: &Path, logs: &Path, clock: ManualClock) -> Supervisor<Manua
     Supervisor::new(&config, manager, clock)
 }
 
+/// A host's state and log directories and a clock, with `log` (if any) as the day's log.
+struct Fixture {
+    state: tempfile::TempDir,
+    logs: tempfile::TempDir,
+    clock: ManualClock,
+}
+
+fn fixture(now: DateTime<Utc>, log: Option<&str>) -> Fixture {
+    let f = Fixture {
+        state: tempfile::tempdir().unwrap(),
+        logs: tempfile::tempdir().unwrap(),
+        clock: ManualClock::new(now),
+    };
+    if let Some(text) = log {
+        write_log(
+            f.logs.path(),
+            &f.clock.now().format("%Y%m%d.log").to_string(),
+            text,
+            &f.clock,
+        );
+    }
+    f
+}
+
+impl Fixture {
+    fn supervisor(&self) -> Supervisor<ManualClock> {
+        supervisor(self.state.path(), self.logs.path(), self.clock.clone())
+    }
+}
+
 #[tokio::test]
 async fn day_rollover_moves_today_to_the_new_file_without_a_false_hang() {
-    let state = tempfile::tempdir().unwrap();
-    let logs = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(at(2026, 11, 22, 23, 59, 50));
-    write_log(
-        logs.path(),
-        "20261122.log",
-        "At 23:59:50 +0000 -\n   Report posted successfully\n",
-        &clock,
+    let f = fixture(
+        at(2026, 11, 22, 23, 59, 50),
+        Some("At 23:59:50 +0000 -\n   Report posted successfully\n"),
     );
-    let mut sup = supervisor(state.path(), logs.path(), clock.clone());
+    let (logs, clock) = (&f.logs, f.clock.clone());
+    let mut sup = f.supervisor();
 
     let s = sup.observe_once().await;
     assert_eq!(s.status, DaemonStatus::Running, "{}", s.reason);
@@ -99,10 +125,9 @@ async fn day_rollover_moves_today_to_the_new_file_without_a_false_hang() {
 
 #[tokio::test]
 async fn no_logs_at_all_counts_from_the_agent_start() {
-    let state = tempfile::tempdir().unwrap();
-    let logs = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(at(2026, 11, 22, 12, 0, 0));
-    let mut sup = supervisor(state.path(), logs.path(), clock.clone());
+    let f = fixture(at(2026, 11, 22, 12, 0, 0), None);
+    let clock = f.clock.clone();
+    let mut sup = f.supervisor();
     let s = sup.observe_once().await;
     assert_eq!(
         s.status,
@@ -119,19 +144,14 @@ async fn no_logs_at_all_counts_from_the_agent_start() {
 
 #[tokio::test]
 async fn error_lines_from_before_the_agent_started_are_not_counted() {
-    let state = tempfile::tempdir().unwrap();
-    let logs = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(at(2026, 11, 22, 12, 0, 0));
-    write_log(
-        logs.path(),
-        "20261122.log",
-        "At 11:00:00 +0000 -\n   RegisterOnce: GetURL failed - General transport failure.\n",
-        &clock,
+    let f = fixture(
+        at(2026, 11, 22, 12, 0, 0),
+        Some("At 11:00:00 +0000 -\n   RegisterOnce: GetURL failed - General transport failure.\n"),
     );
-    let sup = supervisor(state.path(), logs.path(), clock.clone());
+    let sup = f.supervisor();
     // Start and stop at once: the start-up observation and one evaluation.
     sup.run(async {}).await;
-    let s = crate::state::read(state.path()).unwrap();
+    let s = crate::state::read(f.state.path()).unwrap();
     assert_eq!(
         s.state.besclient.errors.count, 0,
         "history is not news: {:?}",
@@ -148,18 +168,8 @@ async fn error_lines_from_before_the_agent_started_are_not_counted() {
 
 #[tokio::test]
 async fn a_one_shot_look_reports_the_errors_already_in_the_newest_log() {
-    let state = tempfile::tempdir().unwrap();
-    let logs = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(at(2026, 11, 22, 12, 0, 0));
-    write_log(
-        logs.path(),
-        "20261122.log",
-        "At 11:00:00 +0000 -\n   RegisterOnce: GetURL failed - General transport failure.\nAt 11:30:00 +0000 -\n   Report posted successfully\n",
-        &clock,
-    );
-    let s = supervisor(state.path(), logs.path(), clock)
-        .observe_once()
-        .await;
+    let f = fixture(at(2026, 11, 22, 12, 0, 0), Some("At 11:00:00 +0000 -\n   RegisterOnce: GetURL failed - General transport failure.\nAt 11:30:00 +0000 -\n   Report posted successfully\n"));
+    let s = f.supervisor().observe_once().await;
     assert_eq!(s.errors.count, 1);
     assert!(s.errors.last_line.unwrap().contains("GetURL failed"));
     assert_eq!(s.health, Health::Warn);
