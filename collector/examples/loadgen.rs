@@ -44,6 +44,68 @@ fn body(i: u64, interval: u32, now: &str) -> Bytes {
     ))
 }
 
+fn enroll_body(i: u64) -> Bytes {
+    Bytes::from(format!(
+        r#"{{"proto_version":1,"host":"node-{i:07}.example.net","identity":{{"machine_id":"{i:032x}","install_id":"{:08x}"}},"labels":{{"env":"prod","region":"us-south","zone":"dal1{}","role":"carrier-worker"}}}}"#,
+        i.wrapping_mul(2654435761) & 0xffff_ffff,
+        i % 3
+    ))
+}
+
+/// Enrolls hosts `first..first + count` with the enrollment secret over 32 connections;
+/// returns each one's `Authorization` header value, by `i - first`.
+async fn enroll_all(
+    addr: &str,
+    ca: &Path,
+    secret: &str,
+    first: u64,
+    count: u64,
+) -> Arc<Vec<String>> {
+    let next = Arc::new(AtomicU64::new(first));
+    let connector = tls_client(ca);
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (next, connector) = (next.clone(), connector.clone());
+        let (addr, auth) = (addr.to_owned(), format!("Bearer {secret}"));
+        tasks.push(tokio::spawn(async move {
+            let mut send = open(&addr, &connector).await;
+            let mut got = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= first + count {
+                    break;
+                }
+                loop {
+                    let req = Request::post("/api/v1/enroll")
+                        .header("host", "localhost")
+                        .header("authorization", &auth)
+                        .body(Full::new(enroll_body(i)))
+                        .expect("request");
+                    let resp = send.send_request(req).await.expect("enroll");
+                    let status = resp.status();
+                    let body = resp.into_body().collect().await.expect("body").to_bytes();
+                    if status == 200 {
+                        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+                        let cred = v["credential"].as_str().expect("credential");
+                        got.push((i, format!("Bearer {cred}")));
+                        break;
+                    }
+                    assert_eq!(status, 503, "enrolling: {}", String::from_utf8_lossy(&body));
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            got
+        }));
+    }
+    let mut all = vec![String::new(); count as usize];
+    for t in tasks {
+        for (i, c) in t.await.expect("task") {
+            all[(i - first) as usize] = c;
+        }
+    }
+    Arc::new(all)
+}
+
 /// A splayed visiting order: every host once per round, in a scattered order.
 fn splay(i: u64, hosts: u64) -> u64 {
     (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 7) % hosts
@@ -93,7 +155,7 @@ struct Counts {
 async fn generate(
     addr: &str,
     ca: &Path,
-    token: &str,
+    creds: Arc<Vec<String>>,
     hosts: u64,
     conns: u64,
     seconds: u64,
@@ -105,13 +167,14 @@ async fn generate(
     let now = chrono::Utc::now().to_rfc3339();
     let mut tasks = Vec::new();
     for _ in 0..conns {
-        let (counts, stop, next, connector) = (
+        let (counts, stop, next, connector, creds) = (
             counts.clone(),
             stop.clone(),
             next.clone(),
             connector.clone(),
+            creds.clone(),
         );
-        let (addr, token, now) = (addr.to_owned(), format!("Bearer {token}"), now.clone());
+        let (addr, now) = (addr.to_owned(), now.clone());
         tasks.push(tokio::spawn(async move {
             let mut send = open(&addr, &connector).await;
             while !stop.load(Ordering::Relaxed) {
@@ -119,7 +182,7 @@ async fn generate(
                 let i = splay(n, hosts);
                 let req = Request::post("/api/v1/heartbeat")
                     .header("host", "localhost")
-                    .header("authorization", &token)
+                    .header("authorization", &creds[i as usize])
                     .header("content-type", "application/json")
                     .body(Full::new(body(i, 60, &now)))
                     .expect("request");
@@ -250,10 +313,16 @@ fn ingest() {
         .enable_all()
         .build()
         .expect("rt");
+    let enrolling = Instant::now();
+    let creds = rt.block_on(enroll_all(&c.1, &ca, token.trim(), 0, hosts));
+    println!(
+        "{hosts} hosts enrolled in {:.1} s",
+        enrolling.elapsed().as_secs_f64()
+    );
     let (t_noop, noop_counts) =
-        rt.block_on(generate(&n.1, &ca, token.trim(), hosts, conns, seconds));
+        rt.block_on(generate(&n.1, &ca, creds.clone(), hosts, conns, seconds));
     drop(n);
-    let (t_real, real) = rt.block_on(generate(&c.1, &ca, token.trim(), hosts, conns, seconds));
+    let (t_real, real) = rt.block_on(generate(&c.1, &ca, creds, hosts, conns, seconds));
     let noop_rate = noop_counts.ok.load(Ordering::Relaxed) as f64 / t_noop;
     let real_rate = real.ok.load(Ordering::Relaxed) as f64 / t_real;
     println!("{hosts} simulated hosts, {conns} TLS connections, {seconds} s each, loopback, 2 cores shared with the generator:");
@@ -294,6 +363,9 @@ fn scale() {
         .expect("rt");
     // 1 % with a 1 s interval (they will fall silent), the rest every hour.
     let silent = hosts / 100;
+    let enrolling = Instant::now();
+    let creds = rt.block_on(enroll_all(&c.1, &ca, token.trim(), 0, hosts));
+    let enrolled_in = enrolling.elapsed().as_secs_f64();
     let gen = |first: u64, count: u64, interval: u32| {
         rt.block_on(async {
             let counts = Arc::new(Counts::default());
@@ -302,9 +374,14 @@ fn scale() {
             let now = chrono::Utc::now().to_rfc3339();
             let mut tasks = Vec::new();
             for _ in 0..32 {
-                let (counts, next, connector, now) =
-                    (counts.clone(), next.clone(), connector.clone(), now.clone());
-                let (addr, token) = (c.1.clone(), format!("Bearer {}", token.trim()));
+                let (counts, next, connector, now, creds) = (
+                    counts.clone(),
+                    next.clone(),
+                    connector.clone(),
+                    now.clone(),
+                    creds.clone(),
+                );
+                let addr = c.1.clone();
                 tasks.push(tokio::spawn(async move {
                     let mut send = open(&addr, &connector).await;
                     loop {
@@ -314,7 +391,7 @@ fn scale() {
                         }
                         let req = Request::post("/api/v1/heartbeat")
                             .header("host", "localhost")
-                            .header("authorization", &token)
+                            .header("authorization", &creds[i as usize])
                             .body(Full::new(body(i, interval, &now)))
                             .expect("req");
                         let resp = send.send_request(req).await.expect("send");
@@ -339,7 +416,7 @@ fn scale() {
     std::thread::sleep(Duration::from_secs(3));
     let rss = rss_kib(pid);
     println!(
-        "{hosts} hosts registered over HTTPS in {took:.0} s ({} acknowledged)",
+        "{hosts} hosts enrolled in {enrolled_in:.0} s, then registered over HTTPS in {took:.0} s ({} acknowledged)",
         a + b
     );
     println!(

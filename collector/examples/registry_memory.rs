@@ -48,12 +48,15 @@ fn main() {
             state_json: rollcall_collector::store::StateJson::Text(String::new()),
             state_fingerprint: 0,
             events: Vec::new(),
+            booted_at: None,
         };
         // 1 % stay quiet; the rest report again a day later.
         if i % 100 != 0 {
             r.received_at = t0 + Duration::days(1);
         }
         reg.apply(&r);
+        // The collector writes these lines to the store as they come.
+        reg.take_notes();
     }
     let after = rss_kib();
     let now = t0 + Duration::days(1) + Duration::seconds(30);

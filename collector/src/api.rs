@@ -14,17 +14,20 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use rollcall_proto::{Heartbeat, HeartbeatAck, PROTO_VERSION};
+use rollcall_proto::{EnrollRequest, EnrollResponse, Heartbeat, HeartbeatAck, PROTO_VERSION};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::auth::{Role, Tokens};
+use crate::auth::{Credential, Credentials, Role, Tokens};
 use crate::ingest::{Ingest, SubmitError};
 use crate::metrics::Metrics;
 use crate::registry::{Filter, Registry};
 use crate::state::{HostState, Lifecycle};
-use crate::store::{HeartbeatRecord, SqliteStore, StateJson, Store};
+use crate::store::{
+    CommitStats, CredentialRecord, HeartbeatRecord, HistoryRecord, SqliteStore, StateJson, Store,
+    Write,
+};
 
 /// Largest heartbeat accepted (413 above).
 pub const MAX_BODY: usize = 64 * 1024;
@@ -38,8 +41,13 @@ pub struct App {
     pub store: Mutex<SqliteStore>,
     /// Reloaded from `tokens.json` on SIGHUP.
     pub tokens: std::sync::RwLock<Tokens>,
+    /// Per-host credentials, by hash.
+    pub credentials: std::sync::RwLock<Credentials>,
     pub metrics: Arc<Metrics>,
+    /// Per-host heartbeat budget.
     pub rate: Mutex<HashMap<String, Bucket>>,
+    /// Per-host enrollment budget, apart: enrolling does not cost a heartbeat.
+    pub enroll_rate: Mutex<HashMap<String, Bucket>>,
     pub ready: AtomicBool,
 }
 
@@ -132,14 +140,14 @@ impl App {
     fn require(&self, headers: &HeaderMap, need: Role) -> Result<Role> {
         let role = self.role(headers)?;
         let ok = match need {
-            Role::Agent => role == Role::Agent,
+            Role::Enroll => role == Role::Enroll,
             Role::Read => role >= Role::Read,
             Role::Admin => role == Role::Admin,
         };
         if !ok {
             self.metrics.rejected("forbidden");
             let what = match need {
-                Role::Agent => "only agents send heartbeats",
+                Role::Enroll => "enrolling needs an enrollment secret",
                 Role::Read => "this call needs a read or admin token",
                 Role::Admin => "this call needs an admin token",
             };
@@ -148,9 +156,95 @@ impl App {
         Ok(role)
     }
 
+    /// The host a heartbeat's credential belongs to.
+    fn host_credential(&self, headers: &HeaderMap) -> Result<String> {
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let Some(token) = token else {
+            self.metrics.rejected("unauthenticated");
+            return Err(ApiError::field(
+                StatusCode::UNAUTHORIZED,
+                "credential",
+                "missing host credential: send 'Authorization: Bearer <credential>' (agents get one by enrolling)",
+            ));
+        };
+        let creds = self.credentials.read().unwrap_or_else(|p| p.into_inner());
+        match creds.check(token) {
+            Credential::Host(h) => Ok(h.to_owned()),
+            Credential::Revoked(h) => {
+                self.metrics.rejected("revoked");
+                Err(ApiError::field(
+                    StatusCode::UNAUTHORIZED,
+                    "credential",
+                    format!("the credential of host {h} was revoked; enroll again with an enrollment secret"),
+                ))
+            }
+            Credential::Unknown => {
+                self.metrics.rejected("unauthenticated");
+                let secret = self
+                    .tokens
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .role(token)
+                    == Some(Role::Enroll);
+                Err(ApiError::field(
+                    StatusCode::UNAUTHORIZED,
+                    "credential",
+                    if secret {
+                        "an enrollment secret cannot send heartbeats: exchange it for a host credential at POST /api/v1/enroll"
+                    } else {
+                        "unknown host credential: enroll again with an enrollment secret"
+                    },
+                ))
+            }
+        }
+    }
+
+    /// Queues a write and waits until it is durable.
+    async fn write(&self, w: impl Into<Write>) -> Result<CommitStats> {
+        let ack = self.ingest.submit(w).map_err(|e| {
+            self.metrics.rejected("queue_full");
+            match e {
+                SubmitError::QueueFull(_) => ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "collector busy: ingest queue full; retry later",
+                )
+                .retry(1),
+                SubmitError::Stopped => ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "collector is shutting down",
+                )
+                .retry(5),
+            }
+        })?;
+        match ack.await {
+            Ok(Ok(stats)) => Ok(stats),
+            Ok(Err(e)) => {
+                log::error!("storing failed: {e}");
+                Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage failed; nothing was acknowledged, retry later",
+                )
+                .retry(5))
+            }
+            Err(_) => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "collector is shutting down",
+            )
+            .retry(5)),
+        }
+    }
+
     /// Takes one token from the host's bucket, or says when to come back.
-    fn rate_check(&self, host: &str, now: DateTime<Utc>) -> Result<()> {
-        let mut rate = lock(&self.rate);
+    fn rate_check(
+        &self,
+        buckets: &Mutex<HashMap<String, Bucket>>,
+        host: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut rate = lock(buckets);
         let b = rate.entry(host.to_owned()).or_insert(Bucket {
             tokens: BURST,
             at: now,
@@ -163,7 +257,7 @@ impl App {
             self.metrics.rejected("rate_limited");
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                format!("host {host} sends heartbeats too often; retry in {wait}s"),
+                format!("host {host} calls too often; retry in {wait}s"),
             )
             .retry(wait));
         }
@@ -220,25 +314,25 @@ fn valid_host(h: &str) -> bool {
         && !h.starts_with(['-', '.'])
 }
 
-fn validate(hb: &Heartbeat) -> Result<()> {
-    if hb.proto_version != PROTO_VERSION {
-        return Err(ApiError::bad("proto_version", format!("proto_version {} is not spoken here (this collector speaks {PROTO_VERSION}); upgrade the collector or the agent", hb.proto_version)));
+/// What enrollment and heartbeats share: version, host name, identity, labels.
+fn validate(
+    proto_version: &u32,
+    host: &str,
+    identity: &rollcall_proto::Identity,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Result<()> {
+    if *proto_version != PROTO_VERSION {
+        return Err(ApiError::bad("proto_version", format!("proto_version {proto_version} is not spoken here (this collector speaks {PROTO_VERSION}); upgrade the collector or the agent")));
     }
-    if !valid_host(&hb.host) {
+    if !valid_host(host) {
         return Err(ApiError::bad(
             "host",
             "host must be a DNS name (letters, digits, '-', '.', '_'; at most 253)",
         ));
     }
-    if !(1..=86_400).contains(&hb.interval_secs) {
-        return Err(ApiError::bad(
-            "interval_secs",
-            "interval_secs must be between 1 and 86400",
-        ));
-    }
     for (field, v) in [
-        ("identity.machine_id", &hb.identity.machine_id),
-        ("identity.install_id", &hb.identity.install_id),
+        ("identity.machine_id", &identity.machine_id),
+        ("identity.install_id", &identity.install_id),
     ] {
         if v.is_empty() || v.len() > 128 || !v.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(ApiError::bad(
@@ -247,20 +341,29 @@ fn validate(hb: &Heartbeat) -> Result<()> {
             ));
         }
     }
-    if hb.labels.len() > MAX_LABELS {
+    if labels.len() > MAX_LABELS {
         return Err(ApiError::bad(
             "labels",
             format!("at most {MAX_LABELS} labels"),
         ));
     }
-    if let Some((k, _)) = hb
-        .labels
+    if let Some((k, _)) = labels
         .iter()
         .find(|(k, v)| k.is_empty() || k.len() > 64 || v.len() > 128)
     {
         return Err(ApiError::bad(
             &format!("labels.{k}"),
             "label names are 1 to 64 characters, values at most 128",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_heartbeat(hb: &Heartbeat) -> Result<()> {
+    if !(1..=86_400).contains(&hb.interval_secs) {
+        return Err(ApiError::bad(
+            "interval_secs",
+            "interval_secs must be between 1 and 86400",
         ));
     }
     if hb.events.len() > MAX_EVENTS {
@@ -277,12 +380,40 @@ async fn heartbeat(
     headers: HeaderMap,
     b: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<Json<HeartbeatAck>> {
-    app.require(&headers, Role::Agent)?;
+    let owner = app.host_credential(&headers)?;
     let b = body(b, &app.metrics)?;
     let hb: Heartbeat = parse(&b).inspect_err(|_| app.metrics.rejected("bad_request"))?;
-    validate(&hb).inspect_err(|_| app.metrics.rejected("bad_request"))?;
+    validate(&hb.proto_version, &hb.host, &hb.identity, &hb.labels)
+        .inspect_err(|_| app.metrics.rejected("bad_request"))?;
+    validate_heartbeat(&hb).inspect_err(|_| app.metrics.rejected("bad_request"))?;
     let now = Utc::now();
-    app.rate_check(&hb.host, now)?;
+    if hb.host != owner {
+        app.metrics.rejected("wrong_host");
+        log::warn!(
+            "security: the credential of host {owner} was used to write host {:?} (identity {}); refused",
+            hb.host,
+            hb.identity
+        );
+        // Recorded, but never waited for: a refusal must not cost the writer a commit each.
+        let _ = app.ingest.submit(HistoryRecord {
+            host: owner.clone(),
+            at: now,
+            kind: "security".into(),
+            message: format!(
+                "its credential was used to write host {:?} (identity {}); refused",
+                hb.host, hb.identity
+            ),
+        });
+        return Err(ApiError::field(
+            StatusCode::FORBIDDEN,
+            "host",
+            format!(
+                "this credential belongs to host {owner}; it cannot write host {:?}",
+                hb.host
+            ),
+        ));
+    }
+    app.rate_check(&app.rate, &hb.host, now)?;
     let acked_seq = hb.events.iter().map(|e| e.seq).max().unwrap_or(0);
     let record = HeartbeatRecord {
         identity: hb.identity.to_string(),
@@ -295,41 +426,86 @@ async fn heartbeat(
         labels: hb.labels,
         events: hb.events,
         host: hb.host,
+        booted_at: hb.booted_at,
     };
-    let ack = app.ingest.submit(record).map_err(|e| {
-        app.metrics.rejected("queue_full");
-        match e {
-            SubmitError::QueueFull(_) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "collector busy: ingest queue full; retry later",
-            )
-            .retry(1),
-            SubmitError::Stopped => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "collector is shutting down",
-            )
-            .retry(5),
+    app.write(record).await?;
+    app.metrics.accepted();
+    Ok(Json(HeartbeatAck { acked_seq }))
+}
+
+async fn enroll(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    b: std::result::Result<Bytes, BytesRejection>,
+) -> Result<Json<EnrollResponse>> {
+    app.require(&headers, Role::Enroll)?;
+    let b = body(b, &app.metrics)?;
+    let req: EnrollRequest = parse(&b).inspect_err(|_| app.metrics.rejected("bad_request"))?;
+    validate(&req.proto_version, &req.host, &req.identity, &req.labels)
+        .inspect_err(|_| app.metrics.rejected("bad_request"))?;
+    if let Some(a) = &req.bmc_address {
+        if a.parse::<std::net::IpAddr>().is_err() {
+            app.metrics.rejected("bad_request");
+            return Err(ApiError::bad(
+                "bmc_address",
+                format!("bmc_address {a:?} is not an IP address"),
+            ));
         }
-    })?;
-    match ack.await {
-        Ok(Ok(_)) => {
-            app.metrics.accepted();
-            Ok(Json(HeartbeatAck { acked_seq }))
-        }
-        Ok(Err(e)) => {
-            log::error!("storing a heartbeat failed: {e}");
-            Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "storage failed; nothing was acknowledged, retry later",
-            )
-            .retry(5))
-        }
-        Err(_) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "collector is shutting down",
-        )
-        .retry(5)),
     }
+    let now = Utc::now();
+    app.rate_check(&app.enroll_rate, &req.host, now)?;
+    let credential = crate::auth::new_token()
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).retry(5))?;
+    let issue = CredentialRecord::Issue {
+        sha256: crate::auth::hash(&credential),
+        host: req.host.clone(),
+        identity: req.identity.to_string(),
+        at: now,
+        bmc_address: req.bmc_address.clone(),
+    };
+    app.write(issue.clone()).await?;
+    app.credentials
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .apply(&issue);
+    app.metrics.enrolled();
+    log::info!("host {} enrolled (identity {})", req.host, req.identity);
+    Ok(Json(EnrollResponse {
+        host: req.host,
+        credential,
+    }))
+}
+
+async fn revoke(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Value>> {
+    app.require(&headers, Role::Admin)?;
+    let live = app
+        .credentials
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .live(&name);
+    if live == 0 {
+        return Err(ApiError::field(
+            StatusCode::NOT_FOUND,
+            "name",
+            format!("host {name:?} holds no live credential"),
+        ));
+    }
+    let now = Utc::now();
+    let r = CredentialRecord::RevokeHost {
+        host: name.clone(),
+        at: now,
+    };
+    app.write(r.clone()).await?;
+    app.credentials
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .apply(&r);
+    log::info!("credentials of host {name} revoked ({live})");
+    Ok(Json(json!({ "host": name, "revoked": live })))
 }
 
 /// What an SRE would call a change of state: everything but the timestamps that move with
@@ -424,8 +600,9 @@ async fn host(
         .flatten()
         .and_then(|s| serde_json::from_str(&s).ok());
     let events = store.recent_events(&name, 50).unwrap_or_default();
+    let history = store.recent_history(&name, 50).unwrap_or_default();
     Ok(Json(
-        json!({ "host": view, "agent_state": state, "events": events }),
+        json!({ "host": view, "agent_state": state, "events": events, "history": history }),
     ))
 }
 
@@ -601,6 +778,11 @@ async fn not_found() -> ApiError {
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/api/v1/heartbeat", post(heartbeat))
+        .route("/api/v1/enroll", post(enroll))
+        .route(
+            "/api/v1/hosts/{name}/credentials",
+            axum::routing::delete(revoke),
+        )
         .route("/api/v1/hosts", get(hosts))
         .route("/api/v1/hosts/{name}", get(host))
         .route(

@@ -1,5 +1,6 @@
-//! API tokens for SREs (`read` or `admin`) and the agents' enrollment secret. Only SHA-256
-//! hashes are kept in `tokens.json`; a token is shown once, when it is made.
+//! API tokens for SREs (`read` or `admin`), enrollment secrets (`enroll`), and the per-host
+//! credentials agents get in exchange. Only SHA-256 hashes are kept (`tokens.json`, the
+//! `credentials` table); a token is shown once, when it is made.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -13,8 +14,10 @@ use sha2::{Digest, Sha256};
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// Sends heartbeats (the enrollment secret until per-host credentials exist).
-    Agent,
+    /// An enrollment secret: exchanged by an agent for its own host credential, nothing
+    /// else. Several may be valid at once, so that one can be rotated out.
+    #[serde(alias = "agent")]
+    Enroll,
     Read,
     Admin,
 }
@@ -39,9 +42,137 @@ pub enum AuthError {
     Random(String),
 }
 
-fn hash(token: &str) -> String {
-    let d = Sha256::digest(token.as_bytes());
-    d.iter().map(|b| format!("{b:02x}")).collect()
+pub fn hash(token: &str) -> String {
+    hex(&digest(token))
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.trim().as_bytes()).into()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if s.len() != 64 {
+        return None;
+    }
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// What a presented host credential is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential<'a> {
+    /// Valid, for this host.
+    Host(&'a str),
+    /// Was valid for this host until an operator revoked it.
+    Revoked(&'a str),
+    Unknown,
+}
+
+#[derive(Debug)]
+struct Cred {
+    host: Box<str>,
+    /// [`key`] of its host and identity.
+    key: u64,
+    revoked: bool,
+}
+
+/// Host and identity, hashed: a re-enrollment finds the credential it replaces by it.
+fn key(host: &str, identity: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (host, identity).hash(&mut h);
+    h.finish()
+}
+
+/// Every host credential, by hash, in memory: looked up on every heartbeat.
+#[derive(Debug, Default)]
+pub struct Credentials {
+    by_hash: std::collections::HashMap<[u8; 32], Cred>,
+    /// The one live credential per host and identity.
+    live: std::collections::HashMap<u64, [u8; 32]>,
+}
+
+impl Credentials {
+    pub fn load(rows: Vec<crate::store::CredentialRow>) -> Credentials {
+        let mut c = Credentials::default();
+        for r in rows {
+            let Some(h) = unhex(&r.sha256) else { continue };
+            let k = key(&r.host, &r.identity);
+            if !r.revoked {
+                c.live.insert(k, h);
+            }
+            c.by_hash.insert(
+                h,
+                Cred {
+                    host: r.host.into(),
+                    key: k,
+                    revoked: r.revoked,
+                },
+            );
+        }
+        c
+    }
+
+    pub fn check(&self, token: &str) -> Credential<'_> {
+        match self.by_hash.get(&digest(token)) {
+            Some(c) if c.revoked => Credential::Revoked(&c.host),
+            Some(c) => Credential::Host(&c.host),
+            None => Credential::Unknown,
+        }
+    }
+
+    /// Applies a durable change (the same rules as the store's).
+    pub fn apply(&mut self, r: &crate::store::CredentialRecord) {
+        use crate::store::CredentialRecord::*;
+        match r {
+            Issue {
+                sha256,
+                host,
+                identity,
+                ..
+            } => {
+                let Some(h) = unhex(sha256) else { return };
+                let k = key(host, identity);
+                if let Some(old) = self.live.insert(k, h) {
+                    if let Some(c) = self.by_hash.get_mut(&old) {
+                        c.revoked = true;
+                    }
+                }
+                self.by_hash.insert(
+                    h,
+                    Cred {
+                        host: host.as_str().into(),
+                        key: k,
+                        revoked: false,
+                    },
+                );
+            }
+            // An operator's act: a scan of every credential is affordable.
+            RevokeHost { host, .. } => {
+                for c in self.by_hash.values_mut() {
+                    if !c.revoked && *c.host == **host {
+                        c.revoked = true;
+                        self.live.remove(&c.key);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Live credentials of `host`.
+    pub fn live(&self, host: &str) -> usize {
+        self.by_hash
+            .values()
+            .filter(|c| !c.revoked && &*c.host == host)
+            .count()
+    }
 }
 
 /// A new random token: 32 bytes, hex.
@@ -94,7 +225,7 @@ impl Tokens {
                 },
                 Entry {
                     name: "enroll".into(),
-                    role: Role::Agent,
+                    role: Role::Enroll,
                     sha256: hash(&enroll),
                 },
             ],
@@ -108,7 +239,7 @@ impl Tokens {
 
     /// The role of a presented token, if it is one of ours.
     pub fn role(&self, token: &str) -> Option<Role> {
-        let h = hash(token.trim());
+        let h = hash(token);
         self.entries.iter().find(|e| e.sha256 == h).map(|e| e.role)
     }
 
@@ -128,14 +259,43 @@ impl Tokens {
             role,
             sha256: hash(&token),
         });
-        let json = serde_json::to_string_pretty(&t.entries).unwrap_or_default();
+        t.save(dir)?;
+        Ok(token)
+    }
+
+    /// Removes the token named `name` (e.g. an enrollment secret rotated out; hosts that
+    /// enrolled with it keep their own credentials).
+    pub fn remove(dir: &Path, name: &str) -> Result<Role, AuthError> {
+        let (mut t, _) = Tokens::load_or_init(dir)?;
+        let Some(i) = t.entries.iter().position(|e| e.name == name) else {
+            return Err(AuthError::File {
+                path: dir.join("tokens.json"),
+                detail: format!(
+                    "no token named {name:?}; `rollcall-collector token list` shows the names"
+                ),
+            });
+        };
+        let role = t.entries.remove(i).role;
+        t.save(dir)?;
+        Ok(role)
+    }
+
+    /// Names and roles, never hashes.
+    pub fn list(&self) -> Vec<(String, Role)> {
+        self.entries
+            .iter()
+            .map(|e| (e.name.clone(), e.role))
+            .collect()
+    }
+
+    fn save(&self, dir: &Path) -> Result<(), AuthError> {
+        let json = serde_json::to_string_pretty(&self.entries).unwrap_or_default();
         let tmp = dir.join(".tokens.json.tmp");
         write_secret(&tmp, &json)?;
         std::fs::rename(&tmp, dir.join("tokens.json")).map_err(|e| AuthError::File {
             path: dir.join("tokens.json"),
             detail: e.to_string(),
-        })?;
-        Ok(token)
+        })
     }
 }
 
@@ -150,7 +310,7 @@ mod tests {
         let admin = admin.unwrap();
         assert_eq!(t.role(&admin), Some(Role::Admin));
         let enroll = std::fs::read_to_string(d.path().join("enroll.secret")).unwrap();
-        assert_eq!(t.role(&enroll), Some(Role::Agent));
+        assert_eq!(t.role(&enroll), Some(Role::Enroll));
         assert_eq!(t.role("nope"), None);
         let stored = std::fs::read_to_string(d.path().join("tokens.json")).unwrap();
         assert!(!stored.contains(&admin), "the token itself is never stored");
@@ -165,6 +325,61 @@ mod tests {
             Tokens::add(d.path(), "alice", Role::Admin).is_err(),
             "names are unique"
         );
+        // Rotating the enrollment secret: a new one, then the old one removed.
+        let new_secret = Tokens::add(d.path(), "enroll-2027", Role::Enroll).unwrap();
+        assert_eq!(Tokens::remove(d.path(), "enroll").unwrap(), Role::Enroll);
+        let (t, _) = Tokens::load_or_init(d.path()).unwrap();
+        assert_eq!(t.role(&enroll), None);
+        assert_eq!(t.role(&new_secret), Some(Role::Enroll));
+        assert!(Tokens::remove(d.path(), "enroll")
+            .unwrap_err()
+            .to_string()
+            .contains("token list"));
+    }
+
+    #[test]
+    fn credentials_are_checked_by_hash_and_revoked_by_host_or_reenrollment() {
+        use crate::store::{CredentialRecord, CredentialRow};
+        let issue = |tok: &str, host: &str, id: &str| CredentialRecord::Issue {
+            sha256: hash(tok),
+            host: host.into(),
+            identity: id.into(),
+            at: chrono::Utc::now(),
+            bmc_address: None,
+        };
+        let mut c = Credentials::load(vec![CredentialRow {
+            sha256: hash("old"),
+            host: "web1".into(),
+            identity: "m/i".into(),
+            revoked: true,
+        }]);
+        assert_eq!(c.check("old"), Credential::Revoked("web1"));
+        assert_eq!(c.check("nope"), Credential::Unknown);
+        c.apply(&issue("a", "web1", "m/i"));
+        c.apply(&issue("b", "web1", "clone/i"));
+        assert_eq!(
+            c.check("a\n"),
+            Credential::Host("web1"),
+            "trailing newline of a file"
+        );
+        c.apply(&issue("a2", "web1", "m/i"));
+        assert_eq!(
+            c.check("a"),
+            Credential::Revoked("web1"),
+            "re-enrollment replaces"
+        );
+        assert_eq!(
+            c.check("b"),
+            Credential::Host("web1"),
+            "another identity keeps its own"
+        );
+        assert_eq!(c.live("web1"), 2);
+        c.apply(&CredentialRecord::RevokeHost {
+            host: "web1".into(),
+            at: chrono::Utc::now(),
+        });
+        assert_eq!(c.live("web1"), 0);
+        assert_eq!(c.check("a2"), Credential::Revoked("web1"));
     }
 
     #[test]

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::store::{CommitStats, HeartbeatRecord, Store};
+use crate::store::{CommitStats, HeartbeatRecord, Store, Write};
 
 /// What a commit did, for the registry (applied only after it is durable) and for metrics.
 pub struct Committed<'a> {
-    pub records: &'a [HeartbeatRecord],
+    pub records: &'a [Write],
     pub stats: CommitStats,
     pub took: Duration,
 }
@@ -31,8 +31,17 @@ pub enum SubmitError {
 /// The outcome a submitter waits for: `Ok` once durable.
 pub type Ack = oneshot::Receiver<Result<CommitStats, String>>;
 
+impl Committed<'_> {
+    pub fn heartbeats(&self) -> impl Iterator<Item = &HeartbeatRecord> {
+        self.records.iter().filter_map(|w| match w {
+            Write::Heartbeat(h) => Some(h),
+            _ => None,
+        })
+    }
+}
+
 struct Pending {
-    record: HeartbeatRecord,
+    record: Write,
     done: oneshot::Sender<Result<CommitStats, String>>,
 }
 
@@ -63,8 +72,9 @@ impl Ingest {
         Ok((Ingest { tx, depth }, handle))
     }
 
-    /// Queues a heartbeat; the returned [`Ack`] resolves when it is durable.
-    pub fn submit(&self, record: HeartbeatRecord) -> Result<Ack, SubmitError> {
+    /// Queues a write; the returned [`Ack`] resolves when it is durable.
+    pub fn submit(&self, record: impl Into<Write>) -> Result<Ack, SubmitError> {
+        let record = record.into();
         let (done, ack) = oneshot::channel();
         self.depth.fetch_add(1, Ordering::Relaxed);
         match self.tx.try_send(Pending { record, done }) {
@@ -190,10 +200,19 @@ mod tests {
         fn load_hosts(&self) -> Result<Vec<crate::store::HostRow>, crate::store::StoreError> {
             self.0.load_hosts()
         }
-        fn commit(
-            &mut self,
-            b: &[HeartbeatRecord],
-        ) -> Result<CommitStats, crate::store::StoreError> {
+        fn load_credentials(
+            &self,
+        ) -> Result<Vec<crate::store::CredentialRow>, crate::store::StoreError> {
+            self.0.load_credentials()
+        }
+        fn recent_history(
+            &self,
+            h: &str,
+            n: usize,
+        ) -> Result<Vec<crate::store::HistoryRecord>, crate::store::StoreError> {
+            self.0.recent_history(h, n)
+        }
+        fn commit(&mut self, b: &[Write]) -> Result<CommitStats, crate::store::StoreError> {
             let _ = self.2.send(());
             let _ = self.1.recv();
             self.0.commit(b)

@@ -8,7 +8,7 @@ use anyhow::Context;
 use chrono::Utc;
 use clap::Parser;
 use rollcall_collector::api::{self, App};
-use rollcall_collector::auth::{Role, Tokens};
+use rollcall_collector::auth::{Credentials, Role, Tokens};
 use rollcall_collector::ingest::Ingest;
 use rollcall_collector::metrics::Metrics;
 use rollcall_collector::registry::{Registry, Transition};
@@ -73,6 +73,14 @@ enum TokenAction {
         #[arg(long, value_enum)]
         role: Role,
     },
+    /// Remove a token by name (rotate an enrollment secret out; enrolled hosts are not
+    /// affected).
+    Remove {
+        #[arg(long)]
+        name: String,
+    },
+    /// Names and roles of the tokens (never the tokens).
+    List,
 }
 
 struct Stderr;
@@ -118,13 +126,23 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let dir = &cli.data_dir;
     create_private_dir(dir)?;
-    if let Some(Sub::Token {
-        action: TokenAction::Add { name, role },
-    }) = &cli.command
-    {
-        let token = Tokens::add(dir, name, *role)?;
-        println!("{token}");
-        eprintln!("token {name:?} ({role:?}) added to {}/tokens.json; send SIGHUP to a running collector to load it", dir.display());
+    if let Some(Sub::Token { action }) = &cli.command {
+        match action {
+            TokenAction::Add { name, role } => {
+                let token = Tokens::add(dir, name, *role)?;
+                println!("{token}");
+                eprintln!("token {name:?} ({role:?}) added to {}/tokens.json; send SIGHUP to a running collector to load it", dir.display());
+            }
+            TokenAction::Remove { name } => {
+                let role = Tokens::remove(dir, name)?;
+                eprintln!("token {name:?} ({role:?}) removed from {}/tokens.json; send SIGHUP to a running collector to apply it", dir.display());
+            }
+            TokenAction::List => {
+                for (name, role) in Tokens::load_or_init(dir)?.0.list() {
+                    println!("{name}\t{role:?}");
+                }
+            }
+        }
         return Ok(());
     }
     let mut names = vec![
@@ -148,6 +166,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         grace: cli.grace,
         ..Policy::default()
     };
+    let credentials = Credentials::load(writer_store.load_credentials()?);
     let mut registry = Registry::new(policy, up_since);
     registry.load(writer_store.load_hosts()?, up_since);
     log::info!(
@@ -168,7 +187,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             done.stats.events_duplicate,
         );
         let mut r = reg.lock().unwrap_or_else(|p| p.into_inner());
-        for rec in done.records {
+        for rec in done.heartbeats() {
             if let Some(t) = r.apply(rec) {
                 announce(&t, &m);
             }
@@ -181,8 +200,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         ingest,
         store: Mutex::new(reader_store),
         tokens: std::sync::RwLock::new(tokens),
+        credentials: std::sync::RwLock::new(credentials),
         metrics: metrics.clone(),
         rate: Mutex::new(Default::default()),
+        enroll_rate: Mutex::new(Default::default()),
         ready: Default::default(),
     });
 
@@ -211,7 +232,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 dir.display()
             );
         }
-        tokio::spawn(sweeper(registry.clone(), metrics.clone()));
+        tokio::spawn(sweeper(
+            registry.clone(),
+            metrics.clone(),
+            app.ingest.clone(),
+        ));
         tokio::spawn(retention(app.clone(), cli.event_retention_days));
         tokio::spawn(reload_tokens_on_hup(app.clone(), dir.clone()));
         server::serve(listener, tls_config, api::router(app.clone()), shutdown()).await;
@@ -222,7 +247,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// Flags hosts at their deadlines: sleeps until the next possible change (at most half a
 /// second, so an earlier deadline added meanwhile is not missed), then re-judges what is due.
-async fn sweeper(registry: Arc<Mutex<Registry>>, metrics: Arc<Metrics>) {
+async fn sweeper(registry: Arc<Mutex<Registry>>, metrics: Arc<Metrics>, ingest: Ingest) {
+    let mut lost = 0u64;
     loop {
         let next = registry
             .lock()
@@ -233,12 +259,21 @@ async fn sweeper(registry: Arc<Mutex<Registry>>, metrics: Arc<Metrics>) {
             .unwrap_or(Duration::MAX)
             .min(Duration::from_millis(500));
         tokio::time::sleep(wait).await;
-        let changes = registry
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .sweep(Utc::now());
+        let (changes, notes) = {
+            let mut r = registry.lock().unwrap_or_else(|p| p.into_inner());
+            (r.sweep(Utc::now()), r.take_notes())
+        };
         for t in changes {
             announce(&t, &metrics);
+        }
+        // History lines are written in the next group commit, not waited for.
+        for n in notes {
+            if ingest.submit(n).is_err() {
+                lost += 1;
+                if lost.is_power_of_two() {
+                    log::warn!("ingest queue full: {lost} host history lines not recorded so far");
+                }
+            }
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::state::HostState;
 #[derive(Debug, Default)]
 pub struct Metrics {
     accepted: AtomicU64,
+    enrolled: AtomicU64,
     rejected: Mutex<BTreeMap<&'static str, u64>>,
     commits: AtomicU64,
     committed_heartbeats: AtomicU64,
@@ -25,8 +26,12 @@ impl Metrics {
         self.accepted.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A refused request, by reason (`unauthenticated`, `forbidden`, `bad_request`,
-    /// `too_large`, `rate_limited`, `queue_full`).
+    pub fn enrolled(&self) {
+        self.enrolled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A refused request, by reason (`unauthenticated`, `revoked`, `forbidden`,
+    /// `wrong_host`, `bad_request`, `too_large`, `rate_limited`, `queue_full`).
     pub fn rejected(&self, reason: &'static str) {
         *self
             .rejected
@@ -84,6 +89,7 @@ impl Metrics {
         }
         let _ = writeln!(o, "# HELP rollcall_hosts_flagged Live hosts flagged silent, unhealthy or duplicate.\n# TYPE rollcall_hosts_flagged gauge\nrollcall_hosts_flagged {flagged}");
         let _ = writeln!(o, "# HELP rollcall_heartbeats_accepted_total Heartbeats stored and acknowledged.\n# TYPE rollcall_heartbeats_accepted_total counter\nrollcall_heartbeats_accepted_total {}", self.accepted.load(Ordering::Relaxed));
+        let _ = writeln!(o, "# HELP rollcall_enrollments_total Host credentials issued.\n# TYPE rollcall_enrollments_total counter\nrollcall_enrollments_total {}", self.enrolled.load(Ordering::Relaxed));
         let _ = writeln!(o, "# HELP rollcall_requests_rejected_total Requests refused, by reason.\n# TYPE rollcall_requests_rejected_total counter");
         for (r, n) in self
             .rejected

@@ -13,7 +13,7 @@ use rollcall_proto::Health;
 
 use crate::index::{DeadlineIndex, HostId};
 use crate::state::{classify, explain, Facts, HostState, Lifecycle, Policy, Verdict};
-use crate::store::{HeartbeatRecord, HostRow};
+use crate::store::{HeartbeatRecord, HistoryRecord, HostRow};
 
 /// Label values repeat across thousands of hosts: each distinct one is stored once.
 #[derive(Debug, Default)]
@@ -58,10 +58,23 @@ struct Host {
     health_reason: Box<str>,
     lifecycle_override: Option<Lifecycle>,
     maintenance: Option<Box<(i64, Box<str>)>>,
-    duplicate_of: Option<Box<str>>,
+    /// The identity heard before `identity` took over, while it may still be live.
+    other: Option<Box<Other>>,
+    /// Boot time the agent last reported (Unix seconds; 0 = unknown).
+    boot_s: u32,
     state: HostState,
     lifecycle: Lifecycle,
     flagged: bool,
+}
+
+/// A second identity under one hostname.
+#[derive(Debug)]
+struct Other {
+    identity: Box<str>,
+    last_heard_ms: i64,
+    /// Heard again after the newer identity appeared: both live at once (a clone), not a
+    /// reload.
+    alternated: bool,
 }
 
 /// A state change, for events, metrics and notifications.
@@ -85,6 +98,11 @@ pub struct HostView {
     pub reason: String,
     pub last_heard: DateTime<Utc>,
     pub labels: BTreeMap<String, String>,
+    /// The identity (machine-id/install id) last heard under this name.
+    pub identity: String,
+    /// The other identity, while the host is a duplicate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicate_of: Option<String>,
 }
 
 /// Filters of `GET /api/v1/hosts`; `None` matches everything.
@@ -114,6 +132,7 @@ pub struct Registry {
     labels: Interner,
     changes: DeadlineIndex,
     by_state: [HashSet<HostId>; 6],
+    notes: Vec<HistoryRecord>,
 }
 
 fn slot(s: HostState) -> usize {
@@ -131,6 +150,7 @@ impl Registry {
             labels: Interner::default(),
             changes: DeadlineIndex::new(),
             by_state: Default::default(),
+            notes: Vec::new(),
         }
     }
 
@@ -160,11 +180,7 @@ impl Registry {
     ) -> HostId {
         let ids = LABELS.map(|k| self.labels.id(labels.get(k).map_or("", String::as_str)));
         if let Some(id) = self.names.get(name) {
-            let h = &mut self.hosts[*id as usize];
-            h.labels = ids;
-            if *h.identity != *identity {
-                h.identity = identity.into();
-            }
+            self.hosts[*id as usize].labels = ids;
             return *id;
         }
         let id = self.hosts.len() as HostId;
@@ -179,7 +195,8 @@ impl Registry {
             health_reason: "".into(),
             lifecycle_override: None,
             maintenance: None,
-            duplicate_of: None,
+            other: None,
+            boot_s: 0,
             state: HostState::Up,
             lifecycle: Lifecycle::Build,
             flagged: false,
@@ -198,7 +215,12 @@ impl Registry {
             health_reason: &h.health_reason,
             lifecycle_override: h.lifecycle_override,
             maintenance: h.maintenance.as_ref().map(|m| (at(m.0), &*m.1)),
-            duplicate_of: h.duplicate_of.as_deref(),
+            identity: &h.identity,
+            other: h
+                .other
+                .as_ref()
+                .filter(|o| o.alternated)
+                .map(|o| (&*o.identity, at(o.last_heard_ms))),
         }
     }
 
@@ -222,6 +244,16 @@ impl Registry {
             Some(t) => self.changes.set(id, ms(t)),
             None => self.changes.remove(id),
         }
+        let worth_a_line = from != j.state
+            && !matches!(
+                (from, j.state),
+                (HostState::Up, HostState::Late) | (HostState::Late, HostState::Up)
+            );
+        if let (true, Some(r)) = (worth_a_line, &reason) {
+            let name = h.name.to_string();
+            self.note(&name, now, "state", format!("{from} -> {r}"));
+        }
+        let h = &self.hosts[id as usize];
         reason.map(|reason| Transition {
             host: h.name.to_string(),
             from: Some(from),
@@ -236,8 +268,26 @@ impl Registry {
     pub fn apply(&mut self, r: &HeartbeatRecord) -> Option<Transition> {
         let new = !self.names.contains_key(r.host.as_str());
         let id = self.slot_for(&r.host, &r.identity, &r.labels, r.received_at);
+        let now = ms(r.received_at);
+        if !new {
+            self.identify(id, r);
+        }
         let h = &mut self.hosts[id as usize];
-        h.last_heard_ms = h.last_heard_ms.max(ms(r.received_at));
+        if h.state == HostState::Silent {
+            let gap = at(now) - at(h.last_heard_ms);
+            let since = at(h.last_heard_ms).format("%H:%M:%S UTC");
+            self.note(
+                &r.host,
+                r.received_at,
+                "state",
+                format!(
+                    "heard again after {} of silence (last heard before at {since})",
+                    crate::state::age(gap)
+                ),
+            );
+        }
+        let h = &mut self.hosts[id as usize];
+        h.last_heard_ms = h.last_heard_ms.max(now);
         h.interval_s = r.interval_secs.max(1);
         h.health = r.health;
         if *h.health_reason != *r.reason {
@@ -246,6 +296,12 @@ impl Registry {
         let t = self.rejudge(id, r.received_at);
         match (new, t) {
             (true, _) => {
+                self.note(
+                    &r.host,
+                    r.received_at,
+                    "identity",
+                    format!("first heard, identity {}", r.identity),
+                );
                 let h = &self.hosts[id as usize];
                 Some(Transition {
                     host: r.host.clone(),
@@ -258,6 +314,85 @@ impl Registry {
             }
             (false, t) => t,
         }
+    }
+
+    /// Follows the identities and boots of a known host before its heartbeat is applied:
+    /// a new identity is a reload unless the old one speaks again (then both are live: a
+    /// duplicate).
+    fn identify(&mut self, id: HostId, r: &HeartbeatRecord) {
+        let now = ms(r.received_at);
+        let h = &mut self.hosts[id as usize];
+        let mut note = None;
+        if *h.identity != *r.identity {
+            let previous = std::mem::replace(&mut h.identity, r.identity.as_str().into());
+            let previous_heard = std::mem::replace(&mut h.last_heard_ms, now);
+            match h.other.take() {
+                Some(mut o) if *o.identity == *r.identity => {
+                    // The older identity is back while the newer one lives: two hosts.
+                    if !o.alternated {
+                        note = Some((
+                            "identity",
+                            format!(
+                                "identity {} speaks again while {previous} is live: two machines report as this host",
+                                r.identity
+                            ),
+                        ));
+                    }
+                    o.identity = previous;
+                    o.last_heard_ms = previous_heard;
+                    o.alternated = true;
+                    h.other = Some(o);
+                }
+                _ => {
+                    note = Some((
+                        "identity",
+                        format!(
+                            "new identity {} replaces {previous} (OS reload or reinstall; last heard {})",
+                            r.identity,
+                            at(previous_heard).format("%H:%M:%S UTC")
+                        ),
+                    ));
+                    h.other = Some(Box::new(Other {
+                        identity: previous,
+                        last_heard_ms: previous_heard,
+                        alternated: false,
+                    }));
+                }
+            }
+        }
+        let boot = r
+            .booted_at
+            .map_or(0, |b| b.timestamp().clamp(0, u32::MAX as i64) as u32);
+        // Boot times read from /proc/stat wobble by a second: a reboot moves them further.
+        if boot != 0 && h.boot_s != 0 && boot.abs_diff(h.boot_s) > 2 && note.is_none() {
+            note = Some((
+                "reboot",
+                format!(
+                    "rebooted at {}",
+                    at(boot as i64 * 1000).format("%Y-%m-%d %H:%M:%S UTC")
+                ),
+            ));
+        }
+        if boot != 0 {
+            h.boot_s = boot;
+        }
+        if let Some((kind, msg)) = note {
+            self.note(&r.host, r.received_at, kind, msg);
+        }
+    }
+
+    fn note(&mut self, host: &str, at: DateTime<Utc>, kind: &str, message: String) {
+        self.notes.push(HistoryRecord {
+            host: host.to_owned(),
+            at,
+            kind: kind.to_owned(),
+            message,
+        });
+    }
+
+    /// History lines made since the last call, for the store.
+    pub fn take_notes(&mut self) -> Vec<HistoryRecord> {
+        std::mem::take(&mut self.notes)
     }
 
     /// Sets or clears maintenance; `false` if the host is unknown.
@@ -313,6 +448,10 @@ impl Registry {
             flagged: h.flagged,
             reason: self.reason(id, now),
             last_heard: at(h.last_heard_ms),
+            identity: h.identity.to_string(),
+            duplicate_of: (h.state == HostState::Duplicate)
+                .then(|| h.other.as_ref().map(|o| o.identity.to_string()))
+                .flatten(),
             labels: LABELS
                 .iter()
                 .zip(h.labels)
@@ -399,6 +538,9 @@ fn next_change(
     let build_end =
         f.first_seen + chrono::Duration::from_std(p.build_period).unwrap_or(chrono::Duration::MAX);
     let mut candidates = vec![late_at, j.deadline];
+    if let Some((_, t)) = f.other {
+        candidates.push(t + interval + chrono::Duration::from_std(p.grace).unwrap_or_default());
+    }
     if let Some((until, _)) = &f.maintenance {
         candidates.push(*until);
     }

@@ -123,8 +123,19 @@ pub struct Facts<'a> {
     /// Set by an operator: `available` and `retired` stick; `live` ends `build` early.
     pub lifecycle_override: Option<Lifecycle>,
     pub maintenance: Option<(DateTime<Utc>, &'a str)>,
-    /// Another identity is live under the same hostname.
-    pub duplicate_of: Option<&'a str>,
+    /// The identity last heard under this hostname.
+    pub identity: &'a str,
+    /// Another identity heard under the same hostname after this one appeared, and when it
+    /// was last heard: while both are live, the host is a duplicate.
+    pub other: Option<(&'a str, DateTime<Utc>)>,
+}
+
+impl Facts<'_> {
+    /// The other identity, while it is live (heard within interval + grace).
+    pub fn live_other(&self, policy: &Policy, now: DateTime<Utc>) -> Option<(&str, DateTime<Utc>)> {
+        self.other
+            .filter(|(_, t)| now <= *t + dur(self.interval) + dur(policy.grace))
+    }
 }
 
 fn dur(d: Duration) -> chrono::Duration {
@@ -132,7 +143,7 @@ fn dur(d: Duration) -> chrono::Duration {
 }
 
 /// `3m12s`: ages at a precision that reads well.
-fn age(d: chrono::Duration) -> String {
+pub fn age(d: chrono::Duration) -> String {
     let s = d.num_seconds().max(0) as u64;
     humantime_short(Duration::from_secs(s))
 }
@@ -186,7 +197,7 @@ pub fn classify(
     let late_at = f.last_heard.max(up_since) + dur(f.interval);
     let state = if f.maintenance.as_ref().is_some_and(|(u, _)| *u > now) {
         HostState::Maintenance
-    } else if f.duplicate_of.is_some() {
+    } else if f.live_other(policy, now).is_some() {
         HostState::Duplicate
     } else if now > deadline {
         HostState::Silent
@@ -224,10 +235,16 @@ pub fn explain(f: &Facts<'_>, policy: &Policy, state: HostState, now: DateTime<U
             let (until, why) = f.maintenance.unwrap_or((now, ""));
             format!("maintenance until {} ({why}); {heard}", until.to_rfc3339())
         }
-        HostState::Duplicate => format!(
-            "duplicate: identity {} is also live under this hostname (cloned image or restored snapshot?); {heard}",
-            f.duplicate_of.unwrap_or("?")
-        ),
+        HostState::Duplicate => {
+            let (other, other_at) = f.other.unwrap_or(("?", now));
+            format!(
+                "duplicate: two identities report as this host (cloned image or restored snapshot?): {} last heard {}, and {} last heard {}",
+                f.identity,
+                hms(f.last_heard),
+                other,
+                hms(other_at)
+            )
+        }
         HostState::Silent => format!("silent: {heard}"),
         HostState::Late => format!("late: {heard}"),
         HostState::Unhealthy => format!("unhealthy: {}", f.health_reason),
@@ -283,7 +300,8 @@ mod tests {
             health_reason: "all checks ok",
             lifecycle_override: None,
             maintenance: None,
-            duplicate_of: None,
+            identity: "m1/i1",
+            other: None,
         }
     }
 
@@ -373,12 +391,20 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_names_the_other_identity() {
+    fn duplicate_names_both_identities_while_both_are_live() {
         let mut f = facts();
-        f.duplicate_of = Some("machine 4c1e…/install 9a");
+        f.other = Some(("4c1e/9a", t(14, 2, 0)));
         let j = judge_at(&f, t(14, 2, 30));
         assert_eq!(j.state, HostState::Duplicate);
-        assert!(j.reason.contains("4c1e"));
+        assert!(j.flagged);
+        assert!(
+            j.reason.contains("4c1e/9a last heard 14:02:00") && j.reason.contains("m1/i1"),
+            "{}",
+            j.reason
+        );
+        // The other one quiet for interval + grace: one identity left, no longer a duplicate.
+        assert_eq!(judge_at(&f, t(14, 4, 59)).state, HostState::Duplicate);
+        assert_ne!(judge_at(&f, t(14, 5, 1)).state, HostState::Duplicate);
     }
 
     #[test]

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{heartbeat, post, Collector};
+use common::{heartbeat, Collector};
 use rollcall_collector::client::{Client, Reply};
 use serde_json::{json, Value};
 
@@ -29,17 +29,17 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Durat
 fn heartbeats_are_acknowledged_stored_and_queryable() {
     let d = tempfile::tempdir().unwrap();
     let c = Collector::start(d.path(), "120s");
-    let (agent, admin) = (c.agent(), c.admin());
-    let r = post(&agent, &heartbeat("web-1", 60, "ok", &[1, 2]));
+    let (agent, admin) = (c.agents(), c.admin());
+    let r = agent.post(&heartbeat("web-1", 60, "ok", &[1, 2]));
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.body["acked_seq"], 2);
     // A redelivery (at-least-once) plus one new event: stored once each.
     assert_eq!(
-        post(&agent, &heartbeat("web-1", 60, "ok", &[2, 3])).status,
+        agent.post(&heartbeat("web-1", 60, "ok", &[2, 3])).status,
         200
     );
     assert_eq!(
-        post(&agent, &heartbeat("db-1", 60, "critical", &[])).status,
+        agent.post(&heartbeat("db-1", 60, "critical", &[])).status,
         200
     );
 
@@ -100,9 +100,9 @@ fn heartbeats_are_acknowledged_stored_and_queryable() {
 fn a_silent_host_is_flagged_within_a_second_of_its_deadline() {
     let d = tempfile::tempdir().unwrap();
     let c = Collector::start(d.path(), "1s");
-    let (agent, admin) = (c.agent(), c.admin());
+    let (agent, admin) = (c.agents(), c.admin());
     // Live hosts only are flagged: mark it live after first contact.
-    assert_eq!(post(&agent, &heartbeat("quiet", 1, "ok", &[])).status, 200);
+    assert_eq!(agent.post(&heartbeat("quiet", 1, "ok", &[])).status, 200);
     let heard = Instant::now();
     let r = admin
         .send_json(
@@ -132,7 +132,7 @@ fn a_silent_host_is_flagged_within_a_second_of_its_deadline() {
         "{h}"
     );
     // Heard again: up at once.
-    post(&agent, &heartbeat("quiet", 1, "ok", &[]));
+    agent.post(&heartbeat("quiet", 1, "ok", &[]));
     assert_eq!(state_of(&admin, "quiet"), "up");
 }
 
@@ -147,7 +147,12 @@ fn kill_9_during_a_stream_loses_no_acknowledged_heartbeat() {
     let mut senders = Vec::new();
     for t in 0..4 {
         let (acked, stop) = (acked.clone(), stop.clone());
-        let client = c.agent();
+        let client = c.agents();
+        let enroller = c.enroller();
+        // Enrolled before the stream, so that the kill lands among heartbeats.
+        for i in 0..25 {
+            client.credential(&format!("h{t}-{i}"));
+        }
         senders.push(std::thread::spawn(move || {
             // 25 hosts per sender, round-robin, each host's events numbered from 1.
             let hosts: Vec<String> = (0..25).map(|i| format!("h{t}-{i}")).collect();
@@ -157,7 +162,9 @@ fn kill_9_during_a_stream_loses_no_acknowledged_heartbeat() {
                         break 'rounds;
                     }
                     let hb = heartbeat(host, 60, "ok", &[seq]);
-                    match client.send_json("POST", "/api/v1/heartbeat", &hb) {
+                    let cred = client.credential(host);
+                    let body = Some(hb.to_string().into_bytes());
+                    match enroller.request("POST", "/api/v1/heartbeat", Some(&cred), body) {
                         Ok(r) if r.status == 200 => acked.lock().unwrap().push((host.clone(), seq)),
                         _ => break 'rounds,
                     }
@@ -214,9 +221,9 @@ fn kill_9_during_a_stream_loses_no_acknowledged_heartbeat() {
 fn a_restarted_collector_flags_nobody_falsely_then_exactly_the_quiet_ones() {
     let d = tempfile::tempdir().unwrap();
     let mut c = Collector::start(d.path(), "1s");
-    let (agent, admin) = (c.agent(), c.admin());
+    let (agent, admin) = (c.agents(), c.admin());
     for h in ["talker", "dead"] {
-        post(&agent, &heartbeat(h, 1, "ok", &[]));
+        agent.post(&heartbeat(h, 1, "ok", &[]));
         admin
             .send_json(
                 "PUT",
@@ -229,7 +236,7 @@ fn a_restarted_collector_flags_nobody_falsely_then_exactly_the_quiet_ones() {
     c.kill9();
     std::thread::sleep(Duration::from_secs(3));
     let c = Collector::start(d.path(), "1s");
-    let (agent, admin) = (c.agent(), c.admin());
+    let (agent, admin) = (c.agents(), c.admin());
     let up = Instant::now();
     for h in ["talker", "dead"] {
         let s = state_of(&admin, h);
@@ -241,7 +248,7 @@ fn a_restarted_collector_flags_nobody_falsely_then_exactly_the_quiet_ones() {
     // The talker keeps talking; the dead one stays quiet.
     let mut dead_flagged = None;
     while up.elapsed() < Duration::from_secs(4) {
-        post(&agent, &heartbeat("talker", 1, "ok", &[]));
+        agent.post(&heartbeat("talker", 1, "ok", &[]));
         assert_ne!(state_of(&admin, "talker"), "silent");
         if dead_flagged.is_none() && state_of(&admin, "dead") == "silent" {
             dead_flagged = Some(up.elapsed());
@@ -259,8 +266,8 @@ fn a_restarted_collector_flags_nobody_falsely_then_exactly_the_quiet_ones() {
 fn maintenance_and_lifecycle_through_the_api() {
     let d = tempfile::tempdir().unwrap();
     let c = Collector::start(d.path(), "1s");
-    let (agent, admin) = (c.agent(), c.admin());
-    post(&agent, &heartbeat("m1", 1, "critical", &[]));
+    let (agent, admin) = (c.agents(), c.admin());
+    agent.post(&heartbeat("m1", 1, "critical", &[]));
     admin
         .send_json(
             "PUT",
@@ -325,7 +332,8 @@ fn maintenance_and_lifecycle_through_the_api() {
 fn every_kind_of_bad_input_is_refused_clearly_and_stores_nothing() {
     let d = tempfile::tempdir().unwrap();
     let c = Collector::start(d.path(), "120s");
-    let (agent, admin) = (c.agent(), c.admin());
+    let (agents, admin) = (c.agents(), c.admin());
+    let agent = agents.client_for("x");
     let hb = |v: Value| agent.send_json("POST", "/api/v1/heartbeat", &v).unwrap();
     let expect = |r: Reply, status: u16, field: Option<&str>, words: &str| {
         assert_eq!(r.status, status, "{:?}", r.body);
@@ -349,8 +357,8 @@ fn every_kind_of_bad_input_is_refused_clearly_and_stores_nothing() {
             )
             .unwrap(),
         401,
-        None,
-        "unknown API token",
+        Some("credential"),
+        "host credential",
     );
     let anon = Client::new(&c.url, &c.data.join("ca.pem"), None).unwrap();
     expect(
@@ -361,18 +369,32 @@ fn every_kind_of_bad_input_is_refused_clearly_and_stores_nothing() {
     );
     expect(
         admin.send_json("POST", "/api/v1/heartbeat", &ok).unwrap(),
-        403,
-        None,
-        "only agents",
+        401,
+        Some("credential"),
+        "unknown host credential",
+    );
+    expect(
+        c.enroller()
+            .send_json("POST", "/api/v1/heartbeat", &ok)
+            .unwrap(),
+        401,
+        Some("credential"),
+        "POST /api/v1/enroll",
     );
     expect(
         agent.get("/api/v1/hosts").unwrap(),
+        401,
+        None,
+        "unknown API token",
+    );
+    expect(
+        c.enroller().get("/api/v1/hosts").unwrap(),
         403,
         None,
         "read or admin",
     );
     expect(
-        agent
+        c.enroller()
             .send_json(
                 "PUT",
                 "/api/v1/hosts/x/lifecycle",
@@ -476,8 +498,9 @@ fn every_kind_of_bad_input_is_refused_clearly_and_stores_nothing() {
 
     // Rate limit: a burst of 20, then 429 with Retry-After.
     let mut statuses = Vec::new();
+    agents.credential("chatty");
     for _ in 0..25 {
-        let r = hb(heartbeat("chatty", 60, "ok", &[]));
+        let r = agents.post(&heartbeat("chatty", 60, "ok", &[]));
         if r.status == 429 {
             assert!(r.retry_after.unwrap_or(0) >= 1, "Retry-After given");
         }
@@ -528,12 +551,22 @@ fn a_full_ingest_queue_answers_503_with_retry_after_and_acks_nothing_it_refused(
     let c = Collector::start_with(d.path(), "120s", &["--queue", "1"]);
     let results = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut senders = Vec::new();
-    for t in 0..32 {
-        let (client, results) = (c.agent(), results.clone());
+    // Enrolled one at a time first: enrollments queue for the writer too.
+    let fleet: Vec<_> = (0..32)
+        .map(|t| {
+            let client = c.agents();
+            for i in 0..10 {
+                client.credential(&format!("burst-{t}-{i}"));
+            }
+            client
+        })
+        .collect();
+    for (t, client) in fleet.into_iter().enumerate() {
+        let results = results.clone();
         senders.push(std::thread::spawn(move || {
             for i in 0..10 {
                 let host = format!("burst-{t}-{i}");
-                let r = post(&client, &heartbeat(&host, 60, "ok", &[1]));
+                let r = client.post(&heartbeat(&host, 60, "ok", &[1]));
                 results.lock().unwrap().push((host, r));
             }
         }));

@@ -4,7 +4,7 @@ mod common;
 
 use std::process::{Command, Output};
 
-use common::{heartbeat, post, Collector};
+use common::{heartbeat, Collector};
 
 fn rollcall(c: &Collector, token: Option<&str>, args: &[&str]) -> Output {
     let admin = std::fs::read_to_string(c.data.join("admin.token")).unwrap();
@@ -29,9 +29,9 @@ fn out(o: &Output) -> String {
 fn hosts_host_summary_and_silent_with_exit_codes() {
     let d = tempfile::tempdir().unwrap();
     let c = Collector::start(d.path(), "1s");
-    let agent = c.agent();
-    post(&agent, &heartbeat("web-1", 60, "ok", &[1]));
-    post(&agent, &heartbeat("db-1", 1, "ok", &[]));
+    let agent = c.agents();
+    agent.post(&heartbeat("web-1", 60, "ok", &[1]));
+    agent.post(&heartbeat("db-1", 1, "ok", &[]));
     let o = rollcall(&c, None, &["lifecycle", "db-1", "live"]);
     assert!(o.status.success(), "{}", out(&o));
 
@@ -74,7 +74,7 @@ fn hosts_host_summary_and_silent_with_exit_codes() {
 fn maintenance_and_lifecycle_from_the_cli() {
     let d = tempfile::tempdir().unwrap();
     let c = Collector::start(d.path(), "120s");
-    post(&c.agent(), &heartbeat("m1", 60, "ok", &[]));
+    c.agents().post(&heartbeat("m1", 60, "ok", &[]));
     let o = rollcall(
         &c,
         None,
@@ -148,7 +148,7 @@ fn errors_name_the_problem_and_exit_codes_tell_them_apart() {
 fn a_read_token_made_while_running_reads_but_cannot_change() {
     let d = tempfile::tempdir().unwrap();
     let c = Collector::start(d.path(), "120s");
-    post(&c.agent(), &heartbeat("r1", 60, "ok", &[]));
+    c.agents().post(&heartbeat("r1", 60, "ok", &[]));
     let o = Command::new(env!("CARGO_BIN_EXE_rollcall-collector"))
         .args(["--data-dir"])
         .arg(&c.data)

@@ -201,6 +201,35 @@ pub struct Heartbeat {
     pub state: AgentState,
     #[serde(default)]
     pub events: Vec<Event>,
+    /// When the host booted (from `/proc/stat`): a change is a reboot in the host's history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub booted_at: Option<DateTime<Utc>>,
+    /// Events the agent had to drop (its spool was full while the collector was away),
+    /// counted since its state directory was made.
+    #[serde(default)]
+    pub events_dropped: u64,
+}
+
+/// `POST /api/v1/enroll`, authenticated with an enrollment secret: exchanged for a
+/// credential that writes this host's record only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnrollRequest {
+    pub proto_version: u32,
+    pub host: String,
+    pub identity: Identity,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// The BMC's LAN address, when the agent knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bmc_address: Option<String>,
+}
+
+/// The answer to an enrollment: the per-host credential, shown once (the collector keeps
+/// only its hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    pub host: String,
+    pub credential: String,
 }
 
 /// The collector's answer once the heartbeat is durable.

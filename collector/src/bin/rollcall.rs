@@ -73,6 +73,8 @@ enum Cmd {
     },
     /// Set a host's lifecycle: live, available (decommission) or retired.
     Lifecycle { name: String, lifecycle: String },
+    /// Revoke every credential of a host (its agent must enroll again).
+    Revoke { name: String },
 }
 
 enum Failure {
@@ -263,6 +265,10 @@ fn run(cli: Cli) -> Outcome {
             );
             println!("  why: {}", h["reason"].as_str().unwrap_or(""));
             println!("  last heard: {}", h["last_heard"].as_str().unwrap_or(""));
+            println!("  identity: {}", h["identity"].as_str().unwrap_or(""));
+            if let Some(d) = h["duplicate_of"].as_str() {
+                println!("  also live: {d}");
+            }
             if let Some(l) = h["labels"].as_object() {
                 let l: Vec<String> = l
                     .iter()
@@ -286,6 +292,18 @@ fn run(cli: Cli) -> Outcome {
                         "    {}  {}",
                         e["at"].as_str().unwrap_or(""),
                         e["message"].as_str().unwrap_or("")
+                    );
+                }
+            }
+            let history = v["history"].as_array().cloned().unwrap_or_default();
+            if !history.is_empty() {
+                println!("  history (as the collector saw it):");
+                for l in history.iter().take(15) {
+                    println!(
+                        "    {}  {}: {}",
+                        l["at"].as_str().unwrap_or(""),
+                        l["kind"].as_str().unwrap_or(""),
+                        l["message"].as_str().unwrap_or("")
                     );
                 }
             }
@@ -341,6 +359,15 @@ fn run(cli: Cli) -> Outcome {
             let path = format!("/api/v1/hosts/{}/lifecycle", encode(&name));
             send(&c, "PUT", &path, Some(json!({ "lifecycle": lifecycle })))?;
             println!("{name}: lifecycle {lifecycle}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Revoke { name } => {
+            let path = format!("/api/v1/hosts/{}/credentials", encode(&name));
+            let v = send(&c, "DELETE", &path, None)?;
+            println!(
+                "{name}: {} credential(s) revoked; its agent must enroll again",
+                v["revoked"]
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

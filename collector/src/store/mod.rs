@@ -31,6 +31,8 @@ pub struct HeartbeatRecord {
     pub state_fingerprint: u64,
     /// Events not yet acknowledged; redeliveries are ignored by `(host, seq)`.
     pub events: Vec<Event>,
+    /// When the host booted, as the agent reported it.
+    pub booted_at: Option<DateTime<Utc>>,
 }
 
 /// The agent's state: kept parsed, and turned into JSON only if the store writes it (most
@@ -49,6 +51,70 @@ impl StateJson {
                 std::borrow::Cow::Owned(serde_json::to_string(&**s).unwrap_or_default())
             }
         }
+    }
+}
+
+/// A credential change: issued at enrollment, revoked by an operator.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CredentialRecord {
+    /// A new credential for `host`; earlier credentials of the same host and identity
+    /// (a re-enrollment) are revoked in the same transaction. Both changes write a line of
+    /// the host's history in that transaction too.
+    Issue {
+        sha256: String,
+        host: String,
+        identity: String,
+        at: DateTime<Utc>,
+        /// The BMC address the agent announced, for the history line.
+        bmc_address: Option<String>,
+    },
+    /// Every credential of `host`.
+    RevokeHost { host: String, at: DateTime<Utc> },
+}
+
+/// A credential as stored (only its hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialRow {
+    pub sha256: String,
+    pub host: String,
+    pub identity: String,
+    pub revoked: bool,
+}
+
+/// One line of a host's history as the collector saw it: a reload, a reboot, a silence
+/// and its end, a refused credential.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HistoryRecord {
+    pub host: String,
+    pub at: DateTime<Utc>,
+    /// `state`, `identity`, `reboot`, `security`, `spool`.
+    pub kind: String,
+    pub message: String,
+}
+
+/// Everything the writer makes durable, batched together.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    Heartbeat(HeartbeatRecord),
+    Credential(CredentialRecord),
+    History(HistoryRecord),
+}
+
+impl From<HeartbeatRecord> for Write {
+    fn from(h: HeartbeatRecord) -> Write {
+        Write::Heartbeat(h)
+    }
+}
+
+impl From<CredentialRecord> for Write {
+    fn from(c: CredentialRecord) -> Write {
+        Write::Credential(c)
+    }
+}
+
+impl From<HistoryRecord> for Write {
+    fn from(h: HistoryRecord) -> Write {
+        Write::History(h)
     }
 }
 
@@ -93,8 +159,10 @@ pub enum StoreError {
 pub trait Store: Send {
     /// Every host, for the in-memory index at start-up.
     fn load_hosts(&self) -> Result<Vec<HostRow>, StoreError>;
+    /// Every credential (hashes only), for the in-memory lookup at start-up.
+    fn load_credentials(&self) -> Result<Vec<CredentialRow>, StoreError>;
     /// One transaction for the whole batch; returns only once it is durable.
-    fn commit(&mut self, batch: &[HeartbeatRecord]) -> Result<CommitStats, StoreError>;
+    fn commit(&mut self, batch: &[Write]) -> Result<CommitStats, StoreError>;
     /// `None` ends maintenance. Returns whether the host exists.
     fn set_maintenance(
         &mut self,
@@ -107,7 +175,9 @@ pub trait Store: Send {
     fn host_state(&self, host: &str) -> Result<Option<String>, StoreError>;
     /// The newest `limit` events of a host, newest first.
     fn recent_events(&self, host: &str, limit: usize) -> Result<Vec<Event>, StoreError>;
-    /// Deletes events received before `before`; returns how many.
+    /// The newest `limit` history lines of a host, newest first.
+    fn recent_history(&self, host: &str, limit: usize) -> Result<Vec<HistoryRecord>, StoreError>;
+    /// Deletes events and history received before `before`; returns how many.
     fn prune_events(&mut self, before: DateTime<Utc>) -> Result<u64, StoreError>;
 }
 
@@ -135,6 +205,10 @@ pub(crate) mod suite {
         }
     }
 
+    pub fn hbs<const N: usize>(h: [HeartbeatRecord; N]) -> Vec<Write> {
+        h.into_iter().map(Write::from).collect()
+    }
+
     pub fn hb(host: &str, at: u32, health: Health, events: Vec<Event>) -> HeartbeatRecord {
         HeartbeatRecord {
             host: host.into(),
@@ -147,6 +221,7 @@ pub(crate) mod suite {
             state_json: StateJson::Text(format!("{{\"at\":{at}}}")),
             state_fingerprint: at as u64,
             events,
+            booted_at: None,
         }
     }
 
@@ -157,19 +232,96 @@ pub(crate) mod suite {
         events_are_deduplicated(&open);
         maintenance_and_lifecycle(&open);
         pruning(&open);
+        credentials(&open);
+    }
+
+    fn credentials<S: Store>(open: &impl Fn() -> S) {
+        let mut s = open();
+        let issue = |sha: &str, host: &str, identity: &str, at: u32| {
+            Write::from(CredentialRecord::Issue {
+                sha256: sha.into(),
+                host: host.into(),
+                identity: identity.into(),
+                at: t(at),
+                bmc_address: None,
+            })
+        };
+        s.commit(&[
+            issue("h1", "web1", "m1/i1", 1),
+            issue("h2", "web2", "m2/i2", 1),
+        ])
+        .unwrap();
+        // A clone (another identity) keeps the first; a re-enrollment of the same
+        // identity replaces its own earlier credential.
+        s.commit(&[issue("h3", "web1", "m9/i9", 2)]).unwrap();
+        s.commit(&[issue("h4", "web2", "m2/i2", 3)]).unwrap();
+        let mut c = open().load_credentials().unwrap();
+        c.sort_by(|a, b| a.sha256.cmp(&b.sha256));
+        let revoked: Vec<(&str, bool)> = c.iter().map(|r| (r.sha256.as_str(), r.revoked)).collect();
+        assert_eq!(
+            revoked,
+            [("h1", false), ("h2", true), ("h3", false), ("h4", false)]
+        );
+        assert_eq!(
+            (c[0].host.as_str(), c[0].identity.as_str()),
+            ("web1", "m1/i1")
+        );
+        let mut s = open();
+        s.commit(&[Write::Credential(CredentialRecord::RevokeHost {
+            host: "web1".into(),
+            at: t(4),
+        })])
+        .unwrap();
+        let live: Vec<String> = open()
+            .load_credentials()
+            .unwrap()
+            .into_iter()
+            .filter(|r| !r.revoked)
+            .map(|r| r.sha256)
+            .collect();
+        assert_eq!(live, ["h4"]);
+        // History: newest first, per host.
+        let line = |host: &str, at: u32, msg: &str| {
+            Write::from(HistoryRecord {
+                host: host.into(),
+                at: t(at),
+                kind: "state".into(),
+                message: msg.into(),
+            })
+        };
+        s.commit(&[
+            line("web1", 5, "silent"),
+            line("web1", 6, "heard again"),
+            line("web2", 5, "x"),
+        ])
+        .unwrap();
+        let h = open().recent_history("web1", 10).unwrap();
+        let msgs: Vec<&str> = h.iter().map(|l| l.message.as_str()).collect();
+        assert_eq!(
+            msgs,
+            [
+                "heard again",
+                "silent",
+                "credentials revoked by an operator (2)",
+                "enrolled identity m9/i9",
+                "enrolled identity m1/i1"
+            ]
+        );
+        assert_eq!(h[0].at, t(6));
+        assert_eq!(open().recent_history("web1", 1).unwrap().len(), 1);
     }
 
     fn latest_wins_and_first_seen_stays<S: Store>(open: &impl Fn() -> S) {
         let mut s = open();
         let st = s
-            .commit(&[
+            .commit(&hbs([
                 hb("a", 1, Health::Ok, vec![]),
                 hb("b", 1, Health::Ok, vec![]),
                 hb("a", 2, Health::Critical, vec![]),
-            ])
+            ]))
             .unwrap();
         assert_eq!(st.hosts, 2, "one row per host per batch");
-        s.commit(&[hb("a", 3, Health::Warn, vec![])]).unwrap();
+        s.commit(&hbs([hb("a", 3, Health::Warn, vec![])])).unwrap();
         drop(s);
         let s = open();
         let mut hosts = s.load_hosts().unwrap();
@@ -186,10 +338,10 @@ pub(crate) mod suite {
         let mut s = open();
         let mut same = hb("a", 4, Health::Warn, vec![]);
         same.state_fingerprint = 3;
-        s.commit(&[same.clone()]).unwrap();
+        s.commit(&hbs([same.clone()])).unwrap();
         same.received_at = t(5);
         same.state_json = StateJson::Text("{\"at\":5}".into());
-        s.commit(&[same]).unwrap();
+        s.commit(&hbs([same])).unwrap();
         assert_eq!(s.host_state("a").unwrap().as_deref(), Some("{\"at\":4}"));
         let a = s
             .load_hosts()
@@ -205,22 +357,22 @@ pub(crate) mod suite {
     fn events_are_deduplicated<S: Store>(open: &impl Fn() -> S) {
         let mut s = open();
         let st = s
-            .commit(&[hb(
+            .commit(&hbs([hb(
                 "c",
                 1,
                 Health::Ok,
                 vec![event(1, "one"), event(2, "two")],
-            )])
+            )]))
             .unwrap();
         assert_eq!((st.events_new, st.events_duplicate), (2, 0));
         // At-least-once: the agent resends 2 with 3.
         let st = s
-            .commit(&[hb(
+            .commit(&hbs([hb(
                 "c",
                 2,
                 Health::Ok,
                 vec![event(2, "two"), event(3, "three")],
-            )])
+            )]))
             .unwrap();
         assert_eq!((st.events_new, st.events_duplicate), (1, 1));
         let ev = open().recent_events("c", 10).unwrap();
@@ -233,14 +385,14 @@ pub(crate) mod suite {
 
     fn maintenance_and_lifecycle<S: Store>(open: &impl Fn() -> S) {
         let mut s = open();
-        s.commit(&[hb("d", 1, Health::Ok, vec![])]).unwrap();
+        s.commit(&hbs([hb("d", 1, Health::Ok, vec![])])).unwrap();
         assert!(s
             .set_maintenance("d", Some((t(7200), "kernel patching")))
             .unwrap());
         assert!(s.set_lifecycle("d", Some(Lifecycle::Available)).unwrap());
         assert!(!s.set_maintenance("nobody", None).unwrap());
         // A heartbeat does not undo what an operator set.
-        s.commit(&[hb("d", 2, Health::Ok, vec![])]).unwrap();
+        s.commit(&hbs([hb("d", 2, Health::Ok, vec![])])).unwrap();
         let d = open()
             .load_hosts()
             .unwrap()
@@ -263,9 +415,9 @@ pub(crate) mod suite {
 
     fn pruning<S: Store>(open: &impl Fn() -> S) {
         let mut s = open();
-        s.commit(&[hb("e", 10, Health::Ok, vec![event(1, "old")])])
+        s.commit(&hbs([hb("e", 10, Health::Ok, vec![event(1, "old")])]))
             .unwrap();
-        s.commit(&[hb("e", 100, Health::Ok, vec![event(2, "new")])])
+        s.commit(&hbs([hb("e", 100, Health::Ok, vec![event(2, "new")])]))
             .unwrap();
         // Everything received before the cut goes, whichever host sent it (earlier steps of
         // this suite left three events of "c" at t(1) and t(2)).

@@ -8,7 +8,10 @@ use chrono::{DateTime, Utc};
 use rollcall_proto::{Event, Health};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{CommitStats, HeartbeatRecord, HostRow, Store, StoreError};
+use super::{
+    CommitStats, CredentialRecord, CredentialRow, HeartbeatRecord, HistoryRecord, HostRow, Store,
+    StoreError, Write,
+};
 use crate::state::Lifecycle;
 
 const SCHEMA: &str = "
@@ -40,6 +43,24 @@ CREATE TABLE IF NOT EXISTS events (
     PRIMARY KEY (host, seq)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS events_received ON events(received_at);
+-- Per-host credentials: only their SHA-256.
+CREATE TABLE IF NOT EXISTS credentials (
+    sha256     TEXT PRIMARY KEY,
+    host       TEXT NOT NULL,
+    identity   TEXT NOT NULL,
+    issued_at  INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS credentials_host ON credentials(host, identity);
+-- What the collector saw happen to a host: reloads, reboots, silences, refusals.
+CREATE TABLE IF NOT EXISTS history (
+    host    TEXT NOT NULL,
+    at      INTEGER NOT NULL,
+    kind    TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS history_host ON history(host, at);
+CREATE INDEX IF NOT EXISTS history_at ON history(at);
 ";
 
 pub struct SqliteStore {
@@ -190,16 +211,40 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    fn commit(&mut self, batch: &[HeartbeatRecord]) -> Result<CommitStats, StoreError> {
+    fn load_credentials(&self) -> Result<Vec<CredentialRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT sha256, host, identity, revoked_at IS NOT NULL FROM credentials")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(CredentialRow {
+                    sha256: r.get(0)?,
+                    host: r.get(1)?,
+                    identity: r.get(2)?,
+                    revoked: r.get(3)?,
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    fn commit(&mut self, batch: &[Write]) -> Result<CommitStats, StoreError> {
         let path = self.path.display().to_string();
         let err = |source| StoreError::Sqlite {
             path: path.clone(),
             source,
         };
+        let heartbeats = || {
+            batch.iter().filter_map(|w| match w {
+                Write::Heartbeat(h) => Some(h),
+                _ => None,
+            })
+        };
         // Latest wins: one row update per host per batch; first seen is the earliest.
         let mut latest: HashMap<&str, (&HeartbeatRecord, DateTime<Utc>)> =
             HashMap::with_capacity(batch.len());
-        for hb in batch {
+        for hb in heartbeats() {
             latest
                 .entry(hb.host.as_str())
                 .and_modify(|(cur, first)| {
@@ -260,7 +305,7 @@ impl Store for SqliteStore {
                     "INSERT OR IGNORE INTO events (host, seq, at, received_at, body) VALUES (?1, ?2, ?3, ?4, ?5)",
                 )
                 .map_err(err)?;
-            for hb in batch {
+            for hb in heartbeats() {
                 for e in &hb.events {
                     let body = serde_json::to_string(e).unwrap_or_default();
                     let n = insert
@@ -278,6 +323,63 @@ impl Store for SqliteStore {
                         stats.events_duplicate += 1;
                     }
                 }
+            }
+        }
+        let history = |host: &str, at: DateTime<Utc>, kind: &str, message: &str| {
+            tx.prepare_cached(
+                "INSERT INTO history (host, at, kind, message) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .and_then(|mut s| s.execute(params![host, ms(at), kind, message]))
+            .map(|_| ())
+            .map_err(err)
+        };
+        for w in batch {
+            match w {
+                Write::Heartbeat(_) => {}
+                Write::Credential(CredentialRecord::Issue {
+                    sha256,
+                    host,
+                    identity,
+                    at,
+                    bmc_address,
+                }) => {
+                    let bmc = bmc_address
+                        .as_deref()
+                        .map(|a| format!(", BMC {a}"))
+                        .unwrap_or_default();
+                    history(
+                        host,
+                        *at,
+                        "identity",
+                        &format!("enrolled identity {identity}{bmc}"),
+                    )?;
+                    tx.prepare_cached(
+                        "UPDATE credentials SET revoked_at = ?3
+                         WHERE host = ?1 AND identity = ?2 AND revoked_at IS NULL",
+                    )
+                    .and_then(|mut s| s.execute(params![host, identity, ms(*at)]))
+                    .map_err(err)?;
+                    tx.prepare_cached(
+                        "INSERT INTO credentials (sha256, host, identity, issued_at) VALUES (?1, ?2, ?3, ?4)",
+                    )
+                    .and_then(|mut s| s.execute(params![sha256, host, identity, ms(*at)]))
+                    .map_err(err)?;
+                }
+                Write::Credential(CredentialRecord::RevokeHost { host, at }) => {
+                    let n = tx
+                        .prepare_cached(
+                            "UPDATE credentials SET revoked_at = ?2 WHERE host = ?1 AND revoked_at IS NULL",
+                        )
+                        .and_then(|mut s| s.execute(params![host, ms(*at)]))
+                        .map_err(err)?;
+                    history(
+                        host,
+                        *at,
+                        "security",
+                        &format!("credentials revoked by an operator ({n})"),
+                    )?;
+                }
+                Write::History(h) => history(&h.host, h.at, &h.kind, &h.message)?,
             }
         }
         tx.commit().map_err(err)?;
@@ -342,6 +444,26 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
+    fn recent_history(&self, host: &str, limit: usize) -> Result<Vec<HistoryRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT at, kind, message FROM history WHERE host = ?1 ORDER BY at DESC, rowid DESC LIMIT ?2",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map(params![host, limit as i64], |r| {
+                Ok(HistoryRecord {
+                    host: host.to_owned(),
+                    at: from_ms(r.get(0)?),
+                    kind: r.get(1)?,
+                    message: r.get(2)?,
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
     fn prune_events(&mut self, before: DateTime<Utc>) -> Result<u64, StoreError> {
         let n = self
             .conn
@@ -350,7 +472,11 @@ impl Store for SqliteStore {
                 params![ms(before)],
             )
             .map_err(self.err())?;
-        Ok(n as u64)
+        let h = self
+            .conn
+            .execute("DELETE FROM history WHERE at < ?1", params![ms(before)])
+            .map_err(self.err())?;
+        Ok((n + h) as u64)
     }
 }
 
@@ -389,7 +515,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("rollcall.db");
         let mut s = SqliteStore::open(&path).unwrap();
-        s.commit(&[suite::hb("x", 1, Health::Ok, vec![])]).unwrap();
+        s.commit(&suite::hbs([suite::hb("x", 1, Health::Ok, vec![])]))
+            .unwrap();
         s.conn
             .execute("UPDATE hosts SET health = 'bogus'", [])
             .unwrap();

@@ -53,9 +53,19 @@ impl Collector {
         self.client_with("admin.token")
     }
 
-    /// A client with the enrollment secret, as agents use.
-    pub fn agent(&self) -> Client {
+    /// A client with the enrollment secret, as agents use to enroll.
+    pub fn enroller(&self) -> Client {
         self.client_with("enroll.secret")
+    }
+
+    /// Agents: each host enrolls on its first heartbeat and then uses its own credential.
+    pub fn agents(&self) -> Agents {
+        Agents {
+            enroller: self.enroller(),
+            url: self.url.clone(),
+            ca: self.data.join("ca.pem"),
+            creds: Default::default(),
+        }
     }
 
     fn client_with(&self, token_file: &str) -> Client {
@@ -106,8 +116,59 @@ pub fn heartbeat(host: &str, interval: u32, health: &str, events: &[u64]) -> Val
     })
 }
 
-pub fn post(c: &Client, hb: &Value) -> Reply {
-    c.send_json("POST", "/api/v1/heartbeat", hb).unwrap()
+pub struct Agents {
+    enroller: Client,
+    url: String,
+    ca: PathBuf,
+    creds: std::sync::Mutex<std::collections::HashMap<String, String>>,
+}
+
+pub fn enroll_body(host: &str) -> Value {
+    json!({
+        "proto_version": 1,
+        "host": host,
+        "identity": { "machine_id": format!("m-{host}"), "install_id": "i1" },
+        "labels": { "env": "prod", "region": "us-south", "zone": "dal10", "role": "carrier-worker" },
+    })
+}
+
+impl Agents {
+    /// The credential of `host`, enrolling it first if needed.
+    pub fn credential(&self, host: &str) -> String {
+        if let Some(c) = self.creds.lock().unwrap().get(host) {
+            return c.clone();
+        }
+        let r = self
+            .enroller
+            .send_json("POST", "/api/v1/enroll", &enroll_body(host))
+            .unwrap();
+        assert_eq!(r.status, 200, "enrolling {host}: {:?}", r.body);
+        let cred = r.body["credential"].as_str().unwrap().to_owned();
+        self.creds
+            .lock()
+            .unwrap()
+            .insert(host.to_owned(), cred.clone());
+        cred
+    }
+
+    /// A client holding `host`'s credential.
+    pub fn client_for(&self, host: &str) -> Client {
+        Client::new(&self.url, &self.ca, Some(self.credential(host))).unwrap()
+    }
+
+    /// Sends a heartbeat with the credential of the host it names.
+    pub fn post(&self, hb: &Value) -> Reply {
+        let host = hb["host"].as_str().unwrap();
+        let cred = self.credential(host);
+        self.enroller
+            .request(
+                "POST",
+                "/api/v1/heartbeat",
+                Some(&cred),
+                Some(hb.to_string().into_bytes()),
+            )
+            .unwrap()
+    }
 }
 
 /// Polls `f` every 50 ms for up to 15 s.
