@@ -29,6 +29,8 @@ pub struct Config {
 
 #[derive(Debug, Clone, Default)]
 pub struct HostConfig {
+    /// The name this host reports as; default: the kernel's hostname.
+    pub name: Option<String>,
     /// Free-form labels (`env`, `region`, `zone`, `role`) the collector filters and groups by.
     pub labels: BTreeMap<String, String>,
 }
@@ -36,9 +38,18 @@ pub struct HostConfig {
 #[derive(Debug, Clone)]
 pub struct CollectorConfig {
     pub url: String,
-    pub ca_file: Option<PathBuf>,
+    /// The collector's CA, pinned: the only certificate authority trusted.
+    pub ca_file: PathBuf,
+    /// The enrollment secret, exchanged once for this host's own credential.
     pub enroll_secret_file: Option<PathBuf>,
     pub interval: Duration,
+    /// Mutual TLS: this host's certificate chain and key (PEM), when the collector wants one.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// Events kept on disk while the collector is unreachable; the oldest beyond these are
+    /// dropped (and counted).
+    pub spool_max_events: usize,
+    pub spool_max_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -242,6 +253,7 @@ struct RawConfig {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawHost {
+    name: Option<Spanned<String>>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
 }
@@ -253,6 +265,10 @@ struct RawCollector {
     ca_file: Option<Spanned<PathBuf>>,
     enroll_secret_file: Option<Spanned<PathBuf>>,
     interval: Option<Spanned<HumanDuration>>,
+    client_cert: Option<Spanned<PathBuf>>,
+    client_key: Option<Spanned<PathBuf>>,
+    spool_max_events: Option<Spanned<usize>>,
+    spool_max_bytes: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -372,6 +388,7 @@ impl RawConfig {
         let collector = match self.collector {
             None => None,
             Some(c) => {
+                let section = c.span();
                 let c = c.into_inner();
                 let url_span = c.url.span();
                 let url = c.url.into_inner();
@@ -384,7 +401,7 @@ impl RawConfig {
                     ));
                 }
                 let mut files = Vec::new();
-                for f in [c.ca_file, c.enroll_secret_file] {
+                for f in [c.ca_file, c.enroll_secret_file, c.client_cert, c.client_key] {
                     files.push(match f {
                         None => None,
                         Some(f) => {
@@ -403,16 +420,69 @@ impl RawConfig {
                         }
                     });
                 }
+                let client_key = files.pop().flatten();
+                let client_cert = files.pop().flatten();
                 let enroll_secret_file = files.pop().flatten();
-                let ca_file = files.pop().flatten();
+                let Some(ca_file) = files.pop().flatten() else {
+                    return Err((section, "collector.ca_file is required: the collector's CA certificate (its ca.pem), which the agent pins".to_owned()));
+                };
+                if client_cert.is_some() != client_key.is_some() {
+                    return Err((
+                        section,
+                        "mutual TLS needs both client_cert and client_key (or neither)".to_owned(),
+                    ));
+                }
                 let (interval, _) =
                     duration(c.interval, Duration::from_secs(60), Duration::from_secs(1))?;
+                let spool_max_events = match c.spool_max_events {
+                    None => 10_000,
+                    Some(n) if *n.get_ref() >= 100 => n.into_inner(),
+                    Some(n) => {
+                        return Err((n.span(), "spool_max_events must be at least 100".to_owned()))
+                    }
+                };
+                let spool_max_bytes = match c.spool_max_bytes {
+                    None => 8 << 20,
+                    Some(n) if *n.get_ref() >= 64 * 1024 => n.into_inner(),
+                    Some(n) => {
+                        return Err((
+                            n.span(),
+                            "spool_max_bytes must be at least 65536".to_owned(),
+                        ))
+                    }
+                };
                 Some(CollectorConfig {
                     url,
                     ca_file,
                     enroll_secret_file,
                     interval,
+                    client_cert,
+                    client_key,
+                    spool_max_events,
+                    spool_max_bytes,
                 })
+            }
+        };
+
+        let host_name = match self.host.name {
+            None => None,
+            Some(n) => {
+                let span = n.span();
+                let n = n.into_inner();
+                let ok = !n.is_empty()
+                    && n.len() <= 253
+                    && n.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+                    && !n.starts_with(['-', '.']);
+                if !ok {
+                    return Err((
+                        span,
+                        format!(
+                            "host name \"{n}\" must be a DNS name (letters, digits, '-', '.', '_')"
+                        ),
+                    ));
+                }
+                Some(n)
             }
         };
 
@@ -560,6 +630,7 @@ impl RawConfig {
         Ok(Config {
             state_dir,
             host: HostConfig {
+                name: host_name,
                 labels: self.host.labels,
             },
             collector,

@@ -14,6 +14,8 @@ const KEEP: usize = 256;
 pub struct EventLog {
     next_seq: u64,
     recent: VecDeque<Event>,
+    /// Every event also goes here (to the collector's spool), when reporting.
+    sink: Option<tokio::sync::mpsc::UnboundedSender<Event>>,
 }
 
 /// The optional structured fields of an event.
@@ -31,6 +33,16 @@ impl EventLog {
         EventLog {
             next_seq: 1,
             recent: VecDeque::with_capacity(16),
+            sink: None,
+        }
+    }
+
+    /// Numbers from `first_seq` on, and hands every event to `sink` too.
+    pub fn reporting(first_seq: u64, sink: tokio::sync::mpsc::UnboundedSender<Event>) -> EventLog {
+        EventLog {
+            next_seq: first_seq,
+            sink: Some(sink),
+            ..EventLog::new()
         }
     }
 
@@ -74,6 +86,10 @@ impl EventLog {
             pid: f.pid,
         };
         self.next_seq += 1;
+        if let Some(sink) = &self.sink {
+            // Unbounded and never blocking; a closed receiver (reporting stopped) is fine.
+            let _ = sink.send(e.clone());
+        }
         if self.recent.len() == KEEP {
             self.recent.pop_front();
         }

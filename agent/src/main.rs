@@ -7,7 +7,9 @@ use clap::{Parser, Subcommand};
 use rollcall_agent::checks::besclient::Supervisor;
 use rollcall_agent::clock::{Clock, SystemClock};
 use rollcall_agent::config::{Config, EX_CONFIG};
+use rollcall_agent::identity::HostIdentity;
 use rollcall_agent::manager::ServiceManager;
+use rollcall_agent::report::{self, Reporter};
 use rollcall_agent::{doctor, logging, pause, state};
 
 const DEFAULT_CONFIG: &str = "/etc/rollcall/agent.toml";
@@ -173,11 +175,31 @@ fn run(config: Config) -> anyhow::Result<()> {
     let manager = ServiceManager::from_config(&config.besclient)?;
     let watchdog = sd_notify::watchdog_enabled().map(|every| every / 2);
     runtime()?.block_on(async {
-        let supervisor = Supervisor::new(&config, manager, SystemClock).with_watchdog(watchdog);
+        let mut supervisor =
+            Supervisor::new(&config, manager, SystemClock).with_watchdog(watchdog);
         log::info!(target: "agent", "rollcall-agent {} started; state in {}", env!("CARGO_PKG_VERSION"), config.state_dir.display());
+        let (stop_reporting, stopped) = tokio::sync::oneshot::channel::<()>();
+        let mut reporting = None;
+        if config.collector.is_some() {
+            let me = HostIdentity::load(&config.state_dir, config.host.name.as_deref())
+                .context("establishing this host's identity")?;
+            let (reporter, first_seq) = Reporter::new(&config, me, SystemClock)?;
+            let (outlet, inlet) = report::channel();
+            supervisor = supervisor.with_outlet(outlet, first_seq);
+            reporting = Some(tokio::spawn(reporter.run(inlet, async {
+                let _ = stopped.await;
+            })));
+        } else {
+            log::info!(target: "agent", "no [collector] configured: supervising without reporting");
+        }
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         supervisor.run(shutdown()).await;
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        let _ = stop_reporting.send(());
+        if let Some(r) = reporting {
+            // It only has to put what it holds on disk.
+            let _ = tokio::time::timeout(Duration::from_secs(2), r).await;
+        }
         log::info!(target: "agent", "rollcall-agent stopped");
         Ok(())
     })

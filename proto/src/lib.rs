@@ -204,8 +204,8 @@ pub struct Heartbeat {
     /// When the host booted (from `/proc/stat`): a change is a reboot in the host's history.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub booted_at: Option<DateTime<Utc>>,
-    /// Events the agent had to drop (its spool was full while the collector was away),
-    /// counted since its state directory was made.
+    /// Events the agent had to drop (its spool was full while the collector was away) and
+    /// has not reported before: the collector records them in the host's history.
     #[serde(default)]
     pub events_dropped: u64,
 }

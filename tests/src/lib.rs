@@ -283,6 +283,25 @@ command_timeout = "20s"
         path
     }
 
+    /// Adds `[host]` (name, labels) and `[collector]` to this host's agent config.
+    pub fn report_to(
+        &self,
+        config: &Path,
+        c: &Collector,
+        name: &str,
+        interval: &str,
+        labels: &str,
+    ) {
+        let mut text = std::fs::read_to_string(config).expect("agent.toml");
+        text.push_str(&format!(
+            "\n[host]\nname = \"{name}\"\nlabels = {{ {labels} }}\n\n[collector]\nurl = \"{url}\"\nca_file = \"{ca}\"\nenroll_secret_file = \"{secret}\"\ninterval = \"{interval}\"\n",
+            url = c.url,
+            ca = c.data.join("ca.pem").display(),
+            secret = c.data.join("enroll.secret").display(),
+        ));
+        std::fs::write(config, text).expect("agent.toml");
+    }
+
     /// The agent's last published state (`state_dir/state.json`), if written yet.
     pub fn agent_state(&self) -> Option<Value> {
         let text = std::fs::read_to_string(self.state_dir().join("state.json")).ok()?;
@@ -344,6 +363,12 @@ impl Agent {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// SIGKILL, reaped.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     pub fn lines(&self) -> Vec<Value> {
@@ -432,6 +457,7 @@ impl Drop for Agent {
     fn drop(&mut self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
+            .stderr(Stdio::null())
             .status();
         reap(&mut self.child, Duration::from_secs(5));
     }
@@ -448,4 +474,88 @@ pub fn reap(child: &mut Child, within: Duration) {
     }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// `rollcall-collector` as a child process on loopback, on its own data directory.
+pub struct Collector {
+    child: Child,
+    pub url: String,
+    pub addr: String,
+    pub data: PathBuf,
+}
+
+impl Collector {
+    /// `listen` may be `127.0.0.1:0`; `grace` as the flag takes it (`2s`).
+    pub fn start(data: &Path, listen: &str, grace: &str) -> Collector {
+        let mut child = Command::new(bin("rollcall-collector"))
+            .args(["--listen", listen, "--grace", grace, "--data-dir"])
+            .arg(data)
+            .stdout(Stdio::piped())
+            .stderr(if std::env::var_os("ROLLCALL_TEST_ECHO").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .expect("starting rollcall-collector");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let url = loop {
+            let line = lines
+                .next()
+                .expect("collector exited before listening")
+                .expect("line");
+            if let Some(u) = line.strip_prefix("rollcall-collector listening on ") {
+                break u.to_owned();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Collector {
+            child,
+            addr: url.trim_start_matches("https://").to_owned(),
+            url,
+            data: data.to_owned(),
+        }
+    }
+
+    /// A client with the admin token made at first start.
+    pub fn admin(&self) -> rollcall_collector::client::Client {
+        let token = std::fs::read_to_string(self.data.join("admin.token")).expect("admin.token");
+        rollcall_collector::client::Client::new(
+            &self.url,
+            &self.data.join("ca.pem"),
+            Some(token.trim().to_owned()),
+        )
+        .expect("client")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A host as the collector shows it (`GET /api/v1/hosts/{name}`), or `Null`.
+pub fn host_view(admin: &rollcall_collector::client::Client, name: &str) -> Value {
+    admin
+        .get(&format!("/api/v1/hosts/{name}"))
+        .map(|r| r.body)
+        .unwrap_or(Value::Null)
+}
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }

@@ -74,6 +74,8 @@ pub struct Supervisor<C: Clock> {
     /// The ladder just verified a recovery (and said so).
     just_verified: bool,
     written: Option<(String, Instant)>,
+    /// The state, for the reporter: updated on every publish, announced on a change.
+    reporting: Option<tokio::sync::watch::Sender<Option<rollcall_proto::AgentState>>>,
 }
 
 impl<C: Clock> Supervisor<C> {
@@ -109,6 +111,7 @@ impl<C: Clock> Supervisor<C> {
             held: None,
             just_verified: false,
             written: None,
+            reporting: None,
             cfg,
             clock,
         }
@@ -117,6 +120,13 @@ impl<C: Clock> Supervisor<C> {
     /// Ping systemd's watchdog every `every`, from this loop (so a stuck loop is caught).
     pub fn with_watchdog(mut self, every: Option<Duration>) -> Self {
         self.watchdog = every.map(tokio::time::interval);
+        self
+    }
+
+    /// Hands state and events to a reporter; events are numbered from `first_seq`.
+    pub fn with_outlet(mut self, outlet: crate::report::Outlet, first_seq: u64) -> Self {
+        self.events = EventLog::reporting(first_seq, outlet.events);
+        self.reporting = Some(outlet.state);
         self
     }
 
@@ -820,19 +830,30 @@ impl<C: Clock> Supervisor<C> {
             s.unit_state,
             s.disk.as_ref().is_some_and(|d| d.full)
         );
-        if let Some((k, at)) = &self.written {
-            if *k == key && at.elapsed() < PERIODIC {
+        let changed = self.written.as_ref().is_none_or(|(k, _)| *k != key);
+        if let Some((_, at)) = &self.written {
+            if !changed && at.elapsed() < PERIODIC {
                 return;
             }
         }
+        let agent_state = rollcall_proto::AgentState {
+            proto_version: rollcall_proto::PROTO_VERSION,
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            at: self.clock.now(),
+            besclient: s,
+        };
+        if let Some(tx) = &self.reporting {
+            // A change is sent at once; a periodic refresh only updates what the next
+            // regular heartbeat carries.
+            let st = agent_state.clone();
+            tx.send_if_modified(|v| {
+                *v = Some(st);
+                changed
+            });
+        }
         let local = LocalState {
             pid: std::process::id(),
-            state: rollcall_proto::AgentState {
-                proto_version: rollcall_proto::PROTO_VERSION,
-                agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-                at: self.clock.now(),
-                besclient: s,
-            },
+            state: agent_state,
             next: self.next_words(),
             events: self.events.recent().rev().take(50).cloned().collect(),
         };

@@ -1,0 +1,387 @@
+//! Reporting to the collector: enrollment, heartbeats (every interval at a per-host offset,
+//! and at once on a change), events spooled on disk until acknowledged, backoff.
+//!
+//! Invariant: supervision never waits on this. The supervisor hands over its state and
+//! events through channels that never block; everything here runs beside it.
+
+pub mod link;
+pub mod schedule;
+pub mod spool;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rollcall_proto::{
+    AgentState, EnrollRequest, EnrollResponse, Event, Heartbeat, HeartbeatAck, PROTO_VERSION,
+};
+use tokio::sync::{mpsc, watch};
+
+use crate::clock::Clock;
+use crate::config::{CollectorConfig, Config};
+use crate::identity::HostIdentity;
+use link::{Failure, Link};
+use schedule::{Schedule, MIN_GAP};
+use spool::Spool;
+
+/// At most this many events, and about this many bytes of them, per heartbeat (the
+/// collector takes 64 KiB).
+const BATCH_EVENTS: usize = 200;
+const BATCH_BYTES: usize = 40 * 1024;
+
+/// The supervisor's side: never blocks.
+#[derive(Debug, Clone)]
+pub struct Outlet {
+    pub state: watch::Sender<Option<AgentState>>,
+    pub events: mpsc::UnboundedSender<Event>,
+}
+
+pub struct Inlet {
+    state: watch::Receiver<Option<AgentState>>,
+    events: mpsc::UnboundedReceiver<Event>,
+}
+
+pub fn channel() -> (Outlet, Inlet) {
+    let (st, sr) = watch::channel(None);
+    let (et, er) = mpsc::unbounded_channel();
+    (
+        Outlet {
+            state: st,
+            events: et,
+        },
+        Inlet {
+            state: sr,
+            events: er,
+        },
+    )
+}
+
+pub struct Reporter<C: Clock> {
+    cfg: CollectorConfig,
+    labels: std::collections::BTreeMap<String, String>,
+    me: HostIdentity,
+    credential_file: PathBuf,
+    credential: Option<String>,
+    link: Link,
+    spool: Spool,
+    schedule: Schedule,
+    clock: C,
+    /// Since when the collector has not taken a heartbeat, and what was said about it.
+    outage: Option<(DateTime<Utc>, String)>,
+}
+
+/// The first sequence number for this run: above everything spooled or acknowledged, and
+/// above the wall clock in microseconds-ish units (ms × 1000), so that a reinstalled host
+/// (a new state directory) or a crash that lost the last numbers never reuses one.
+pub fn first_seq(highest_on_disk: u64, now: DateTime<Utc>) -> u64 {
+    let floor = (now.timestamp_millis().max(0) as u64).saturating_mul(1000);
+    (highest_on_disk + 1).max(floor)
+}
+
+impl<C: Clock> Reporter<C> {
+    /// Opens the spool and the link; returns the first event sequence number to use.
+    pub fn new(config: &Config, me: HostIdentity, clock: C) -> anyhow::Result<(Reporter<C>, u64)> {
+        use anyhow::Context;
+        let Some(cfg) = config.collector.clone() else {
+            anyhow::bail!("no [collector] section: nothing to report to");
+        };
+        let dir = config.state_dir.join("spool");
+        let (spool, opened) = Spool::open(&dir, cfg.spool_max_events, cfg.spool_max_bytes)
+            .with_context(|| format!("opening the event spool in {}", dir.display()))?;
+        if opened.skipped_lines > 0 {
+            log::warn!(target: "agent", "event spool {}: {} unreadable line(s) skipped (a torn write?)", dir.display(), opened.skipped_lines);
+        }
+        if !spool.is_empty() {
+            log::info!(target: "agent", "{} event(s) spooled from an earlier run are waiting for the collector", spool.len());
+        }
+        let link = Link::new(&cfg).context("setting up TLS to the collector")?;
+        let credential_file = config.state_dir.join("credential");
+        let credential = std::fs::read_to_string(&credential_file)
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty());
+        let seed = crate::identity::random_hex(8)
+            .ok()
+            .and_then(|h| u64::from_str_radix(&h, 16).ok())
+            .unwrap_or(0x9e37_79b9);
+        let schedule = Schedule::new(cfg.interval, &format!("{}/{}", me.host, me.identity), seed);
+        let first = first_seq(opened.highest_seq, clock.now());
+        Ok((
+            Reporter {
+                labels: config.host.labels.clone(),
+                cfg,
+                me,
+                credential_file,
+                credential,
+                link,
+                spool,
+                schedule,
+                clock,
+                outage: None,
+            },
+            first,
+        ))
+    }
+
+    /// Reports until `shutdown`; what is spooled stays on disk for the next run.
+    pub async fn run(mut self, mut inlet: Inlet, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        log::info!(target: "agent", "reporting to {} as {} every {} (offset {:.1}s)", self.cfg.url, self.me.host, humantime::format_duration(self.cfg.interval), self.schedule.offset().as_secs_f64());
+        // The first heartbeat goes as soon as there is a state.
+        let mut changed = true;
+        let mut next = self.clock.now();
+        let mut last_sent = tokio::time::Instant::now() - MIN_GAP;
+        loop {
+            let now = self.clock.now();
+            let due = if changed && self.schedule.failures() == 0 {
+                tokio::time::Instant::now().max(last_sent + MIN_GAP)
+            } else {
+                tokio::time::Instant::now() + (next - now).to_std().unwrap_or(Duration::ZERO)
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(due) => {}
+                r = inlet.state.changed() => {
+                    if r.is_err() { break; }
+                    changed = true;
+                    continue;
+                }
+                e = inlet.events.recv() => {
+                    match e {
+                        Some(e) => { self.spool.push(e); changed = true; }
+                        None => break,
+                    }
+                    continue;
+                }
+                _ = &mut shutdown => break,
+            }
+            let state = inlet.state.borrow_and_update().clone();
+            let Some(state) = state else {
+                next = self.clock.now() + chrono::Duration::seconds(1);
+                changed = false;
+                continue;
+            };
+            // Everything already handed over goes in this heartbeat.
+            while let Ok(e) = inlet.events.try_recv() {
+                self.spool.push(e);
+            }
+            changed = false;
+            last_sent = tokio::time::Instant::now();
+            let now = self.clock.now();
+            match self.send(state).await {
+                Ok(more) => {
+                    self.schedule.succeeded();
+                    changed = more;
+                    next = self.schedule.next_regular(self.clock.now());
+                }
+                Err(retry_after) => {
+                    next = self.schedule.failed(now, retry_after);
+                }
+            }
+        }
+        while let Ok(e) = inlet.events.try_recv() {
+            self.spool.push(e);
+        }
+    }
+
+    /// One heartbeat. `Ok(true)`: more events are waiting. `Err`: back off (at least the
+    /// given time).
+    async fn send(&mut self, state: AgentState) -> Result<bool, Option<Duration>> {
+        let credential = match self.credential.clone() {
+            Some(c) => c,
+            None => self.enroll().await?,
+        };
+        let events = self.spool.batch(BATCH_EVENTS, BATCH_BYTES);
+        let dropped = self.spool.unreported();
+        let hb = Heartbeat {
+            proto_version: PROTO_VERSION,
+            host: self.me.host.clone(),
+            identity: self.me.identity.clone(),
+            interval_secs: self.cfg.interval.as_secs().clamp(1, 86_400) as u32,
+            labels: self.labels.clone(),
+            state,
+            events,
+            booted_at: self.me.booted_at,
+            events_dropped: dropped,
+        };
+        match self
+            .link
+            .post::<_, HeartbeatAck>("/api/v1/heartbeat", &credential, &hb)
+            .await
+        {
+            Ok(ack) => {
+                self.spool.ack(ack.acked_seq, dropped);
+                if let Some((since, _)) = self.outage.take() {
+                    log::info!(target: "agent", "collector reachable again after {}; {} spooled event(s) left to deliver", crate::checks::besclient::ago(self.clock.now() - since), self.spool.len());
+                }
+                Ok(!self.spool.is_empty())
+            }
+            Err(Failure::Refused {
+                status: 401, error, ..
+            }) => {
+                log::warn!(target: "agent", "the collector refused this host's credential ({error}); enrolling again");
+                self.credential = None;
+                if let Err(e) = std::fs::remove_file(&self.credential_file) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        log::warn!(target: "agent", "cannot remove {}: {e}", self.credential_file.display());
+                    }
+                }
+                Err(None)
+            }
+            Err(f) => Err(self.failed(f)),
+        }
+    }
+
+    /// Says what went wrong, once per kind of outage; returns the wait the collector asked.
+    fn failed(&mut self, f: Failure) -> Option<Duration> {
+        let (what, retry_after) = match &f {
+            Failure::Unreachable(e) => (
+                format!("collector {} unreachable ({e})", self.cfg.url),
+                None,
+            ),
+            Failure::Refused {
+                status: s @ (429 | 503),
+                error,
+                retry_after,
+            } => (format!("collector busy (HTTP {s}: {error})"), *retry_after),
+            Failure::Refused {
+                status,
+                error,
+                retry_after,
+            } => (
+                format!("collector refused the heartbeat (HTTP {status}: {error})"),
+                *retry_after,
+            ),
+        };
+        let kind = what.split(" (").next().unwrap_or("").to_owned();
+        match &self.outage {
+            Some((_, said)) if *said == kind => {
+                log::debug!(target: "agent", "{what}; retrying");
+            }
+            _ => {
+                log::warn!(target: "agent", "{what}; supervision goes on, events are spooled in {} and sent when it answers", self.credential_file.with_file_name("spool").display());
+                let since = self.outage.as_ref().map_or(self.clock.now(), |(t, _)| *t);
+                self.outage = Some((since, kind));
+            }
+        }
+        retry_after
+    }
+
+    /// Exchanges the enrollment secret for this host's credential, saved 0600.
+    async fn enroll(&mut self) -> Result<String, Option<Duration>> {
+        let Some(file) = self.cfg.enroll_secret_file.clone() else {
+            self.say_once("no credential and no enrollment secret (set collector.enroll_secret_file); cannot report");
+            return Err(None);
+        };
+        let secret = match std::fs::read_to_string(&file) {
+            Ok(s) if !s.trim().is_empty() => s.trim().to_owned(),
+            Ok(_) => {
+                self.say_once(&format!(
+                    "enrollment secret file {} is empty; cannot enroll",
+                    file.display()
+                ));
+                return Err(None);
+            }
+            Err(e) => {
+                self.say_once(&format!(
+                    "cannot read the enrollment secret {}: {e}; cannot enroll",
+                    file.display()
+                ));
+                return Err(None);
+            }
+        };
+        let req = EnrollRequest {
+            proto_version: PROTO_VERSION,
+            host: self.me.host.clone(),
+            identity: self.me.identity.clone(),
+            labels: self.labels.clone(),
+            bmc_address: None,
+        };
+        match self
+            .link
+            .post::<_, EnrollResponse>("/api/v1/enroll", &secret, &req)
+            .await
+        {
+            Ok(r) => {
+                if let Err(e) = write_private(&self.credential_file, &r.credential) {
+                    log::warn!(target: "agent", "cannot save the credential to {}: {e}; it is kept in memory, and the agent enrolls again after a restart", self.credential_file.display());
+                }
+                log::info!(target: "agent", "enrolled with the collector as {} (identity {})", self.me.host, self.me.identity);
+                self.credential = Some(r.credential.clone());
+                Ok(r.credential)
+            }
+            Err(Failure::Refused {
+                status: 401 | 403,
+                error,
+                ..
+            }) => {
+                self.say_once(&format!("the collector refused the enrollment secret in {} ({error}); bootstrap writes the current one", file.display()));
+                Err(None)
+            }
+            Err(f) => Err(self.failed(f)),
+        }
+    }
+
+    fn say_once(&mut self, msg: &str) {
+        if self.outage.as_ref().is_none_or(|(_, said)| said != msg) {
+            log::error!(target: "agent", "{msg}");
+            let since = self.outage.as_ref().map_or(self.clock.now(), |(t, _)| *t);
+            self.outage = Some((since, msg.to_owned()));
+        }
+    }
+}
+
+/// Written to a temporary file made 0600, then renamed into place.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn sequence_numbers_never_go_back() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 22, 12, 0, 0).unwrap();
+        let floor = now.timestamp_millis() as u64 * 1000;
+        assert_eq!(
+            first_seq(0, now),
+            floor,
+            "a fresh install starts at the clock"
+        );
+        assert_eq!(
+            first_seq(floor + 5, now),
+            floor + 6,
+            "above what is on disk"
+        );
+        // A later run starts above any number an earlier run could have used in between.
+        assert!(first_seq(0, now + chrono::Duration::seconds(1)) > floor + 999);
+        assert!(first_seq(0, now) < 1 << 53, "exact in a JSON double");
+    }
+
+    #[test]
+    fn the_credential_file_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("credential");
+        write_private(&p, "abc").unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "abc\n");
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+}
