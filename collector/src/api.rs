@@ -414,6 +414,17 @@ async fn heartbeat(
         ));
     }
     app.rate_check(&app.rate, &hb.host, now)?;
+    if hb.events_dropped > 0 {
+        let _ = app.ingest.submit(HistoryRecord {
+            host: hb.host.clone(),
+            at: now,
+            kind: "spool".into(),
+            message: format!(
+                "the agent dropped {} event(s): its spool was full while it could not reach the collector",
+                hb.events_dropped
+            ),
+        });
+    }
     let acked_seq = hb.events.iter().map(|e| e.seq).max().unwrap_or(0);
     let record = HeartbeatRecord {
         identity: hb.identity.to_string(),

@@ -337,7 +337,25 @@ impl Agent {
 
     /// `format` is `json` or `text`; with `echo`, every log line is also copied to stderr.
     pub fn start_with(config: &Path, format: &str, echo: bool) -> Agent {
-        let mut child = Command::new(bin("rollcall-agent"))
+        Agent::spawn(Command::new(bin("rollcall-agent")), config, format, echo)
+    }
+
+    /// Starts the agent inside network namespace `netns` (`ip netns exec`, which execs it:
+    /// the child is the agent itself).
+    pub fn start_in_netns(netns: &str, config: &Path) -> Agent {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", netns])
+            .arg(bin("rollcall-agent"));
+        Agent::spawn(
+            cmd,
+            config,
+            "json",
+            std::env::var_os("ROLLCALL_TEST_ECHO").is_some(),
+        )
+    }
+
+    fn spawn(mut cmd: Command, config: &Path, format: &str, echo: bool) -> Agent {
+        let mut child = cmd
             .args(["run", "--config"])
             .arg(config)
             .args(["--log-format", format])
@@ -487,9 +505,14 @@ pub struct Collector {
 impl Collector {
     /// `listen` may be `127.0.0.1:0`; `grace` as the flag takes it (`2s`).
     pub fn start(data: &Path, listen: &str, grace: &str) -> Collector {
+        Collector::start_with(data, listen, grace, &[])
+    }
+
+    pub fn start_with(data: &Path, listen: &str, grace: &str, extra: &[&str]) -> Collector {
         let mut child = Command::new(bin("rollcall-collector"))
             .args(["--listen", listen, "--grace", grace, "--data-dir"])
             .arg(data)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(if std::env::var_os("ROLLCALL_TEST_ECHO").is_some() {
                 Stdio::inherit()

@@ -71,6 +71,25 @@ fn stopped_agents_go_silent_on_time_and_come_back_with_the_gap_in_history() {
         0o600
     );
 
+    // A revoked credential: the agent says so and enrolls again with the secret it holds.
+    let r = admin
+        .request("DELETE", "/api/v1/hosts/fleet-a/credentials", None, None)
+        .unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let says =
+        |words: &'static str| move |l: &Value| l["msg"].as_str().is_some_and(|m| m.contains(words));
+    let a = &fleet[0].1;
+    wait_until("fleet-a re-enrolled", Duration::from_secs(10), || {
+        let lines = a.lines();
+        lines.iter().any(says("refused this host's credential"))
+            && lines
+                .iter()
+                .filter(|l| says("enrolled with the collector")(l))
+                .count()
+                == 2
+    });
+    assert_eq!(state(&host_view(&admin, "fleet-a")), "up");
+
     // SIGSTOP one agent: silent within interval + grace + 1 s of its last heartbeat.
     let b = &fleet[1].1;
     signal(b.pid(), "-STOP");
