@@ -269,10 +269,9 @@ impl Registry {
         let new = !self.names.contains_key(r.host.as_str());
         let id = self.slot_for(&r.host, &r.identity, &r.labels, r.received_at);
         let now = ms(r.received_at);
-        if !new {
-            self.identify(id, r);
-        }
-        let h = &mut self.hosts[id as usize];
+        // The silence is measured before `identify` moves the last-heard time to the new
+        // identity's.
+        let h = &self.hosts[id as usize];
         if h.state == HostState::Silent {
             let gap = at(now) - at(h.last_heard_ms);
             let since = at(h.last_heard_ms).format("%H:%M:%S UTC");
@@ -285,6 +284,9 @@ impl Registry {
                     crate::state::age(gap)
                 ),
             );
+        }
+        if !new {
+            self.identify(id, r);
         }
         let h = &mut self.hosts[id as usize];
         h.last_heard_ms = h.last_heard_ms.max(now);
@@ -567,6 +569,50 @@ mod tests {
     fn live(mut r: HeartbeatRecord) -> HeartbeatRecord {
         r.labels.insert("zone".into(), "dal10".into());
         r
+    }
+
+    fn messages(r: &mut Registry) -> Vec<String> {
+        r.take_notes().into_iter().map(|n| n.message).collect()
+    }
+
+    #[test]
+    fn history_keeps_silences_reloads_and_reboots() {
+        let mut r = reg();
+        let mut a = live(hb("h", 0, Health::Ok, vec![]));
+        a.booted_at = Some(t(0) - chrono::Duration::days(3));
+        r.apply(&a);
+        assert_eq!(messages(&mut r), ["first heard, identity id-h"]);
+        // Silent, then back after a reload (a new identity): the gap is the old one's.
+        r.sweep(t(200));
+        assert!(messages(&mut r)
+            .iter()
+            .any(|m| m.contains("-> silent: last heard")));
+        let mut b = a.clone();
+        b.received_at = t(300);
+        b.identity = "reloaded".into();
+        b.booted_at = Some(t(250));
+        r.apply(&b);
+        let m = messages(&mut r);
+        assert!(
+            m.iter()
+                .any(|m| m.starts_with("heard again after 5m of silence")),
+            "{m:?}"
+        );
+        assert!(
+            m.iter()
+                .any(|m| m.starts_with("new identity reloaded replaces id-h")),
+            "{m:?}"
+        );
+        // Same identity, new boot time: a reboot; the same boot time again: nothing.
+        let mut c = b.clone();
+        c.received_at = t(360);
+        c.booted_at = Some(t(340));
+        r.apply(&c);
+        assert_eq!(messages(&mut r).len(), 1);
+        c.received_at = t(420);
+        r.apply(&c);
+        assert!(messages(&mut r).is_empty());
+        assert_eq!(r.get("h", t(420)).unwrap().state, HostState::Up);
     }
 
     #[test]
