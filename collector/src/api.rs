@@ -316,12 +316,12 @@ fn valid_host(h: &str) -> bool {
 
 /// What enrollment and heartbeats share: version, host name, identity, labels.
 fn validate(
-    proto_version: &u32,
+    proto_version: u32,
     host: &str,
     identity: &rollcall_proto::Identity,
     labels: &std::collections::BTreeMap<String, String>,
 ) -> Result<()> {
-    if *proto_version != PROTO_VERSION {
+    if proto_version != PROTO_VERSION {
         return Err(ApiError::bad("proto_version", format!("proto_version {proto_version} is not spoken here (this collector speaks {PROTO_VERSION}); upgrade the collector or the agent")));
     }
     if !valid_host(host) {
@@ -383,7 +383,7 @@ async fn heartbeat(
     let owner = app.host_credential(&headers)?;
     let b = body(b, &app.metrics)?;
     let hb: Heartbeat = parse(&b).inspect_err(|_| app.metrics.rejected("bad_request"))?;
-    validate(&hb.proto_version, &hb.host, &hb.identity, &hb.labels)
+    validate(hb.proto_version, &hb.host, &hb.identity, &hb.labels)
         .inspect_err(|_| app.metrics.rejected("bad_request"))?;
     validate_heartbeat(&hb).inspect_err(|_| app.metrics.rejected("bad_request"))?;
     let now = Utc::now();
@@ -452,7 +452,7 @@ async fn enroll(
     app.require(&headers, Role::Enroll)?;
     let b = body(b, &app.metrics)?;
     let req: EnrollRequest = parse(&b).inspect_err(|_| app.metrics.rejected("bad_request"))?;
-    validate(&req.proto_version, &req.host, &req.identity, &req.labels)
+    validate(req.proto_version, &req.host, &req.identity, &req.labels)
         .inspect_err(|_| app.metrics.rejected("bad_request"))?;
     if let Some(a) = &req.bmc_address {
         if a.parse::<std::net::IpAddr>().is_err() {

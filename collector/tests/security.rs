@@ -3,19 +3,9 @@
 
 mod common;
 
-use common::{enroll_body, heartbeat, Collector};
+use common::{enroll_body, expect_error as expect, heartbeat, Collector};
 use rollcall_collector::client::{Client, Reply};
 use serde_json::{json, Value};
-
-fn expect(r: &Reply, status: u16, field: Option<&str>, words: &str) {
-    assert_eq!(r.status, status, "{:?}", r.body);
-    assert_eq!(r.body["field"].as_str(), field, "{:?}", r.body);
-    assert!(
-        r.body["error"].as_str().unwrap_or("").contains(words),
-        "{:?} lacks {words:?}",
-        r.body
-    );
-}
 
 fn enroll(c: &Client, body: &Value) -> Reply {
     c.send_json("POST", "/api/v1/enroll", body).unwrap()

@@ -101,10 +101,8 @@ impl<C: Clock> Reporter<C> {
             .ok()
             .map(|s| s.trim().to_owned())
             .filter(|s| !s.is_empty());
-        let seed = crate::identity::random_hex(8)
-            .ok()
-            .and_then(|h| u64::from_str_radix(&h, 16).ok())
-            .unwrap_or(0x9e37_79b9);
+        // Jitter only needs hosts to differ; a fixed seed if the system has no randomness.
+        let seed = getrandom::u64().unwrap_or(0x9e37_79b9);
         let schedule = Schedule::new(cfg.interval, &format!("{}/{}", me.host, me.identity), seed);
         let first = first_seq(opened.highest_seq, clock.now());
         Ok((
@@ -259,7 +257,7 @@ impl<C: Clock> Reporter<C> {
                 log::debug!(target: "agent", "{what}; retrying");
             }
             _ => {
-                log::warn!(target: "agent", "{what}; supervision goes on, events are spooled in {} and sent when it answers", self.credential_file.with_file_name("spool").display());
+                log::warn!(target: "agent", "{what}; supervision goes on, events are spooled in {} and sent when it answers", self.spool.dir().display());
                 let since = self.outage.as_ref().map_or(self.clock.now(), |(t, _)| *t);
                 self.outage = Some((since, kind));
             }

@@ -239,6 +239,10 @@ impl Spool {
         }
     }
 
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn len(&self) -> usize {
         self.events.len()
     }

@@ -171,6 +171,17 @@ impl Agents {
     }
 }
 
+/// An error reply: its status, the `field` it names, and words of its `error`.
+pub fn expect_error(r: &Reply, status: u16, field: Option<&str>, words: &str) {
+    assert_eq!(r.status, status, "{:?}", r.body);
+    assert_eq!(r.body["field"].as_str(), field, "{:?}", r.body);
+    assert!(
+        r.body["error"].as_str().unwrap_or("").contains(words),
+        "{:?} lacks {words:?}",
+        r.body
+    );
+}
+
 /// Polls `f` every 50 ms for up to 15 s.
 pub fn wait(mut f: impl FnMut() -> bool) {
     let start = std::time::Instant::now();
