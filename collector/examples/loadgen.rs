@@ -255,7 +255,7 @@ fn collector(data: &Path, extra: &[&str]) -> Proc {
 fn serve_noop(dir: &Path) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let cfg = rollcall_collector::tls::server_config(dir).expect("tls");
+        let cfg = rollcall_collector::tls::server_config(dir, None).expect("tls");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -267,7 +267,14 @@ fn serve_noop(dir: &Path) {
             "/api/v1/heartbeat",
             axum::routing::post(|| async { axum::Json(serde_json::json!({"acked_seq": 0})) }),
         );
-        rollcall_collector::server::serve(listener, cfg, app, std::future::pending()).await;
+        rollcall_collector::server::serve(
+            listener,
+            cfg,
+            app,
+            Default::default(),
+            std::future::pending(),
+        )
+        .await;
     });
 }
 

@@ -12,7 +12,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use chrono::{DateTime, Utc};
 use rollcall_proto::{EnrollRequest, EnrollResponse, Heartbeat, HeartbeatAck, PROTO_VERSION};
 use serde::de::DeserializeOwned;
@@ -23,6 +23,7 @@ use crate::auth::{Credential, Credentials, Role, Tokens};
 use crate::ingest::{Ingest, SubmitError};
 use crate::metrics::Metrics;
 use crate::registry::{Filter, Registry};
+use crate::server::Peer;
 use crate::state::{HostState, Lifecycle};
 use crate::store::{
     CommitStats, CredentialRecord, HeartbeatRecord, HistoryRecord, SqliteStore, StateJson, Store,
@@ -49,6 +50,8 @@ pub struct App {
     /// Per-host enrollment budget, apart: enrolling does not cost a heartbeat.
     pub enroll_rate: Mutex<HashMap<String, Bucket>>,
     pub ready: AtomicBool,
+    /// Agents must present a client certificate signed by the collector's client CA.
+    pub require_client_cert: bool,
 }
 
 /// Per-host token bucket: a burst of 20, refilled one every 3 s.
@@ -157,6 +160,20 @@ impl App {
     }
 
     /// The host a heartbeat's credential belongs to.
+    /// With `--client-ca`, agents' calls need a verified client certificate (refused with
+    /// 403, not 401: an agent drops its credential on 401, and the credential is fine).
+    fn client_cert(&self, peer: Option<&Peer>) -> Result<()> {
+        if !self.require_client_cert || peer.is_some_and(|p| p.client_cert) {
+            return Ok(());
+        }
+        self.metrics.rejected("no_client_cert");
+        Err(ApiError::field(
+            StatusCode::FORBIDDEN,
+            "client_cert",
+            "this collector requires agents to present a client certificate signed by its client CA; set collector.client_cert and collector.client_key in the agent's config",
+        ))
+    }
+
     fn host_credential(&self, headers: &HeaderMap) -> Result<String> {
         let token = headers
             .get(header::AUTHORIZATION)
@@ -377,9 +394,11 @@ fn validate_heartbeat(hb: &Heartbeat) -> Result<()> {
 
 async fn heartbeat(
     State(app): State<Arc<App>>,
+    peer: Option<Extension<Peer>>,
     headers: HeaderMap,
     b: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<Json<HeartbeatAck>> {
+    app.client_cert(peer.as_deref())?;
     let owner = app.host_credential(&headers)?;
     let b = body(b, &app.metrics)?;
     let hb: Heartbeat = parse(&b).inspect_err(|_| app.metrics.rejected("bad_request"))?;
@@ -446,9 +465,11 @@ async fn heartbeat(
 
 async fn enroll(
     State(app): State<Arc<App>>,
+    peer: Option<Extension<Peer>>,
     headers: HeaderMap,
     b: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<Json<EnrollResponse>> {
+    app.client_cert(peer.as_deref())?;
     app.require(&headers, Role::Enroll)?;
     let b = body(b, &app.metrics)?;
     let req: EnrollRequest = parse(&b).inspect_err(|_| app.metrics.rejected("bad_request"))?;

@@ -47,6 +47,10 @@ struct Cli {
     /// Extra DNS names or addresses for the server certificate (first start only).
     #[arg(long = "san")]
     sans: Vec<String>,
+    /// Require agents (heartbeats and enrollment) to present a TLS client certificate
+    /// signed by the CA in this PEM file. SREs' API calls still need only a token.
+    #[arg(long, value_name = "PEM")]
+    client_ca: Option<PathBuf>,
     /// Heartbeats that may wait for the writer before requests get 503.
     #[arg(long, default_value_t = 50_000)]
     queue: usize,
@@ -155,7 +159,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     names.extend(cli.sans.iter().cloned());
     tls::ensure(dir, &names)?;
-    let tls_config = tls::server_config(dir)?;
+    let tls_config = tls::server_config(dir, cli.client_ca.as_deref())?;
     let (tokens, new_admin) = Tokens::load_or_init(dir)?;
 
     let up_since = Utc::now();
@@ -205,6 +209,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         rate: Mutex::new(Default::default()),
         enroll_rate: Mutex::new(Default::default()),
         ready: Default::default(),
+        require_client_cert: cli.client_ca.is_some(),
     });
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -239,7 +244,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         ));
         tokio::spawn(retention(app.clone(), cli.event_retention_days));
         tokio::spawn(reload_tokens_on_hup(app.clone(), dir.clone()));
-        server::serve(listener, tls_config, api::router(app.clone()), shutdown()).await;
+        server::serve(
+            listener,
+            tls_config,
+            api::router(app.clone()),
+            metrics.clone(),
+            shutdown(),
+        )
+        .await;
         log::info!("stopping");
         anyhow::Ok(())
     })

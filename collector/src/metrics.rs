@@ -12,6 +12,7 @@ use crate::state::HostState;
 pub struct Metrics {
     accepted: AtomicU64,
     enrolled: AtomicU64,
+    tls_failed: AtomicU64,
     rejected: Mutex<BTreeMap<&'static str, u64>>,
     commits: AtomicU64,
     committed_heartbeats: AtomicU64,
@@ -30,8 +31,13 @@ impl Metrics {
         self.enrolled.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A TLS handshake that failed or timed out.
+    pub fn tls_failed(&self) {
+        self.tls_failed.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A refused request, by reason (`unauthenticated`, `revoked`, `forbidden`,
-    /// `wrong_host`, `bad_request`, `too_large`, `rate_limited`, `queue_full`).
+    /// `wrong_host`, `no_client_cert`, `bad_request`, `too_large`, `rate_limited`, `queue_full`).
     pub fn rejected(&self, reason: &'static str) {
         *self
             .rejected
@@ -99,6 +105,7 @@ impl Metrics {
         {
             let _ = writeln!(o, "rollcall_requests_rejected_total{{reason=\"{r}\"}} {n}");
         }
+        let _ = writeln!(o, "# HELP rollcall_tls_handshakes_failed_total TLS handshakes that failed or timed out: a client that does not trust this collector's CA, a client certificate the client CA did not sign, a port scanner.\n# TYPE rollcall_tls_handshakes_failed_total counter\nrollcall_tls_handshakes_failed_total {}", self.tls_failed.load(Ordering::Relaxed));
         let _ = writeln!(o, "# HELP rollcall_ingest_queue_depth Heartbeats waiting for the writer.\n# TYPE rollcall_ingest_queue_depth gauge\nrollcall_ingest_queue_depth {queue_depth}");
         let _ = writeln!(o, "# HELP rollcall_commits_total Store transactions (group commits).\n# TYPE rollcall_commits_total counter\nrollcall_commits_total {}", self.commits.load(Ordering::Relaxed));
         let _ = writeln!(o, "# HELP rollcall_committed_heartbeats_total Heartbeats made durable.\n# TYPE rollcall_committed_heartbeats_total counter\nrollcall_committed_heartbeats_total {}", self.committed_heartbeats.load(Ordering::Relaxed));

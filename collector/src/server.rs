@@ -5,18 +5,27 @@ use std::sync::Arc;
 
 use axum::Router;
 use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+use tower_service::Service;
 
 use crate::api::HANDSHAKE_TIMEOUT;
+use crate::metrics::Metrics;
 
-/// Serves until `shutdown` resolves. Failed handshakes are dropped quietly: scanners and
-/// clients with the wrong CA should not fill the log.
+/// What the TLS layer learnt about the client, put on each of its requests.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    /// It presented a certificate and the client CA verified it.
+    pub client_cert: bool,
+}
+
+/// Serves until `shutdown` resolves. Failed handshakes are counted, not logged: scanners
+/// and clients with the wrong CA should not fill the log.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     app: Router,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
@@ -35,12 +44,22 @@ pub async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(app.clone());
+        let app = app.clone();
+        let metrics = metrics.clone();
         tokio::spawn(async move {
             let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
             else {
+                metrics.tls_failed();
                 return;
             };
+            // rustls has verified any certificate presented against the client CA.
+            let peer = Peer {
+                client_cert: tls.get_ref().1.peer_certificates().is_some(),
+            };
+            let service = hyper::service::service_fn(move |mut req| {
+                req.extensions_mut().insert(peer);
+                app.clone().call(req)
+            });
             let _ = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
                 .serve_connection(TokioIo::new(tls), service)

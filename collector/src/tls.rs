@@ -89,8 +89,13 @@ pub fn ensure(dir: &Path, names: &[String]) -> Result<bool, TlsError> {
     Ok(true)
 }
 
-/// The rustls server configuration from the files in `dir`.
-pub fn server_config(dir: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+/// The rustls server configuration from the files in `dir`. With `client_ca`, clients may
+/// present a certificate, and one that is presented must be signed by that CA (whether one
+/// is required is up to each endpoint: agents yes, SREs' API tokens no).
+pub fn server_config(
+    dir: &Path,
+    client_ca: Option<&Path>,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let p = Paths::in_dir(dir);
     let read = |path: &Path, detail: String| TlsError::Read {
         path: path.to_owned(),
@@ -105,10 +110,29 @@ pub fn server_config(dir: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> 
     }
     let key = PrivateKeyDer::from_pem_file(&p.key).map_err(|e| read(&p.key, e.to_string()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let config = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_file_iter(ca).map_err(|e| read(ca, e.to_string()))? {
+                roots
+                    .add(c.map_err(|e| read(ca, e.to_string()))?)
+                    .map_err(|e| read(ca, e.to_string()))?;
+            }
+            if roots.is_empty() {
+                return Err(read(ca, "no CA certificate in it".into()));
+            }
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                    .allow_unauthenticated()
+                    .build()
+                    .map_err(|e| read(ca, e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    }
+    .with_single_cert(certs, key)?;
     Ok(Arc::new(config))
 }
 
@@ -130,7 +154,16 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        server_config(d.path()).unwrap();
+        server_config(d.path(), None).unwrap();
+        server_config(d.path(), Some(&d.path().join("ca.pem"))).unwrap();
+        let e = server_config(d.path(), Some(&d.path().join("server.key")))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("server.key") && e.contains("no CA certificate"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -138,7 +171,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         ensure(d.path(), &["localhost".to_owned()]).unwrap();
         std::fs::write(d.path().join("server.key"), "garbage").unwrap();
-        let e = server_config(d.path()).err().unwrap().to_string();
+        let e = server_config(d.path(), None).err().unwrap().to_string();
         assert!(e.contains("server.key"), "{e}");
     }
 }

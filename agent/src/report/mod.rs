@@ -57,6 +57,14 @@ pub fn channel() -> (Outlet, Inlet) {
     )
 }
 
+/// Why a heartbeat did not go through, and so how to wait.
+enum Wait {
+    /// The collector failed or could not be reached: back off, at least this long.
+    Backoff(Option<Duration>),
+    /// The collector is fine but this host sent too often: wait exactly this long.
+    Throttled(Duration),
+}
+
 pub struct Reporter<C: Clock> {
     cfg: CollectorConfig,
     labels: std::collections::BTreeMap<String, String>,
@@ -132,7 +140,7 @@ impl<C: Clock> Reporter<C> {
         let mut last_sent = tokio::time::Instant::now() - MIN_GAP;
         loop {
             let now = self.clock.now();
-            let due = if changed && self.schedule.failures() == 0 {
+            let due = if changed && self.schedule.may_send_now(now) {
                 tokio::time::Instant::now().max(last_sent + MIN_GAP)
             } else {
                 tokio::time::Instant::now() + (next - now).to_std().unwrap_or(Duration::ZERO)
@@ -172,8 +180,13 @@ impl<C: Clock> Reporter<C> {
                     changed = more;
                     next = self.schedule.next_regular(self.clock.now());
                 }
-                Err(retry_after) => {
+                Err(Wait::Backoff(retry_after)) => {
                     next = self.schedule.failed(now, retry_after);
+                }
+                Err(Wait::Throttled(retry_after)) => {
+                    // What changed meanwhile goes when the hold ends.
+                    changed = true;
+                    next = self.schedule.throttled(now, retry_after);
                 }
             }
         }
@@ -182,12 +195,11 @@ impl<C: Clock> Reporter<C> {
         }
     }
 
-    /// One heartbeat. `Ok(true)`: more events are waiting. `Err`: back off (at least the
-    /// given time).
-    async fn send(&mut self, state: AgentState) -> Result<bool, Option<Duration>> {
+    /// One heartbeat. `Ok(true)`: more events are waiting. `Err`: how long to wait.
+    async fn send(&mut self, state: AgentState) -> Result<bool, Wait> {
         let credential = match self.credential.clone() {
             Some(c) => c,
-            None => self.enroll().await?,
+            None => self.enroll().await.map_err(Wait::Backoff)?,
         };
         let events = self.spool.batch(BATCH_EVENTS, BATCH_BYTES);
         let dropped = self.spool.unreported();
@@ -224,9 +236,17 @@ impl<C: Clock> Reporter<C> {
                         log::warn!(target: "agent", "cannot remove {}: {e}", self.credential_file.display());
                     }
                 }
-                Err(None)
+                Err(Wait::Backoff(None))
             }
-            Err(f) => Err(self.failed(f)),
+            Err(Failure::Refused {
+                status: 429,
+                error,
+                retry_after: Some(wait),
+            }) => {
+                log::debug!(target: "agent", "collector throttles this host ({error}); next heartbeat in {wait:?}");
+                Err(Wait::Throttled(wait))
+            }
+            Err(f) => Err(Wait::Backoff(self.failed(f))),
         }
     }
 
@@ -309,11 +329,17 @@ impl<C: Clock> Reporter<C> {
                 Ok(r.credential)
             }
             Err(Failure::Refused {
-                status: 401 | 403,
-                error,
-                ..
+                status: 401, error, ..
             }) => {
                 self.say_once(&format!("the collector refused the enrollment secret in {} ({error}); bootstrap writes the current one", file.display()));
+                Err(None)
+            }
+            Err(Failure::Refused {
+                status: 403, error, ..
+            }) => {
+                self.say_once(&format!(
+                    "the collector refused to enroll this host ({error})"
+                ));
                 Err(None)
             }
             Err(f) => Err(self.failed(f)),

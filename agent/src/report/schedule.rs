@@ -17,6 +17,8 @@ pub struct Schedule {
     offset: Duration,
     cap: Duration,
     failures: u32,
+    /// The collector asked this host to wait (429) until then; not a failure.
+    held_until: Option<DateTime<Utc>>,
     rng: u64,
 }
 
@@ -38,6 +40,7 @@ impl Schedule {
             // so a host is not reported silent because of its own backoff.
             cap: interval.min(Duration::from_secs(300)).max(BACKOFF_BASE),
             failures: 0,
+            held_until: None,
             rng: seed | 1,
         }
     }
@@ -62,8 +65,26 @@ impl Schedule {
         DateTime::from_timestamp_millis(slot).unwrap_or(now)
     }
 
+    /// Whether a change may be sent at `now`: not while backing off or held by the
+    /// collector.
+    pub fn may_send_now(&self, now: DateTime<Utc>) -> bool {
+        self.failures == 0 && self.held_until.is_none_or(|h| now >= h)
+    }
+
     pub fn succeeded(&mut self) {
         self.failures = 0;
+        self.held_until = None;
+    }
+
+    /// The collector said "too many requests from this host, come back in `retry_after`":
+    /// the collector is fine, so this is not a failure and the backoff does not grow; the
+    /// next send waits exactly that long, plus a little jitter (a tenth, at most 500 ms).
+    pub fn throttled(&mut self, now: DateTime<Utc>, retry_after: Duration) -> DateTime<Utc> {
+        let spread = (retry_after / 10).min(Duration::from_millis(500));
+        let jitter = Duration::from_millis(self.next_random() % (spread.as_millis() as u64 + 1));
+        let until = now + chrono::Duration::from_std(retry_after + jitter).unwrap_or_default();
+        self.held_until = Some(until);
+        until
     }
 
     /// After a failure at `now`: wait half the backoff plus a random part of the other half
@@ -147,6 +168,27 @@ mod tests {
             w <= chrono::Duration::seconds(1),
             "reset after success: {w}"
         );
+    }
+
+    #[test]
+    fn a_throttle_waits_retry_after_without_growing_the_backoff() {
+        let mut s = Schedule::new(Duration::from_secs(60), "h", 3);
+        for _ in 0..5 {
+            let until = s.throttled(t(0), Duration::from_secs(3));
+            let w = (until - t(0)).num_milliseconds();
+            assert!(
+                (3000..=3300).contains(&w),
+                "held {w} ms for Retry-After 3 s"
+            );
+            assert_eq!(s.failures(), 0, "a throttle is not a failure");
+        }
+        assert!(!s.may_send_now(t(2)), "changes wait for the hold");
+        assert!(s.may_send_now(t(4)), "and go once it is over");
+        // A real failure after throttles starts from the base backoff.
+        let w = s.failed(t(0), None) - t(0);
+        assert!(w <= chrono::Duration::seconds(1), "first failure waits {w}");
+        s.succeeded();
+        assert!(s.may_send_now(t(0)));
     }
 
     #[test]
