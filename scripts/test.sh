@@ -7,12 +7,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need() { command -v "$1" >/dev/null 2>&1; }
-if ! need mount || ! need dd || ! need kill || ! need readlink || ! need ip; then
-    apt-get update -qq && apt-get install -y -qq util-linux coreutils procps iproute2
+if ! need mount || ! need dd || ! need kill || ! need readlink || ! need ip || ! need rpm; then
+    apt-get update -qq && apt-get install -y -qq util-linux coreutils procps iproute2 rpm
 fi
 
 # A bookworm root for the real-systemd tests (cached after the first run).
 scripts/container-rootfs.sh
+
+# The .deb and .rpm packages, and a second build with a higher version for the upgrade
+# test (tests/tests/packages.rs installs them in the container).
+scripts/build-packages.sh
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+ROLLCALL_PKG_VERSION="$version+upgrade1" scripts/build-packages.sh
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings

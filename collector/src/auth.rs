@@ -194,6 +194,16 @@ fn write_secret(path: &Path, text: &str) -> Result<(), AuthError> {
         .mode(0o600)
         .open(path)
         .map_err(err)?;
+    // `rollcall-collector token add` run as root in the data directory of a collector that
+    // runs as its own user: the file goes to the directory's owner, or the service could
+    // not read it. (Not root: the file is already ours, or the chown is refused; either
+    // way nothing to do.)
+    if let Some(dir) = path.parent().and_then(|d| std::fs::metadata(d).ok()) {
+        use std::os::unix::fs::MetadataExt;
+        if f.metadata().is_ok_and(|m| m.uid() != dir.uid()) {
+            let _ = std::os::unix::fs::fchown(&f, Some(dir.uid()), Some(dir.gid()));
+        }
+    }
     f.write_all(text.as_bytes()).map_err(err)
 }
 

@@ -28,6 +28,10 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about = "Stores host heartbeats and flags silent or unhealthy hosts"
 )]
 struct Cli {
+    /// A TOML file with any of the options below (`listen`, `data_dir`, `grace`,
+    /// `event_retention_days`, `san`, `queue`, `client_ca`); the command line wins.
+    #[arg(long, env = "ROLLCALL_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Address to serve HTTPS on (port 0: any free port, printed at start).
     #[arg(long, default_value = "127.0.0.1:8443", env = "ROLLCALL_LISTEN")]
     listen: SocketAddr,
@@ -106,10 +110,76 @@ impl log::Log for Stderr {
     fn flush(&self) {}
 }
 
+/// `--config` file: the same options as the command line.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    grace: Option<String>,
+    event_retention_days: Option<u32>,
+    san: Option<Vec<String>>,
+    queue: Option<usize>,
+    client_ca: Option<PathBuf>,
+}
+
+/// The command line, with what it left at its defaults taken from `--config`.
+fn parse_cli() -> anyhow::Result<Cli> {
+    use clap::parser::ValueSource;
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    let Some(path) = cli.config.clone() else {
+        return Ok(cli);
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading the config file {}", path.display()))?;
+    let file: FileConfig = toml::from_str(&text).map_err(|e| {
+        let at = e.span().map_or(0, |s| s.start);
+        let line = text[..at.min(text.len())].matches('\n').count() + 1;
+        anyhow::anyhow!("{}:{line}: {}", path.display(), e.message())
+    })?;
+    let unset = |id: &str| {
+        !matches!(
+            matches.value_source(id),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        )
+    };
+    if let Some(v) = file.listen.filter(|_| unset("listen")) {
+        cli.listen = v;
+    }
+    if let Some(v) = file.data_dir.filter(|_| unset("data_dir")) {
+        cli.data_dir = v;
+    }
+    if let Some(v) = file.grace.filter(|_| unset("grace")) {
+        cli.grace = humantime::parse_duration(&v).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: grace: {e}; write it like \"120s\" or \"2m\"",
+                path.display()
+            )
+        })?;
+    }
+    if let Some(v) = file
+        .event_retention_days
+        .filter(|_| unset("event_retention_days"))
+    {
+        cli.event_retention_days = v;
+    }
+    if let Some(v) = file.san.filter(|_| unset("sans")) {
+        cli.sans = v;
+    }
+    if let Some(v) = file.queue.filter(|_| unset("queue")) {
+        cli.queue = v;
+    }
+    if let Some(v) = file.client_ca.filter(|_| unset("client_ca")) {
+        cli.client_ca = Some(v);
+    }
+    Ok(cli)
+}
+
 fn main() -> std::process::ExitCode {
     let _ = log::set_logger(&Stderr).map(|()| log::set_max_level(log::LevelFilter::Info));
-    let cli = Cli::parse();
-    match run(cli) {
+    match parse_cli().and_then(run) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("rollcall-collector: {e:#}");
@@ -244,6 +314,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         ));
         tokio::spawn(retention(app.clone(), cli.event_retention_days));
         tokio::spawn(reload_tokens_on_hup(app.clone(), dir.clone()));
+        // Under systemd (Type=notify): ready once the socket is bound and state loaded.
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         server::serve(
             listener,
             tls_config,
@@ -252,6 +324,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             shutdown(),
         )
         .await;
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         log::info!("stopping");
         anyhow::Ok(())
     })

@@ -1,6 +1,8 @@
 //! Test harness: a simulated host (the BESClient simulator installed under a temporary root
 //! with its LSB init script) and the real `rollcall-agent` binary driven as a process.
 
+pub mod container;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

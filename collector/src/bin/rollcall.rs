@@ -15,14 +15,14 @@ use serde_json::{json, Value};
 #[command(name = "rollcall", version, about = "Which hosts went quiet, and why")]
 struct Cli {
     /// The collector, e.g. https://rollcall.internal:8443
-    #[arg(long, env = "ROLLCALL_URL")]
-    url: String,
+    #[arg(long, env = "ROLLCALL_URL", global = true)]
+    url: Option<String>,
     /// API token (read or admin).
-    #[arg(long, env = "ROLLCALL_TOKEN", hide_env_values = true)]
-    token: String,
+    #[arg(long, env = "ROLLCALL_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
     /// The collector's CA certificate (its ca.pem), pinned.
-    #[arg(long, env = "ROLLCALL_CA")]
-    ca: PathBuf,
+    #[arg(long, env = "ROLLCALL_CA", global = true)]
+    ca: Option<PathBuf>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -75,9 +75,15 @@ enum Cmd {
     Lifecycle { name: String, lifecycle: String },
     /// Revoke every credential of a host (its agent must enroll again).
     Revoke { name: String },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff).
+    #[command(hide = true)]
+    Manpage,
 }
 
 enum Failure {
+    Usage(String),
     Refused(String),
     Unreachable(String),
 }
@@ -212,8 +218,31 @@ fn encode(s: &str) -> String {
 }
 
 fn run(cli: Cli) -> Outcome {
-    let c = Client::new(&cli.url, &cli.ca, Some(cli.token))
-        .map_err(|e| Failure::Unreachable(e.to_string()))?;
+    use clap::CommandFactory;
+    match cli.command {
+        Cmd::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "rollcall",
+                &mut std::io::stdout(),
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        Cmd::Manpage => {
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .map_err(|e| Failure::Unreachable(e.to_string()))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
+    let (Some(url), Some(token), Some(ca)) = (cli.url, cli.token, cli.ca) else {
+        return Err(Failure::Usage(
+            "which collector? set ROLLCALL_URL, ROLLCALL_TOKEN and ROLLCALL_CA (or --url, --token, --ca); the collector prints them at its first start".into(),
+        ));
+    };
+    let c = Client::new(&url, &ca, Some(token)).map_err(|e| Failure::Unreachable(e.to_string()))?;
     match cli.command {
         Cmd::Hosts {
             state,
@@ -370,6 +399,7 @@ fn run(cli: Cli) -> Outcome {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Completions { .. } | Cmd::Manpage => unreachable!("answered above"),
     }
 }
 
@@ -377,6 +407,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
+        Err(Failure::Usage(e)) => {
+            eprintln!("rollcall: {e}");
+            ExitCode::from(2)
+        }
         Err(Failure::Refused(e)) => {
             eprintln!("rollcall: {e}");
             ExitCode::from(3)

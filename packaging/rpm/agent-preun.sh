@@ -1,0 +1,4 @@
+# $1: 0 on erase (stop and disable), 1 on upgrade (keep running).
+if [ "$1" -eq 0 ]; then
+    systemctl disable --now rollcall-agent.service >/dev/null 2>&1 || :
+fi
