@@ -7,8 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need() { command -v "$1" >/dev/null 2>&1; }
-if ! need mount || ! need dd || ! need kill || ! need readlink || ! need ip || ! need rpm; then
-    apt-get update -qq && apt-get install -y -qq util-linux coreutils procps iproute2 rpm
+if ! need mount || ! need dd || ! need kill || ! need readlink || ! need ip || ! need rpm \
+    || ! need ipmi_sim || ! need rmcpping; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq util-linux coreutils procps iproute2 rpm \
+        openipmi freeipmi-tools ipmitool
 fi
 
 # A bookworm root for the real-systemd tests (cached after the first run).

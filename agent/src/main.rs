@@ -62,6 +62,25 @@ enum Command {
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Is this BMC reachable from here? ASF Presence Ping, then IPMI Get Channel
+    /// Authentication Capabilities, as a scanner probes; exit 1 if any is unreachable.
+    ProbeBmc {
+        /// BMC addresses.
+        #[arg(required = true)]
+        address: Vec<std::net::IpAddr>,
+        #[arg(long, default_value_t = 623)]
+        port: u16,
+        /// Tries per probe kind, each waiting --spacing for an answer.
+        #[arg(long, default_value_t = 3)]
+        tries: u32,
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        spacing: Duration,
+        /// Packets per second over all addresses.
+        #[arg(long, default_value_t = 500)]
+        rate: u32,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
@@ -127,6 +146,67 @@ fn main() -> ExitCode {
                         println!("remediation paused until {}", until.to_rfc3339());
                     }),
             )
+        }
+        Command::ProbeBmc {
+            address,
+            port,
+            tries,
+            spacing,
+            rate,
+            json,
+        } => {
+            use rollcall_agent::checks::bmc::probe::{probe_all, ProbeConfig, Reach};
+            let cfg = ProbeConfig {
+                port,
+                tries: tries.max(1),
+                spacing,
+                rate: rate.max(1),
+                ..ProbeConfig::default()
+            };
+            let results = match runtime() {
+                Ok(rt) => rt.block_on(probe_all(&address, &cfg)).0,
+                Err(e) => return report(Err(e)),
+            };
+            let mut all = true;
+            for (ip, r) in &results {
+                all &= r.reachable();
+                let (via, detail) = match r {
+                    Reach::Asf { rtt, ipmi } => (
+                        "asf",
+                        format!(
+                            "answered an ASF Presence Ping in {:.1} ms{}",
+                            rtt.as_secs_f64() * 1e3,
+                            if *ipmi { "; supports IPMI" } else { "" }
+                        ),
+                    ),
+                    Reach::Ipmi { rtt } => (
+                        "ipmi",
+                        format!(
+                            "ignored ASF; answered IPMI Get Channel Authentication Capabilities in {:.1} ms",
+                            rtt.as_secs_f64() * 1e3
+                        ),
+                    ),
+                    Reach::Unreachable { reason } => ("none", reason.clone()),
+                };
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"address": ip, "reachable": r.reachable(), "via": via, "detail": detail})
+                    );
+                } else {
+                    let word = if r.reachable() {
+                        "reachable"
+                    } else {
+                        "UNREACHABLE"
+                    };
+                    println!("{ip}: {word}: {detail}");
+                }
+            }
+            if all {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
         }
         Command::Resume { config } => {
             let config = match load(&config) {

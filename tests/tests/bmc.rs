@@ -1,0 +1,210 @@
+//! BMC probes against real BMC simulators: Debian's `ipmi_sim` (openipmi) on several
+//! 127.0.x.y addresses, one of them behind a relay that drops ASF and passes IPMI (a BMC
+//! that ignores ASF), one stopped mid-test, and an address where nothing listens. Every
+//! verdict of `rollcall-agent probe-bmc` is cross-checked against freeipmi's `rmcpping`
+//! and `ipmiping` on the same targets.
+//!
+//! Needs root (UDP 623) and `apt-get install openipmi freeipmi-tools` (scripts/test.sh).
+
+use std::net::UdpSocket;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rollcall_tests::{bin, reap};
+use serde_json::Value;
+
+/// `ipmi_sim` serving RMCP on `addr`:623, with its config in a temporary directory.
+struct Bmc {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Bmc {
+    fn start(addr: &str) -> Bmc {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = format!(
+            r#"name "bmc-{addr}"
+set_working_mc 0x20
+  startlan 1
+    addr {addr} 623
+    priv_limit admin
+    allowed_auths_callback none md2 md5 straight
+    allowed_auths_user none md2 md5 straight
+    allowed_auths_operator none md2 md5 straight
+    allowed_auths_admin none md2 md5 straight
+    guid a123456789abcdefa123456789abcdef
+  endlan
+  user 1 true "" "" user 10 none md2 md5 straight
+  user 2 true "admin" "admin" admin 10 none md2 md5 straight
+"#
+        );
+        std::fs::write(dir.path().join("lan.conf"), conf).unwrap();
+        std::fs::write(
+            dir.path().join("sim.emu"),
+            "mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\nmc_enable 0x20\n",
+        )
+        .unwrap();
+        let child = Command::new("ipmi_sim")
+            .arg("-c")
+            .arg(dir.path().join("lan.conf"))
+            .arg("-f")
+            .arg(dir.path().join("sim.emu"))
+            .arg("-s")
+            .arg(dir.path())
+            .arg("-n")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ipmi_sim (apt-get install openipmi)");
+        let bmc = Bmc { child, _dir: dir };
+        // Serving once rmcpping gets a pong.
+        let t = Instant::now();
+        while !rmcpping(addr) {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "ipmi_sim on {addr} never answered"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bmc
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        reap(&mut self.child, Duration::from_secs(5));
+    }
+}
+
+impl Drop for Bmc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A BMC that ignores ASF: a relay on `front`:623 passing only IPMI-class datagrams to the
+/// simulator on `back`:623, and its answers back.
+fn asf_dropping_relay(front: &str, back: &str) {
+    let outer = UdpSocket::bind((front, 623)).unwrap();
+    let inner = UdpSocket::bind((front, 0)).unwrap();
+    inner.connect((back, 623)).unwrap();
+    let (o2, i2) = (outer.try_clone().unwrap(), inner.try_clone().unwrap());
+    let client = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let c2 = client.clone();
+    std::thread::spawn(move || {
+        let mut b = [0u8; 512];
+        while let Ok((n, from)) = outer.recv_from(&mut b) {
+            // Byte 3 is the RMCP class: 0x06 ASF (dropped), 0x07 IPMI (passed).
+            if n > 4 && b[3] & 0x1F == 0x07 {
+                *c2.lock().unwrap() = Some(from);
+                let _ = inner.send(&b[..n]);
+            }
+        }
+    });
+    std::thread::spawn(move || {
+        let mut b = [0u8; 512];
+        loop {
+            match i2.recv(&mut b) {
+                Ok(n) => {
+                    if let Some(to) = *client.lock().unwrap() {
+                        let _ = o2.send_to(&b[..n], to);
+                    }
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    });
+}
+
+fn rmcpping(addr: &str) -> bool {
+    let o = Command::new("rmcpping")
+        .args(["-c", "1", "-t", "1", addr])
+        .output()
+        .expect("rmcpping (apt-get install freeipmi-tools)");
+    String::from_utf8_lossy(&o.stdout).contains("1 pongs received")
+}
+
+fn ipmiping(addr: &str) -> bool {
+    let o = Command::new("ipmiping")
+        .args(["-c", "1", "-t", "1", addr])
+        .output()
+        .expect("ipmiping (apt-get install freeipmi-tools)");
+    String::from_utf8_lossy(&o.stdout).contains("1 responses received")
+}
+
+/// `rollcall-agent probe-bmc --json` over `addrs`: address → (reachable, via, detail).
+fn probe(addrs: &[&str]) -> Vec<(String, bool, String, String)> {
+    let o = Command::new(bin("rollcall-agent"))
+        .args(["probe-bmc", "--json", "--tries", "2", "--spacing", "400ms"])
+        .args(addrs)
+        .output()
+        .unwrap();
+    let all = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("a JSON line"))
+        .map(|v| {
+            (
+                v["address"].as_str().unwrap_or("").to_owned(),
+                v["reachable"].as_bool().unwrap_or(false),
+                v["via"].as_str().unwrap_or("").to_owned(),
+                v["detail"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect::<Vec<_>>();
+    let unreachable = all.iter().any(|r| !r.1);
+    assert_eq!(
+        o.status.code(),
+        Some(if unreachable { 1 } else { 0 }),
+        "exit code"
+    );
+    assert_eq!(all.len(), addrs.len());
+    all
+}
+
+#[test]
+fn probes_agree_with_freeipmi_on_real_bmc_simulators() {
+    assert!(
+        Path::new("/usr/bin/ipmi_sim").exists(),
+        "apt-get install openipmi"
+    );
+    let (a, b, b_sim, c, d) = (
+        "127.0.71.1",
+        "127.0.71.2",
+        "127.0.71.12",
+        "127.0.71.3",
+        "127.0.71.4",
+    );
+    let _bmc_a = Bmc::start(a);
+    let _bmc_b = Bmc::start(b_sim);
+    asf_dropping_relay(b, b_sim);
+    let mut bmc_c = Bmc::start(c);
+
+    let r = probe(&[a, b, c, d]);
+    assert_eq!((r[0].1, r[0].2.as_str()), (true, "asf"), "{r:?}");
+    assert!(r[0].3.contains("supports IPMI"), "{r:?}");
+    assert_eq!(
+        (r[1].1, r[1].2.as_str()),
+        (true, "ipmi"),
+        "ASF dropped, IPMI answered: {r:?}"
+    );
+    assert_eq!((r[2].1, r[2].2.as_str()), (true, "asf"), "{r:?}");
+    assert_eq!((r[3].1, r[3].2.as_str()), (false, "none"), "{r:?}");
+    assert!(r[3].3.contains("ICMP port unreachable"), "{r:?}");
+
+    // The same verdicts from freeipmi's own tools.
+    assert!(rmcpping(a) && ipmiping(a));
+    assert!(
+        !rmcpping(b) && ipmiping(b),
+        "freeipmi sees b ignore ASF too"
+    );
+    assert!(rmcpping(c));
+    assert!(!rmcpping(d) && !ipmiping(d));
+
+    // c's BMC stops mid-test: unreachable now, for both.
+    bmc_c.stop();
+    let r = probe(&[a, c]);
+    assert!(r[0].1, "{r:?}");
+    assert_eq!((r[1].1, r[1].2.as_str()), (false, "none"), "{r:?}");
+    assert!(!rmcpping(c) && !ipmiping(c));
+}
