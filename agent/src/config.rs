@@ -613,7 +613,18 @@ impl RawConfig {
         let n = self.nessusd;
         let status_url = match n.status_url {
             None => "https://127.0.0.1:8834/server/status".to_owned(),
-            Some(u) if u.get_ref().starts_with("https://") => u.into_inner(),
+            Some(u) if crate::checks::nessusd::status::is_loopback_url(u.get_ref()) => {
+                u.into_inner()
+            }
+            Some(u) if u.get_ref().starts_with("https://") => {
+                return Err((
+                    u.span(),
+                    format!(
+                        "status_url \"{}\" is not on this host's loopback; nessusd is probed at https://127.0.0.1:8834 (its self-signed certificate is accepted there only)",
+                        u.get_ref()
+                    ),
+                ))
+            }
             Some(u) => {
                 return Err((
                     u.span(),

@@ -13,10 +13,18 @@ use crate::state::LocalState;
 pub struct Report {
     pub health: Health,
     pub besclient: BesclientState,
+    /// nessusd's status, where `[nessusd]` is enabled.
+    pub nessusd: Option<NessusdCheck>,
     /// The running agent's own last state and actions, if it is running.
     pub agent: Option<LocalState>,
     /// Why the running agent's state could not be read, if it could not.
     pub agent_note: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NessusdCheck {
+    pub health: Health,
+    pub reason: String,
 }
 
 impl Report {
@@ -43,6 +51,9 @@ impl Report {
         );
         let _ = writeln!(o);
         let _ = writeln!(o, "[{}] besclient: {}", mark(b.health), b.reason);
+        if let Some(n) = &self.nessusd {
+            let _ = writeln!(o, "[{}] nessusd: {}", mark(n.health), n.reason);
+        }
         let _ = writeln!(
             o,
             "       status {} since {} ({} ago)",

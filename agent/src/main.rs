@@ -303,11 +303,23 @@ async fn shutdown() {
 
 fn doctor(config: Config) -> anyhow::Result<doctor::Report> {
     let manager = ServiceManager::from_config(&config.besclient)?;
-    let besclient = runtime()?.block_on(async {
+    let rt = runtime()?;
+    let besclient = rt.block_on(async {
         Supervisor::new(&config, manager, SystemClock)
             .observe_once()
             .await
     });
+    let nessusd = if config.nessusd.enabled {
+        use rollcall_agent::checks::nessusd::status::{judge, Prober};
+        let prober = Prober::new(&config.nessusd.status_url, Duration::from_secs(5))?;
+        let status = rt.block_on(prober.status());
+        let free = rollcall_agent::disk::check(std::path::Path::new("/opt/nessus"))
+            .map(|d| (d.path, d.avail_bytes));
+        let (health, reason) = judge(&status, free);
+        Some(doctor::NessusdCheck { health, reason })
+    } else {
+        None
+    };
     let (agent, agent_note) = match state::read(&config.state_dir) {
         Ok(s) if rollcall_agent::process::Proc::get(s.pid).is_some() => (Some(s), None),
         Ok(s) => (
@@ -320,9 +332,13 @@ fn doctor(config: Config) -> anyhow::Result<doctor::Report> {
         ),
         Err(e) => (None, Some(format!("no state yet ({e})"))),
     };
+    let health = nessusd
+        .as_ref()
+        .map_or(besclient.health, |n| n.health.max(besclient.health));
     Ok(doctor::Report {
-        health: besclient.health,
+        health,
         besclient,
+        nessusd,
         agent,
         agent_note,
     })

@@ -1,6 +1,7 @@
 //! Test harness: a simulated host (the BESClient simulator installed under a temporary root
 //! with its LSB init script) and the real `rollcall-agent` binary driven as a process.
 
+pub mod bmc;
 pub mod container;
 
 use std::io::{BufRead, BufReader};

@@ -8,80 +8,12 @@
 
 use std::net::UdpSocket;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use rollcall_tests::{bin, reap};
+use rollcall_tests::bin;
+use rollcall_tests::bmc::{ipmiping, rmcpping, Bmc};
 use serde_json::Value;
-
-/// `ipmi_sim` serving RMCP on `addr`:623, with its config in a temporary directory.
-struct Bmc {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Bmc {
-    fn start(addr: &str) -> Bmc {
-        let dir = tempfile::tempdir().unwrap();
-        let conf = format!(
-            r#"name "bmc-{addr}"
-set_working_mc 0x20
-  startlan 1
-    addr {addr} 623
-    priv_limit admin
-    allowed_auths_callback none md2 md5 straight
-    allowed_auths_user none md2 md5 straight
-    allowed_auths_operator none md2 md5 straight
-    allowed_auths_admin none md2 md5 straight
-    guid a123456789abcdefa123456789abcdef
-  endlan
-  user 1 true "" "" user 10 none md2 md5 straight
-  user 2 true "admin" "admin" admin 10 none md2 md5 straight
-"#
-        );
-        std::fs::write(dir.path().join("lan.conf"), conf).unwrap();
-        std::fs::write(
-            dir.path().join("sim.emu"),
-            "mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\nmc_enable 0x20\n",
-        )
-        .unwrap();
-        let child = Command::new("ipmi_sim")
-            .arg("-c")
-            .arg(dir.path().join("lan.conf"))
-            .arg("-f")
-            .arg(dir.path().join("sim.emu"))
-            .arg("-s")
-            .arg(dir.path())
-            .arg("-n")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("ipmi_sim (apt-get install openipmi)");
-        let bmc = Bmc { child, _dir: dir };
-        // Serving once rmcpping gets a pong.
-        let t = Instant::now();
-        while !rmcpping(addr) {
-            assert!(
-                t.elapsed() < Duration::from_secs(10),
-                "ipmi_sim on {addr} never answered"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        bmc
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        reap(&mut self.child, Duration::from_secs(5));
-    }
-}
-
-impl Drop for Bmc {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 /// A BMC that ignores ASF: a relay on `front`:623 passing only IPMI-class datagrams to the
 /// simulator on `back`:623, and its answers back.
@@ -115,22 +47,6 @@ fn asf_dropping_relay(front: &str, back: &str) {
             }
         }
     });
-}
-
-fn rmcpping(addr: &str) -> bool {
-    let o = Command::new("rmcpping")
-        .args(["-c", "1", "-t", "1", addr])
-        .output()
-        .expect("rmcpping (apt-get install freeipmi-tools)");
-    String::from_utf8_lossy(&o.stdout).contains("1 pongs received")
-}
-
-fn ipmiping(addr: &str) -> bool {
-    let o = Command::new("ipmiping")
-        .args(["-c", "1", "-t", "1", addr])
-        .output()
-        .expect("ipmiping (apt-get install freeipmi-tools)");
-    String::from_utf8_lossy(&o.stdout).contains("1 responses received")
 }
 
 /// `rollcall-agent probe-bmc --json` over `addrs`: address → (reachable, via, detail).

@@ -88,7 +88,11 @@ fn stopped_agents_go_silent_on_time_and_come_back_with_the_gap_in_history() {
                 .count()
                 == 2
     });
-    assert_eq!(state(&host_view(&admin, "fleet-a")), "up");
+    wait_until(
+        "fleet-a up on its new credential",
+        Duration::from_secs(5),
+        || state(&host_view(&admin, "fleet-a")) == "up",
+    );
 
     // SIGSTOP one agent: silent within interval + grace + 1 s of its last heartbeat.
     let b = &fleet[1].1;
@@ -110,8 +114,13 @@ fn stopped_agents_go_silent_on_time_and_come_back_with_the_gap_in_history() {
             .starts_with("silent: last heard"),
         "{v}"
     );
+    // `late` (a heartbeat a little past its 1 s interval on a busy machine) is no flag.
     for other in ["fleet-a", "fleet-c"] {
-        assert_eq!(state(&host_view(&admin, other)), "up", "{other} unaffected");
+        assert_ne!(
+            state(&host_view(&admin, other)),
+            "silent",
+            "{other} unaffected"
+        );
     }
     let silent = admin.get("/api/v1/hosts?state=silent").unwrap().body;
     assert_eq!(silent["count"], 1, "{silent}");
@@ -138,7 +147,7 @@ fn stopped_agents_go_silent_on_time_and_come_back_with_the_gap_in_history() {
     wait_until("fleet-c silent", Duration::from_secs(10), || {
         state(&host_view(&admin, "fleet-c")) == "silent"
     });
-    assert_eq!(state(&host_view(&admin, "fleet-a")), "up");
+    assert_ne!(state(&host_view(&admin, "fleet-a")), "silent");
 }
 
 #[test]

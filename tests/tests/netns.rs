@@ -138,6 +138,8 @@ fn cutting_links_silences_exactly_the_hosts_behind_them() {
         });
     }
     let states = || names.iter().map(|n| state(&admin, n)).collect::<Vec<_>>();
+    // `late` (a heartbeat a little past its 1 s interval on a busy machine) is not a flag.
+    let flagged = |s: &[String]| s.iter().map(|x| x == "silent").collect::<Vec<_>>();
 
     // One link: exactly that host.
     net.link(0, false);
@@ -150,7 +152,11 @@ fn cutting_links_silences_exactly_the_hosts_behind_them() {
         "silent after {:?}",
         cut.elapsed()
     );
-    assert_eq!(states()[1..], ["up", "up", "up"], "the others stay up");
+    assert_eq!(
+        flagged(&states()[1..]),
+        [false, false, false],
+        "the others are not flagged"
+    );
     net.link(0, true);
     wait_until("ns-host-0 back", Duration::from_secs(20), || {
         state(&admin, &names[0]) == "up"
@@ -162,7 +168,11 @@ fn cutting_links_silences_exactly_the_hosts_behind_them() {
     wait_until("south silent", Duration::from_secs(10), || {
         states()[2..] == ["silent", "silent"]
     });
-    assert_eq!(states()[..2], ["up", "up"], "north stays up");
+    assert_eq!(
+        flagged(&states()[..2]),
+        [false, false],
+        "north is not flagged"
+    );
     let south = admin
         .get("/api/v1/hosts?region=south&state=silent")
         .unwrap()

@@ -2,3 +2,4 @@
 
 pub mod besclient;
 pub mod bmc;
+pub mod nessusd;

@@ -1,0 +1,3 @@
+//! nessusd on scanner hosts: its status endpoint, judged.
+
+pub mod status;
