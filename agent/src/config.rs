@@ -748,6 +748,15 @@ service = "nessusd"
     }
 
     #[test]
+    fn nessusd_is_probed_on_loopback_only() {
+        let (line, key, msg) = invalid(
+            "[nessusd]\nenabled = true\nstatus_url = \"https://10.0.0.5:8834/server/status\"\n",
+        );
+        assert_eq!((line, key.as_str()), (3, "nessusd.status_url"));
+        assert!(msg.contains("loopback"), "{msg}");
+    }
+
+    #[test]
     fn bad_manager_lists_the_choices() {
         let (_, key, msg) = invalid("[besclient]\nmanager = \"upstart\"\n");
         assert_eq!(key, "besclient.manager");

@@ -15,6 +15,8 @@ pub struct Report {
     pub besclient: BesclientState,
     /// nessusd's status, where `[nessusd]` is enabled.
     pub nessusd: Option<NessusdCheck>,
+    /// The host's own BMC, in-band ("no BMC" on a VM is fine).
+    pub bmc: BmcCheck,
     /// The running agent's own last state and actions, if it is running.
     pub agent: Option<LocalState>,
     /// Why the running agent's state could not be read, if it could not.
@@ -24,6 +26,15 @@ pub struct Report {
 #[derive(Debug, Serialize)]
 pub struct NessusdCheck {
     pub health: Health,
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BmcCheck {
+    pub health: Health,
+    pub present: bool,
+    pub address: Option<std::net::IpAddr>,
+    pub channel: Option<u8>,
     pub reason: String,
 }
 
@@ -54,6 +65,7 @@ impl Report {
         if let Some(n) = &self.nessusd {
             let _ = writeln!(o, "[{}] nessusd: {}", mark(n.health), n.reason);
         }
+        let _ = writeln!(o, "[{}] bmc: {}", mark(self.bmc.health), self.bmc.reason);
         let _ = writeln!(
             o,
             "       status {} since {} ({} ago)",

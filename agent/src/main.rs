@@ -332,13 +332,27 @@ fn doctor(config: Config) -> anyhow::Result<doctor::Report> {
         ),
         Err(e) => (None, Some(format!("no state yet ({e})"))),
     };
+    let inband = rt.block_on(rollcall_agent::checks::bmc::inband::check(
+        std::path::Path::new("/dev/ipmi0"),
+        &["ipmitool".to_owned()],
+        Duration::from_secs(10),
+    ));
+    let bmc = doctor::BmcCheck {
+        health: inband.health,
+        present: inband.present,
+        address: inband.address.map(|(_, a)| a),
+        channel: inband.address.map(|(c, _)| c),
+        reason: inband.reason,
+    };
     let health = nessusd
         .as_ref()
-        .map_or(besclient.health, |n| n.health.max(besclient.health));
+        .map_or(besclient.health, |n| n.health.max(besclient.health))
+        .max(bmc.health);
     Ok(doctor::Report {
         health,
         besclient,
         nessusd,
+        bmc,
         agent,
         agent_note,
     })

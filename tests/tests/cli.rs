@@ -116,6 +116,34 @@ fn doctor_reports_a_dead_client_as_critical_and_a_running_one_as_ok() {
         .as_str()
         .unwrap()
         .ends_with(".log"));
+    if !std::path::Path::new("/dev/ipmi0").exists() {
+        assert_eq!(v["bmc"]["present"], false, "{v}");
+        assert_eq!(v["bmc"]["health"], "ok", "no BMC is not an error: {v}");
+    }
+}
+
+#[test]
+fn doctor_asks_nessusd_where_it_is_enabled() {
+    let h = SimHost::new();
+    h.start_client();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let cfg = h.agent_config("sysv", "stale_after = \"1h\"", "");
+    let mut text_cfg = std::fs::read_to_string(&cfg).unwrap();
+    text_cfg.push_str(&format!(
+        "\n[nessusd]\nenabled = true\nstatus_url = \"https://127.0.0.1:{port}/server/status\"\n"
+    ));
+    std::fs::write(&cfg, text_cfg).unwrap();
+    let o = agent(&["doctor", "--config", cfg.to_str().unwrap()]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "nessusd down is critical: {t}");
+    assert!(
+        t.contains("[CRIT] nessusd: no answer from https://127.0.0.1"),
+        "{t}"
+    );
+    assert!(t.to_lowercase().contains("refused"), "{t}");
+    assert!(t.contains("[OK  ] besclient"), "{t}");
 }
 
 #[test]

@@ -1,4 +1,6 @@
-//! BMC reachability: the RMCP probes a scanner sends to the BMCs of its zone.
+//! BMCs: the host's own, in-band; and the RMCP probes a scanner sends to the BMCs of its
+//! zone.
 
+pub mod inband;
 pub mod probe;
 pub mod rmcp;
