@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Every check a submission must pass: formatting, lints, then all tests (unit, end-to-end
-# against the BESClient simulator, CLI, and under a real systemd booted with systemd-nspawn).
-# Needs root: tests mount a small tmpfs, boot a container, make network namespaces, and read
-# /proc of other processes.
+# against the BESClient simulator, CLI, fleets in network namespaces, BMC simulators, and
+# the packages under a real systemd booted with systemd-nspawn). Installs what it needs
+# (apt-get: iproute2, rpm, openipmi, freeipmi-tools, ipmitool, debootstrap; cargo install:
+# cargo-deb, cargo-generate-rpm). Needs root: tests mount a small tmpfs, boot a container,
+# make network namespaces, bind UDP 623 and read /proc of other processes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

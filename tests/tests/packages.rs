@@ -153,10 +153,20 @@ fn bootstrap_installs_an_agent_that_enrolls_heals_and_survives_upgrade_and_purge
     assert_eq!(c.sh("stat -c %a /var/lib/rollcall/credential"), "600");
     assert_eq!(c.sh("stat -c %a /etc/rollcall/enroll.secret"), "600");
 
-    // Again with the same inputs: nothing changes, the agent is not even restarted.
+    // Again with the same inputs, given through the environment this time: nothing
+    // changes, the agent is not even restarted.
     let pid = main_pid(&c, "rollcall-agent");
     let conf = c.sh("md5sum /etc/rollcall/agent.toml");
-    let (code, out, err) = sh_out(&c, &bootstrap);
+    let (code, out, err) = sh_out(
+        &c,
+        &format!(
+            "ROLLCALL_PACKAGE={agent} ROLLCALL_URL=https://127.0.0.1:8443 \
+             ROLLCALL_CA=/var/lib/rollcall-collector/ca.pem \
+             ROLLCALL_ENROLL_SECRET=$(cat /var/lib/rollcall-collector/enroll.secret) \
+             ROLLCALL_LABELS=env=test,region=lab,zone=lab-1,role=worker ROLLCALL_INTERVAL=2s \
+             /root/bootstrap.sh"
+        ),
+    );
     assert_eq!(code, 0, "second bootstrap: {out}\n{err}");
     assert!(
         out.contains("already installed") && out.contains("nothing to change"),
