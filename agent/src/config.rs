@@ -25,6 +25,17 @@ pub struct Config {
     pub besclient: BesclientConfig,
     pub remediation: RemediationConfig,
     pub nessusd: NessusdConfig,
+    pub bmc: BmcConfig,
+}
+
+/// The in-band BMC check.
+#[derive(Debug, Clone)]
+pub struct BmcConfig {
+    /// The IPMI device; absent = no BMC (a VM).
+    pub device: PathBuf,
+    /// argv prefix for ipmitool (`mc info`, `lan print N` are appended).
+    pub ipmitool: Vec<String>,
+    pub interval: Duration,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -248,6 +259,16 @@ struct RawConfig {
     remediation: RawRemediation,
     #[serde(default)]
     nessusd: RawNessusd,
+    #[serde(default)]
+    bmc: RawBmc,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawBmc {
+    device: Option<Spanned<PathBuf>>,
+    ipmitool: Option<Spanned<Vec<String>>>,
+    interval: Option<Spanned<HumanDuration>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -638,6 +659,20 @@ impl RawConfig {
             service: n.service.unwrap_or_else(|| "nessusd".to_owned()),
         };
 
+        let b = self.bmc;
+        let ipmitool = match b.ipmitool {
+            None => vec!["/usr/bin/ipmitool".to_owned()],
+            Some(v) if v.get_ref().is_empty() => {
+                return Err((v.span(), "bmc.ipmitool: give the ipmitool program (and any options), e.g. [\"/usr/bin/ipmitool\"]".to_owned()))
+            }
+            Some(v) => argv(Some(v), "bmc.ipmitool")?,
+        };
+        let bmc = BmcConfig {
+            device: absolute(b.device, "/dev/ipmi0", "bmc.device")?,
+            ipmitool,
+            interval: duration(b.interval, Duration::from_secs(900), Duration::from_secs(1))?.0,
+        };
+
         Ok(Config {
             state_dir,
             host: HostConfig {
@@ -648,6 +683,7 @@ impl RawConfig {
             besclient,
             remediation,
             nessusd,
+            bmc,
         })
     }
 }

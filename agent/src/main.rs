@@ -333,8 +333,8 @@ fn doctor(config: Config) -> anyhow::Result<doctor::Report> {
         Err(e) => (None, Some(format!("no state yet ({e})"))),
     };
     let inband = rt.block_on(rollcall_agent::checks::bmc::inband::check(
-        std::path::Path::new("/dev/ipmi0"),
-        &["ipmitool".to_owned()],
+        &config.bmc.device,
+        &config.bmc.ipmitool,
         Duration::from_secs(10),
     ));
     let bmc = doctor::BmcCheck {

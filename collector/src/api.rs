@@ -451,7 +451,7 @@ async fn heartbeat(
         interval_secs: hb.interval_secs,
         health: hb.state.besclient.health,
         reason: hb.state.besclient.reason.clone(),
-        state_fingerprint: fingerprint(&hb.state.besclient),
+        state_fingerprint: fingerprint(&hb.state),
         state_json: StateJson::Parsed(Arc::new(hb.state)),
         labels: hb.labels,
         events: hb.events,
@@ -541,10 +541,11 @@ async fn revoke(
 }
 
 /// What an SRE would call a change of state: everything but the timestamps that move with
-/// every heartbeat (`at`, the last log write).
-fn fingerprint(b: &rollcall_proto::BesclientState) -> u64 {
+/// every heartbeat (`at`, the last log write, when the BMC was last checked).
+fn fingerprint(s: &rollcall_proto::AgentState) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
+    let b = &s.besclient;
     let r = &b.remediation;
     (
         b.health,
@@ -575,6 +576,10 @@ fn fingerprint(b: &rollcall_proto::BesclientState) -> u64 {
         r.attempts_in_window,
         r.flapping,
     )
+        .hash(&mut h);
+    s.bmc
+        .as_ref()
+        .map(|m| (m.health, m.present, m.address, m.channel, &m.reason))
         .hash(&mut h);
     h.finish()
 }

@@ -46,6 +46,23 @@ pub struct AgentState {
     /// When this snapshot was taken, by the agent's clock.
     pub at: DateTime<Utc>,
     pub besclient: BesclientState,
+    /// The host's own BMC, checked in-band; absent until the first check (and from older
+    /// agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bmc: Option<BmcState>,
+}
+
+/// The host's BMC as seen from the host: whether there is one, whether it answers, and
+/// the LAN address scanners reach it on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BmcState {
+    pub health: Health,
+    /// A BMC device exists (`/dev/ipmi0`); false on VMs, which is not an error.
+    pub present: bool,
+    pub address: Option<std::net::IpAddr>,
+    pub channel: Option<u8>,
+    pub reason: String,
+    pub checked_at: DateTime<Utc>,
 }
 
 /// What the BESClient daemon is doing, judged from all signals together.

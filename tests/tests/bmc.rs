@@ -11,8 +11,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use rollcall_tests::bin;
 use rollcall_tests::bmc::{ipmiping, rmcpping, Bmc};
+use rollcall_tests::{bin, free_port, host_view, wait_until, Agent, Collector, SimHost};
 use serde_json::Value;
 
 /// A BMC that ignores ASF: a relay on `front`:623 passing only IPMI-class datagrams to the
@@ -123,4 +123,86 @@ fn probes_agree_with_freeipmi_on_real_bmc_simulators() {
     assert!(r[0].1, "{r:?}");
     assert_eq!((r[1].1, r[1].2.as_str()), (false, "none"), "{r:?}");
     assert!(!rmcpping(c) && !ipmiping(c));
+}
+
+#[test]
+fn agents_report_their_own_bmc_in_band() {
+    // A host with a BMC (ipmitool reaching ipmi_sim over its LAN interface stands in for
+    // the in-band device), and one without (a VM: no device).
+    let addr = "127.0.71.5";
+    let mut bmc = Bmc::start(addr);
+    let data = tempfile::tempdir().unwrap();
+    let c = Collector::start(data.path(), &format!("127.0.0.1:{}", free_port()), "5s");
+    let admin = c.admin();
+    let mut running = Vec::new();
+    for (name, with_bmc) in [("metal-1", true), ("vm-1", false)] {
+        let h = SimHost::new();
+        h.faults("interval_ms = 500\n");
+        h.start_client();
+        let config = h.agent_config("sysv", "", "");
+        h.report_to(&config, &c, name, "2s", "env = \"test\"");
+        let device = h.root().join("dev-ipmi0");
+        if with_bmc {
+            std::fs::write(&device, "").unwrap();
+        }
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        text.push_str(&format!(
+            "\n[bmc]\ninterval = \"1s\"\ndevice = \"{}\"\nipmitool = [\"/usr/bin/ipmitool\", \"-I\", \"lan\", \"-H\", \"{addr}\", \"-U\", \"admin\", \"-P\", \"admin\"]\n",
+            device.display()
+        ));
+        std::fs::write(&config, text).unwrap();
+        running.push((h, Agent::start(&config)));
+    }
+    wait_until(
+        "both BMC states at the collector",
+        Duration::from_secs(60),
+        || {
+            ["metal-1", "vm-1"]
+                .iter()
+                .all(|n| host_view(&admin, n)["agent_state"]["bmc"].is_object())
+        },
+    );
+    let metal = host_view(&admin, "metal-1")["agent_state"]["bmc"].clone();
+    assert_eq!(metal["present"], true, "{metal}");
+    // ipmi_sim's LAN channel 1 has no address configured (0.0.0.0): scanners could not
+    // reach this BMC, and the agent says so.
+    assert_eq!(metal["health"], "critical", "{metal}");
+    assert!(
+        metal["reason"]
+            .as_str()
+            .unwrap()
+            .contains("channel(s) 1 have no address"),
+        "{metal}"
+    );
+    let vm = host_view(&admin, "vm-1")["agent_state"]["bmc"].clone();
+    assert_eq!(
+        (vm["present"].clone(), vm["health"].clone()),
+        (false.into(), "ok".into()),
+        "{vm}"
+    );
+    assert!(vm["reason"].as_str().unwrap().starts_with("no BMC"), "{vm}");
+
+    // The CLI shows it.
+    let token = std::fs::read_to_string(data.path().join("admin.token")).unwrap();
+    let o = Command::new(bin("rollcall"))
+        .args(["host", "metal-1"])
+        .env("ROLLCALL_URL", &c.url)
+        .env("ROLLCALL_CA", data.path().join("ca.pem"))
+        .env("ROLLCALL_TOKEN", token.trim())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("bmc: critical"), "{out}");
+
+    // The BMC stops answering: the next check says so, and the collector shows it.
+    bmc.stop();
+    wait_until(
+        "the silent BMC at the collector",
+        Duration::from_secs(60),
+        || {
+            host_view(&admin, "metal-1")["agent_state"]["bmc"]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("does not answer in-band"))
+        },
+    );
 }

@@ -77,6 +77,25 @@ pub struct Reporter<C: Clock> {
     clock: C,
     /// Since when the collector has not taken a heartbeat, and what was said about it.
     outage: Option<(DateTime<Utc>, String)>,
+    bmc_cfg: crate::config::BmcConfig,
+    /// The latest in-band BMC check, sent with every heartbeat.
+    bmc: Option<rollcall_proto::BmcState>,
+}
+
+/// Checks the BMC in-band now and every `interval`, handing each result over.
+async fn watch_bmc(
+    cfg: crate::config::BmcConfig,
+    tx: mpsc::UnboundedSender<crate::checks::bmc::inband::InBand>,
+) {
+    loop {
+        let r =
+            crate::checks::bmc::inband::check(&cfg.device, &cfg.ipmitool, Duration::from_secs(10))
+                .await;
+        if tx.send(r).is_err() {
+            return;
+        }
+        tokio::time::sleep(cfg.interval).await;
+    }
 }
 
 /// The first sequence number for this run: above everything spooled or acknowledged, and
@@ -125,6 +144,8 @@ impl<C: Clock> Reporter<C> {
                 schedule,
                 clock,
                 outage: None,
+                bmc_cfg: config.bmc.clone(),
+                bmc: None,
             },
             first,
         ))
@@ -134,6 +155,13 @@ impl<C: Clock> Reporter<C> {
     pub async fn run(mut self, mut inlet: Inlet, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         log::info!(target: "agent", "reporting to {} as {} every {} (offset {:.1}s)", self.cfg.url, self.me.host, humantime::format_duration(self.cfg.interval), self.schedule.offset().as_secs_f64());
+        let (bmc_tx, mut bmc_rx) = mpsc::unbounded_channel();
+        let bmc_task = tokio::spawn(watch_bmc(self.bmc_cfg.clone(), bmc_tx));
+        // The first result before the first heartbeat (and enrollment, which names the BMC's
+        // address), unless it takes long.
+        if let Ok(Some(b)) = tokio::time::timeout(Duration::from_secs(15), bmc_rx.recv()).await {
+            self.note_bmc(b);
+        }
         // The first heartbeat goes as soon as there is a state.
         let mut changed = true;
         let mut next = self.clock.now();
@@ -150,6 +178,10 @@ impl<C: Clock> Reporter<C> {
                 r = inlet.state.changed() => {
                     if r.is_err() { break; }
                     changed = true;
+                    continue;
+                }
+                Some(b) = bmc_rx.recv() => {
+                    changed |= self.note_bmc(b);
                     continue;
                 }
                 e = inlet.events.recv() => {
@@ -190,13 +222,36 @@ impl<C: Clock> Reporter<C> {
                 }
             }
         }
+        bmc_task.abort();
         while let Ok(e) = inlet.events.try_recv() {
             self.spool.push(e);
         }
     }
 
+    /// Keeps the latest BMC check; whether it changed what an SRE would see.
+    fn note_bmc(&mut self, r: crate::checks::bmc::inband::InBand) -> bool {
+        let b = rollcall_proto::BmcState {
+            health: r.health,
+            present: r.present,
+            address: r.address.map(|(_, a)| a),
+            channel: r.address.map(|(c, _)| c),
+            reason: r.reason,
+            checked_at: self.clock.now(),
+        };
+        let changed = self.bmc.as_ref().is_none_or(|old| {
+            (old.health, old.present, old.address, &old.reason)
+                != (b.health, b.present, b.address, &b.reason)
+        });
+        if changed {
+            log::info!(target: "agent", "bmc: {}", b.reason);
+        }
+        self.bmc = Some(b);
+        changed
+    }
+
     /// One heartbeat. `Ok(true)`: more events are waiting. `Err`: how long to wait.
-    async fn send(&mut self, state: AgentState) -> Result<bool, Wait> {
+    async fn send(&mut self, mut state: AgentState) -> Result<bool, Wait> {
+        state.bmc = self.bmc.clone();
         let credential = match self.credential.clone() {
             Some(c) => c,
             None => self.enroll().await.map_err(Wait::Backoff)?,
@@ -313,7 +368,11 @@ impl<C: Clock> Reporter<C> {
             host: self.me.host.clone(),
             identity: self.me.identity.clone(),
             labels: self.labels.clone(),
-            bmc_address: None,
+            bmc_address: self
+                .bmc
+                .as_ref()
+                .and_then(|b| b.address)
+                .map(|a| a.to_string()),
         };
         match self
             .link

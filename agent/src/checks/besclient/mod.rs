@@ -841,6 +841,8 @@ impl<C: Clock> Supervisor<C> {
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             at: self.clock.now(),
             besclient: s,
+            // The reporter adds the BMC check's result to what it sends.
+            bmc: None,
         };
         if let Some(tx) = &self.reporting {
             // A change is sent at once; a periodic refresh only updates what the next

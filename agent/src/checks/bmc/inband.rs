@@ -80,6 +80,14 @@ pub async fn check(device: &Path, ipmitool: &[String], timeout: Duration) -> InB
                 ),
             }
         }
+        Err(e @ crate::exec::ExecError::Timeout { .. }) => {
+            return InBand {
+                health: Health::Critical,
+                present: true,
+                address: None,
+                reason: format!("the BMC does not answer in-band: ipmitool mc info: {e}"),
+            }
+        }
         Err(e) => {
             return InBand {
                 health: Health::Critical,
