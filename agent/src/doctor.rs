@@ -16,7 +16,7 @@ pub struct Report {
     /// nessusd's status, where `[nessusd]` is enabled.
     pub nessusd: Option<NessusdCheck>,
     /// The host's own BMC, in-band ("no BMC" on a VM is fine).
-    pub bmc: BmcCheck,
+    pub bmc: rollcall_proto::BmcState,
     /// The running agent's own last state and actions, if it is running.
     pub agent: Option<LocalState>,
     /// Why the running agent's state could not be read, if it could not.
@@ -26,15 +26,6 @@ pub struct Report {
 #[derive(Debug, Serialize)]
 pub struct NessusdCheck {
     pub health: Health,
-    pub reason: String,
-}
-
-#[derive(Debug, Serialize)]
-pub struct BmcCheck {
-    pub health: Health,
-    pub present: bool,
-    pub address: Option<std::net::IpAddr>,
-    pub channel: Option<u8>,
     pub reason: String,
 }
 

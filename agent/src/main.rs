@@ -337,13 +337,7 @@ fn doctor(config: Config) -> anyhow::Result<doctor::Report> {
         &config.bmc.ipmitool,
         Duration::from_secs(10),
     ));
-    let bmc = doctor::BmcCheck {
-        health: inband.health,
-        present: inband.present,
-        address: inband.address.map(|(_, a)| a),
-        channel: inband.address.map(|(c, _)| c),
-        reason: inband.reason,
-    };
+    let bmc = inband.into_state(chrono::Utc::now());
     let health = nessusd
         .as_ref()
         .map_or(besclient.health, |n| n.health.max(besclient.health))

@@ -230,14 +230,7 @@ impl<C: Clock> Reporter<C> {
 
     /// Keeps the latest BMC check; whether it changed what an SRE would see.
     fn note_bmc(&mut self, r: crate::checks::bmc::inband::InBand) -> bool {
-        let b = rollcall_proto::BmcState {
-            health: r.health,
-            present: r.present,
-            address: r.address.map(|(_, a)| a),
-            channel: r.address.map(|(c, _)| c),
-            reason: r.reason,
-            checked_at: self.clock.now(),
-        };
+        let b = r.into_state(self.clock.now());
         let changed = self.bmc.as_ref().is_none_or(|old| {
             (old.health, old.present, old.address, &old.reason)
                 != (b.health, b.present, b.address, &b.reason)

@@ -49,6 +49,20 @@ pub struct InBand {
     pub reason: String,
 }
 
+impl InBand {
+    /// As reported to the collector, checked at `at`.
+    pub fn into_state(self, at: chrono::DateTime<chrono::Utc>) -> rollcall_proto::BmcState {
+        rollcall_proto::BmcState {
+            health: self.health,
+            present: self.present,
+            address: self.address.map(|(_, a)| a),
+            channel: self.address.map(|(c, _)| c),
+            reason: self.reason,
+            checked_at: at,
+        }
+    }
+}
+
 /// Checks the BMC behind `device` with `ipmitool` (argv prefix, e.g. `["ipmitool"]`).
 pub async fn check(device: &Path, ipmitool: &[String], timeout: Duration) -> InBand {
     if !device.exists() {
