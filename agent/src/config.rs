@@ -119,7 +119,24 @@ pub struct RemediationConfig {
 pub struct NessusdConfig {
     pub enabled: bool,
     pub status_url: String,
+    /// Service name: the systemd unit `<service>.service` or `/etc/init.d/<service>`.
     pub service: String,
+    pub manager: ManagerKind,
+    pub init_script: PathBuf,
+    /// With `manager = "command"`: argv to start and stop nessusd (no shell).
+    pub start: Vec<String>,
+    pub stop: Vec<String>,
+    /// nessusd's supervisor executable; leftovers running it are killed by a hard restart.
+    pub process: PathBuf,
+    /// Nessus's install directory; the filesystem holding it is checked for space.
+    pub install_dir: PathBuf,
+    /// How often `/server/status` is asked.
+    pub interval: Duration,
+    /// Longest a status request may take: a connection that hangs longer is a hung nessusd.
+    pub timeout: Duration,
+    /// After an action, nessusd must answer (`loading` or `ready`) within this.
+    pub verify_within: Duration,
+    pub command_timeout: Duration,
 }
 
 /// A configuration error, located in its file.
@@ -326,7 +343,55 @@ struct RawRemediation {
 struct RawNessusd {
     enabled: Option<bool>,
     status_url: Option<Spanned<String>>,
-    service: Option<String>,
+    service: Option<Spanned<String>>,
+    manager: Option<Spanned<ManagerKind>>,
+    init_script: Option<Spanned<PathBuf>>,
+    start: Option<Spanned<Vec<String>>>,
+    stop: Option<Spanned<Vec<String>>>,
+    process: Option<Spanned<PathBuf>>,
+    install_dir: Option<Spanned<PathBuf>>,
+    interval: Option<Spanned<HumanDuration>>,
+    timeout: Option<Spanned<HumanDuration>>,
+    verify_within: Option<Spanned<HumanDuration>>,
+    command_timeout: Option<Spanned<HumanDuration>>,
+}
+
+/// A plain service name (a unit or init script name), `default` when unset.
+fn service_name(v: Option<Spanned<String>>, default: &str) -> Result<String, Invalid> {
+    match v {
+        None => Ok(default.to_owned()),
+        Some(s) => {
+            let span = s.span();
+            let s = s.into_inner();
+            if s.is_empty() || s.contains('/') || s.contains(char::is_whitespace) {
+                return Err((
+                    span,
+                    format!("service \"{s}\" must be a plain service name such as \"{default}\""),
+                ));
+            }
+            Ok(s)
+        }
+    }
+}
+
+/// The manager kind, and with `command` the start command it needs.
+fn manager_kind(
+    v: Option<Spanned<ManagerKind>>,
+    start: &[String],
+    section: &str,
+    init_script: &str,
+) -> Result<ManagerKind, Invalid> {
+    let (manager, span) = match v {
+        None => (ManagerKind::Auto, 0..0),
+        Some(m) => (*m.get_ref(), m.span()),
+    };
+    if manager == ManagerKind::Command && start.is_empty() {
+        return Err((
+            span,
+            format!("manager = \"command\" needs {section}.start (and usually {section}.stop), e.g. start = [\"{init_script}\", \"start\"]"),
+        ));
+    }
+    Ok(manager)
 }
 
 fn absolute(v: Option<Spanned<PathBuf>>, default: &str, what: &str) -> Result<PathBuf, Invalid> {
@@ -508,35 +573,11 @@ impl RawConfig {
         };
 
         let b = self.besclient;
-        let service = match b.service {
-            None => "besclient".to_owned(),
-            Some(s) => {
-                let span = s.span();
-                let s = s.into_inner();
-                if s.is_empty() || s.contains('/') || s.contains(char::is_whitespace) {
-                    return Err((
-                        span,
-                        format!(
-                            "service \"{s}\" must be a plain service name such as \"besclient\""
-                        ),
-                    ));
-                }
-                s
-            }
-        };
-        let (manager, manager_span) = match b.manager {
-            None => (ManagerKind::Auto, 0..0),
-            Some(m) => (*m.get_ref(), m.span()),
-        };
+        let service = service_name(b.service, "besclient")?;
         let init_default = format!("/etc/init.d/{service}");
         let start = argv(b.start, "start")?;
         let stop = argv(b.stop, "stop")?;
-        if manager == ManagerKind::Command && start.is_empty() {
-            return Err((
-                manager_span,
-                "manager = \"command\" needs besclient.start (and usually besclient.stop), e.g. start = [\"/etc/init.d/besclient\", \"start\"]".to_owned(),
-            ));
-        }
+        let manager = manager_kind(b.manager, &start, "besclient", &init_default)?;
         let (stale_after, stale_span) = duration(
             b.stale_after,
             Duration::from_secs(3600),
@@ -653,10 +694,44 @@ impl RawConfig {
                 ))
             }
         };
+        let service = service_name(n.service, "nessusd")?;
+        let init_default = format!("/etc/init.d/{service}");
+        let start = argv(n.start, "start")?;
+        let stop = argv(n.stop, "stop")?;
         let nessusd = NessusdConfig {
             enabled: n.enabled.unwrap_or(false),
             status_url,
-            service: n.service.unwrap_or_else(|| "nessusd".to_owned()),
+            manager: manager_kind(n.manager, &start, "nessusd", &init_default)?,
+            init_script: absolute(n.init_script, &init_default, "init_script")?,
+            start,
+            stop,
+            process: absolute(n.process, "/opt/nessus/sbin/nessus-service", "process")?,
+            install_dir: absolute(n.install_dir, "/opt/nessus", "install_dir")?,
+            interval: duration(
+                n.interval,
+                Duration::from_secs(30),
+                Duration::from_millis(100),
+            )?
+            .0,
+            timeout: duration(
+                n.timeout,
+                Duration::from_secs(10),
+                Duration::from_millis(100),
+            )?
+            .0,
+            verify_within: duration(
+                n.verify_within,
+                Duration::from_secs(180),
+                Duration::from_millis(100),
+            )?
+            .0,
+            command_timeout: duration(
+                n.command_timeout,
+                Duration::from_secs(90),
+                Duration::from_secs(1),
+            )?
+            .0,
+            service,
         };
 
         let b = self.bmc;
@@ -804,6 +879,20 @@ service = "nessusd"
         let (line, key, msg) = invalid("[besclient]\nmanager = \"command\"\n");
         assert_eq!((line, key.as_str()), (2, "besclient.manager"));
         assert!(msg.contains("besclient.start"), "{msg}");
+    }
+
+    #[test]
+    fn nessusd_settings_are_checked_like_besclient_ones() {
+        let (line, key, msg) = invalid("[nessusd]\nenabled = true\nmanager = \"command\"\n");
+        assert_eq!((line, key.as_str()), (3, "nessusd.manager"));
+        assert!(msg.contains("nessusd.start"), "{msg}");
+        let (_, key, _) = invalid("[nessusd]\nservice = \"nessus d\"\n");
+        assert_eq!(key, "nessusd.service");
+        let (_, key, msg) = invalid("[nessusd]\nprocess = \"nessus-service\"\n");
+        assert_eq!(key, "nessusd.process");
+        assert!(msg.contains("absolute"), "{msg}");
+        let (_, key, _) = invalid("[nessusd]\ninterval = \"soon\"\n");
+        assert_eq!(key, "nessusd.interval");
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! fields when connected to it) and kept for the collector and `doctor`.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use log::kv::{Key, Source, Value, VisitSource};
@@ -12,7 +14,8 @@ const KEEP: usize = 256;
 
 #[derive(Debug)]
 pub struct EventLog {
-    next_seq: u64,
+    /// Shared by every check's log, so that one host's events are numbered as one stream.
+    next_seq: Arc<AtomicU64>,
     recent: VecDeque<Event>,
     /// Every event also goes here (to the collector's spool), when reporting.
     sink: Option<tokio::sync::mpsc::UnboundedSender<Event>>,
@@ -31,16 +34,19 @@ pub struct Fields<'a> {
 impl EventLog {
     pub fn new() -> EventLog {
         EventLog {
-            next_seq: 1,
+            next_seq: Arc::new(AtomicU64::new(1)),
             recent: VecDeque::with_capacity(16),
             sink: None,
         }
     }
 
-    /// Numbers from `first_seq` on, and hands every event to `sink` too.
-    pub fn reporting(first_seq: u64, sink: tokio::sync::mpsc::UnboundedSender<Event>) -> EventLog {
+    /// Numbers from the shared `seq` on, and hands every event to `sink` too.
+    pub fn reporting(
+        seq: Arc<AtomicU64>,
+        sink: tokio::sync::mpsc::UnboundedSender<Event>,
+    ) -> EventLog {
         EventLog {
-            next_seq: first_seq,
+            next_seq: seq,
             sink: Some(sink),
             ..EventLog::new()
         }
@@ -54,6 +60,7 @@ impl EventLog {
         message: String,
         f: Fields<'_>,
     ) -> &Event {
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let level = f.level.unwrap_or(match kind {
             EventKind::Exhausted | EventKind::VerifyFailed => log::Level::Error,
             EventKind::Observed | EventKind::Held => log::Level::Warn,
@@ -64,7 +71,7 @@ impl EventLog {
                 check,
                 event: kind_str(kind),
                 f: &f,
-                seq: self.next_seq,
+                seq,
             };
             log::logger().log(
                 &log::Record::builder()
@@ -76,7 +83,7 @@ impl EventLog {
             );
         }
         let e = Event {
-            seq: self.next_seq,
+            seq,
             at,
             check: check.to_owned(),
             kind,
@@ -85,7 +92,6 @@ impl EventLog {
             step: f.step.map(str::to_owned),
             pid: f.pid,
         };
-        self.next_seq += 1;
         if let Some(sink) = &self.sink {
             // Unbounded and never blocking; a closed receiver (reporting stopped) is fine.
             let _ = sink.send(e.clone());

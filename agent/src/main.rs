@@ -5,6 +5,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use rollcall_agent::checks::besclient::Supervisor;
+use rollcall_agent::checks::nessusd::NessusdSupervisor;
 use rollcall_agent::clock::{Clock, SystemClock};
 use rollcall_agent::config::{Config, EX_CONFIG};
 use rollcall_agent::identity::HostIdentity;
@@ -258,22 +259,36 @@ fn run(config: Config) -> anyhow::Result<()> {
         let mut supervisor =
             Supervisor::new(&config, manager, SystemClock).with_watchdog(watchdog);
         log::info!(target: "agent", "rollcall-agent {} started; state in {}", env!("CARGO_PKG_VERSION"), config.state_dir.display());
+        let mut nessusd = if config.nessusd.enabled {
+            let manager = ServiceManager::for_nessusd(&config.nessusd)?;
+            Some(NessusdSupervisor::new(&config, manager, SystemClock)?)
+        } else {
+            None
+        };
         let (stop_reporting, stopped) = tokio::sync::oneshot::channel::<()>();
         let mut reporting = None;
         if config.collector.is_some() {
             let me = HostIdentity::load(&config.state_dir, config.host.name.as_deref())
                 .context("establishing this host's identity")?;
             let (reporter, first_seq) = Reporter::new(&config, me, SystemClock)?;
-            let (outlet, inlet) = report::channel();
-            supervisor = supervisor.with_outlet(outlet, first_seq);
+            let (outlet, inlet) = report::channel(first_seq);
+            supervisor = supervisor.with_outlet(outlet.state.clone(), outlet.event_log());
+            if let Some(n) = nessusd.take() {
+                nessusd = Some(n.with_outlet(outlet.nessusd.clone(), outlet.event_log()));
+            }
             reporting = Some(tokio::spawn(reporter.run(inlet, async {
                 let _ = stopped.await;
             })));
         } else {
             log::info!(target: "agent", "no [collector] configured: supervising without reporting");
         }
+        let watching_nessusd =
+            nessusd.map(|n| tokio::spawn(n.run(std::future::pending::<()>())));
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         supervisor.run(shutdown()).await;
+        if let Some(n) = watching_nessusd {
+            n.abort();
+        }
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         let _ = stop_reporting.send(());
         if let Some(r) = reporting {

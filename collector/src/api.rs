@@ -445,12 +445,13 @@ async fn heartbeat(
         });
     }
     let acked_seq = hb.events.iter().map(|e| e.seq).max().unwrap_or(0);
+    let (health, reason) = hb.state.overall();
     let record = HeartbeatRecord {
         identity: hb.identity.to_string(),
         received_at: now,
         interval_secs: hb.interval_secs,
-        health: hb.state.besclient.health,
-        reason: hb.state.besclient.reason.clone(),
+        health,
+        reason,
         state_fingerprint: fingerprint(&hb.state),
         state_json: StateJson::Parsed(Arc::new(hb.state)),
         labels: hb.labels,
@@ -580,6 +581,24 @@ fn fingerprint(s: &rollcall_proto::AgentState) -> u64 {
     s.bmc
         .as_ref()
         .map(|m| (m.health, m.present, m.address, m.channel, &m.reason))
+        .hash(&mut h);
+    s.nessusd
+        .as_ref()
+        .map(|n| {
+            let r = &n.remediation;
+            (
+                (
+                    n.health, n.status, n.progress, &n.said, &n.reason, n.since, n.pid,
+                ),
+                (
+                    &n.unit_state,
+                    &r.step,
+                    r.exhausted_rounds,
+                    r.next_attempt_at,
+                ),
+                (r.paused_until, r.attempts_in_window, r.flapping),
+            )
+        })
         .hash(&mut h);
     h.finish()
 }

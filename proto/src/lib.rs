@@ -50,6 +50,78 @@ pub struct AgentState {
     /// agents).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bmc: Option<BmcState>,
+    /// nessusd, on scanner hosts where it is enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nessusd: Option<NessusdState>,
+}
+
+impl AgentState {
+    /// The host's health: the worst of its checks, explained by the checks at that level.
+    pub fn overall(&self) -> (Health, String) {
+        let mut checks = vec![(self.besclient.health, self.besclient.reason.as_str())];
+        if let Some(n) = &self.nessusd {
+            checks.push((n.health, n.reason.as_str()));
+        }
+        if let Some(b) = &self.bmc {
+            checks.push((b.health, b.reason.as_str()));
+        }
+        let worst = checks.iter().map(|c| c.0).max().unwrap_or(Health::Ok);
+        if worst == Health::Ok {
+            return (worst, self.besclient.reason.clone());
+        }
+        let reasons: Vec<&str> = checks
+            .iter()
+            .filter(|c| c.0 == worst)
+            .map(|c| c.1)
+            .collect();
+        (worst, reasons.join("; "))
+    }
+}
+
+/// What nessusd is doing, by its own `/server/status` and the service manager.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NessusdStatus {
+    /// `ready`: scanning.
+    Ready,
+    /// `loading`: compiling plugins; scans nothing until ready.
+    Loading,
+    /// Any other status, an HTTP or TLS error, or no answer.
+    Down,
+    /// A remediation step was issued and is being verified.
+    Restarting,
+    /// Not yet asked.
+    Unknown,
+}
+
+impl NessusdStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NessusdStatus::Ready => "ready",
+            NessusdStatus::Loading => "loading",
+            NessusdStatus::Down => "down",
+            NessusdStatus::Restarting => "restarting",
+            NessusdStatus::Unknown => "unknown",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NessusdState {
+    pub health: Health,
+    pub status: NessusdStatus,
+    /// Plugin compilation progress, percent, while `loading`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<u32>,
+    /// nessusd's own status word when it gave one (`download-failed`...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub said: Option<String>,
+    pub reason: String,
+    pub since: DateTime<Utc>,
+    pub pid: Option<u32>,
+    pub manager: String,
+    pub unit_state: Option<String>,
+    pub remediation: RemediationState,
 }
 
 /// The host's BMC as seen from the host: whether there is one, whether it answers, and
@@ -279,6 +351,39 @@ mod tests {
         assert!(!json.contains("\"pid\""), "{json}");
         let back: Event = serde_json::from_str(&json).unwrap();
         assert_eq!(back, e);
+    }
+
+    #[test]
+    fn a_host_is_as_healthy_as_its_worst_check_and_says_which() {
+        let mut s: AgentState = serde_json::from_value(serde_json::json!({
+            "proto_version": 1, "agent_version": "t", "at": "2026-11-22T06:00:00Z",
+            "besclient": {
+                "health": "ok", "status": "running", "reason": "BESClient (pid 7) is running and logging",
+                "since": "2026-11-22T06:00:00Z", "pid": 7, "manager": "systemd", "unit_state": null,
+                "log": {"dir": "/l", "dir_exists": true, "newest": null, "last_write": null, "stale_after_secs": 3600, "stale": false},
+                "errors": {"count": 0, "last_line": null, "last_at": null}, "disk": null,
+                "remediation": {"enabled": true, "paused_until": null, "pause_reason": null, "step": null,
+                    "exhausted_rounds": 0, "next_attempt_at": null, "attempts_in_window": 0, "flapping": false}
+            },
+            "bmc": {"health": "critical", "present": true, "address": null, "channel": null,
+                "reason": "the BMC does not answer in-band", "checked_at": "2026-11-22T06:00:00Z"}
+        }))
+        .unwrap();
+        assert_eq!(
+            s.overall(),
+            (
+                Health::Critical,
+                "the BMC does not answer in-band".to_owned()
+            )
+        );
+        s.bmc = None;
+        assert_eq!(
+            s.overall(),
+            (
+                Health::Ok,
+                "BESClient (pid 7) is running and logging".to_owned()
+            )
+        );
     }
 
     #[test]

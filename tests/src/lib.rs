@@ -56,21 +56,63 @@ pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
 /// The LSB init script, as the real client ships one: no pidfile in its header, so
 /// systemd-sysv-generator makes `besclient.service` with `RemainAfterExit=yes`.
 pub fn init_script(root: &Path) -> String {
-    let root = root.display().to_string();
+    lsb_script(&LsbDaemon {
+        root,
+        provides: "besclient",
+        description: "BigFix client (simulated BESClient)",
+        name: "BESClient",
+        daemon: "opt/BESClient/bin/BESClient",
+        pidfile: "var/run/BESClient.pid",
+    })
+}
+
+/// The LSB init script of the simulated nessusd, as older scanners have one.
+pub fn nessusd_init_script(root: &Path) -> String {
+    lsb_script(&LsbDaemon {
+        root,
+        provides: "nessusd",
+        description: "Nessus scanner (simulated)",
+        name: "nessusd",
+        daemon: "opt/nessus/sbin/nessus-service",
+        pidfile: "opt/nessus/var/nessus/nessus-service.pid",
+    })
+}
+
+struct LsbDaemon<'a> {
+    root: &'a Path,
+    provides: &'a str,
+    description: &'a str,
+    /// How the script names it in what it prints.
+    name: &'a str,
+    /// Paths under the root.
+    daemon: &'a str,
+    pidfile: &'a str,
+}
+
+fn lsb_script(d: &LsbDaemon<'_>) -> String {
+    let root = d.root.display().to_string();
     let root = root.trim_end_matches('/');
+    let LsbDaemon {
+        provides,
+        description,
+        name,
+        daemon,
+        pidfile,
+        ..
+    } = d;
     format!(
         r#"#!/bin/sh
 ### BEGIN INIT INFO
-# Provides:          besclient
+# Provides:          {provides}
 # Required-Start:    $remote_fs $syslog
 # Required-Stop:     $remote_fs $syslog
 # Default-Start:     2 3 4 5
 # Default-Stop:      0 1 6
-# Short-Description: BigFix client (simulated BESClient)
+# Short-Description: {description}
 ### END INIT INFO
 ROOT="{root}"
-DAEMON="$ROOT/opt/BESClient/bin/BESClient"
-PIDFILE="$ROOT/var/run/BESClient.pid"
+DAEMON="$ROOT/{daemon}"
+PIDFILE="$ROOT/{pidfile}"
 
 pid_running() {{
     [ -n "$1" ] && [ "$(readlink "/proc/$1/exe" 2>/dev/null)" = "$DAEMON" ]
@@ -82,13 +124,13 @@ running() {{
 
 case "$1" in
     start)
-        if running; then echo "BESClient is already running (pid $pid)"; exit 0; fi
-        echo "Starting BESClient"
+        if running; then echo "{name} is already running (pid $pid)"; exit 0; fi
+        echo "Starting {name}"
         "$DAEMON" || exit 1
         ;;
     stop)
         if running; then
-            echo "Stopping BESClient"
+            echo "Stopping {name}"
             kill -TERM "$pid"
             i=0
             while pid_running "$pid" && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
@@ -101,8 +143,8 @@ case "$1" in
         "$0" start
         ;;
     status)
-        if running; then echo "BESClient is running (pid $pid)"; exit 0; fi
-        echo "BESClient is stopped"; exit 3
+        if running; then echo "{name} is running (pid $pid)"; exit 0; fi
+        echo "{name} is stopped"; exit 3
         ;;
     *)
         echo "Usage: $0 {{start|stop|restart|force-reload|status}}" >&2; exit 2
@@ -190,23 +232,7 @@ impl SimHost {
 
     /// Live BESClient processes of this host.
     pub fn daemon_pids(&self) -> Vec<u32> {
-        let exe = self.exe();
-        let mut pids = Vec::new();
-        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            if std::fs::read_link(e.path().join("exe")).is_ok_and(|t| t == exe) {
-                let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-                let state = stat
-                    .rsplit_once(')')
-                    .and_then(|(_, r)| r.trim_start().chars().next());
-                if state != Some('Z') {
-                    pids.push(pid);
-                }
-            }
-        }
-        pids
+        pids_of(&self.exe())
     }
 
     /// The one running daemon; panics if there is not exactly one.
@@ -305,6 +331,54 @@ command_timeout = "20s"
         std::fs::write(config, text).expect("agent.toml");
     }
 
+    /// Installs the simulated nessusd (listening on `listen`, compiling plugins for
+    /// `loading_ms` after each start) and its init script.
+    pub fn install_nessus(&self, listen: &str, loading_ms: u64) {
+        std::fs::create_dir_all(self.root().join("opt/nessus/sbin")).expect("layout");
+        std::fs::copy(bin("nessus-sim"), self.nessus_exe()).expect("installing nessusd");
+        self.write_exec(
+            &self.root().join("etc/init.d/nessusd"),
+            &nessusd_init_script(self.root()),
+        );
+        self.nessus_settings(&format!("listen = {listen}\nloading_ms = {loading_ms}\n"));
+    }
+
+    pub fn nessus_exe(&self) -> PathBuf {
+        self.root().join("opt/nessus/sbin/nessus-service")
+    }
+
+    /// `listen`, `loading_ms`, `start = fail`: read by the next start.
+    pub fn nessus_settings(&self, text: &str) {
+        std::fs::write(self.root().join("etc/nessus-sim.conf"), text).expect("settings");
+    }
+
+    /// A fault for the running nessusd: `download-failed`, `hang`, `http500`, `exit`.
+    pub fn nessus_fault(&self, fault: &str) {
+        std::fs::write(self.root().join("etc/nessus-sim.fault"), fault).expect("fault");
+    }
+
+    pub fn nessus_service(&self, verb: &str) -> std::process::Output {
+        Command::new(self.root().join("etc/init.d/nessusd"))
+            .arg(verb)
+            .output()
+            .expect("running nessusd's init script")
+    }
+
+    /// Live simulated nessusd processes of this host.
+    pub fn nessus_pids(&self) -> Vec<u32> {
+        pids_of(&self.nessus_exe())
+    }
+
+    /// The `[nessusd]` section for this host's agent, asking every `interval`.
+    pub fn nessusd_section(&self, listen: &str, interval: &str) -> String {
+        format!(
+            "\n[nessusd]\nenabled = true\nstatus_url = \"https://{listen}/server/status\"\nmanager = \"sysv\"\ninit_script = \"{script}\"\nprocess = \"{exe}\"\ninstall_dir = \"{dir}\"\ninterval = \"{interval}\"\ntimeout = \"1s\"\nverify_within = \"5s\"\ncommand_timeout = \"20s\"\n",
+            script = self.root().join("etc/init.d/nessusd").display(),
+            exe = self.nessus_exe().display(),
+            dir = self.root().join("opt/nessus").display(),
+        )
+    }
+
     /// The agent's last published state (`state_dir/state.json`), if written yet.
     pub fn agent_state(&self) -> Option<Value> {
         let text = std::fs::read_to_string(self.state_dir().join("state.json")).ok()?;
@@ -312,9 +386,29 @@ command_timeout = "20s"
     }
 }
 
+/// Live (not zombie) processes running `exe`.
+pub fn pids_of(exe: &Path) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if std::fs::read_link(e.path().join("exe")).is_ok_and(|t| t == exe) {
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, r)| r.trim_start().chars().next());
+            if state != Some('Z') {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
 impl Drop for SimHost {
     fn drop(&mut self) {
-        for pid in self.daemon_pids() {
+        for pid in self.daemon_pids().into_iter().chain(self.nessus_pids()) {
             let _ = Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
                 .status();
@@ -544,6 +638,19 @@ impl Collector {
     }
 
     /// A client with the admin token made at first start.
+    /// The `rollcall` CLI pointed at this collector with the admin token; its stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let token = std::fs::read_to_string(self.data.join("admin.token")).expect("admin.token");
+        let o = Command::new(bin("rollcall"))
+            .args(args)
+            .env("ROLLCALL_URL", &self.url)
+            .env("ROLLCALL_CA", self.data.join("ca.pem"))
+            .env("ROLLCALL_TOKEN", token.trim())
+            .output()
+            .expect("running rollcall");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
     pub fn admin(&self) -> rollcall_collector::client::Client {
         let token = std::fs::read_to_string(self.data.join("admin.token")).expect("admin.token");
         rollcall_collector::client::Client::new(

@@ -183,15 +183,7 @@ fn agents_report_their_own_bmc_in_band() {
     assert!(vm["reason"].as_str().unwrap().starts_with("no BMC"), "{vm}");
 
     // The CLI shows it.
-    let token = std::fs::read_to_string(data.path().join("admin.token")).unwrap();
-    let o = Command::new(bin("rollcall"))
-        .args(["host", "metal-1"])
-        .env("ROLLCALL_URL", &c.url)
-        .env("ROLLCALL_CA", data.path().join("ca.pem"))
-        .env("ROLLCALL_TOKEN", token.trim())
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&o.stdout);
+    let out = c.cli(&["host", "metal-1"]);
     assert!(out.contains("bmc: critical"), "{out}");
 
     // The BMC stops answering: the next check says so, and the collector shows it.

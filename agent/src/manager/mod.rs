@@ -16,7 +16,7 @@ pub use command::CommandManager;
 pub use systemd::Systemd;
 pub use sysv::Sysv;
 
-use crate::config::{BesclientConfig, ManagerKind};
+use crate::config::{BesclientConfig, ManagerKind, NessusdConfig};
 use crate::exec::{self, ExecError, Output};
 
 /// The service manager's own view of the service.
@@ -38,8 +38,9 @@ pub enum ManagerError {
         status: String,
         said: String,
     },
-    #[error("no service manager found for {service}: systemd is not running, {init_script} does not exist and no start command is configured; set besclient.manager and its commands")]
+    #[error("no service manager found for {service}: systemd is not running, {init_script} does not exist and no start command is configured; set {section}.manager and its commands")]
     NotFound {
+        section: &'static str,
         service: String,
         init_script: String,
     },
@@ -63,6 +64,19 @@ async fn checked(argv: &[String], timeout: Duration) -> Result<Output, ManagerEr
     })
 }
 
+/// What a backend is picked for: a service and the config's say on managing it.
+#[derive(Debug, Clone)]
+pub struct Service<'a> {
+    /// The config section it comes from, named in errors.
+    pub section: &'static str,
+    pub kind: ManagerKind,
+    pub name: &'a str,
+    pub init_script: &'a Path,
+    pub start: &'a [String],
+    pub stop: &'a [String],
+    pub timeout: Duration,
+}
+
 /// One of the backends, picked from the config.
 #[derive(Debug, Clone)]
 pub enum ServiceManager {
@@ -77,23 +91,49 @@ pub fn systemd_booted() -> bool {
 }
 
 impl ServiceManager {
+    /// Picks the backend for besclient.
+    pub fn from_config(c: &BesclientConfig) -> Result<ServiceManager, ManagerError> {
+        ServiceManager::pick(&Service {
+            section: "besclient",
+            kind: c.manager,
+            name: &c.service,
+            init_script: &c.init_script,
+            start: &c.start,
+            stop: &c.stop,
+            timeout: c.command_timeout,
+        })
+    }
+
+    /// Picks the backend for nessusd.
+    pub fn for_nessusd(c: &NessusdConfig) -> Result<ServiceManager, ManagerError> {
+        ServiceManager::pick(&Service {
+            section: "nessusd",
+            kind: c.manager,
+            name: &c.service,
+            init_script: &c.init_script,
+            start: &c.start,
+            stop: &c.stop,
+            timeout: c.command_timeout,
+        })
+    }
+
     /// Picks the backend. `auto`: configured commands if any, else systemd if the host runs
     /// it, else the SysV init script.
-    pub fn from_config(c: &BesclientConfig) -> Result<ServiceManager, ManagerError> {
-        let timeout = c.command_timeout;
-        let systemd = || Systemd::new(&c.service, timeout);
-        let sysv = || Sysv::new(&c.init_script, timeout);
-        let command = || CommandManager::new(c.start.clone(), c.stop.clone(), timeout);
-        match c.manager {
+    pub fn pick(c: &Service<'_>) -> Result<ServiceManager, ManagerError> {
+        let timeout = c.timeout;
+        let systemd = || Systemd::new(c.name, timeout);
+        let sysv = || Sysv::new(c.init_script, timeout);
+        let command = || CommandManager::new(c.start.to_vec(), c.stop.to_vec(), timeout);
+        match c.kind {
             ManagerKind::Systemd => systemd().map(ServiceManager::Systemd).ok_or_else(|| {
                 ManagerError::Unusable {
-                    kind: c.manager,
+                    kind: c.kind,
                     what: "no systemctl was found in /usr/bin or /bin".to_owned(),
                 }
             }),
             ManagerKind::Sysv if c.init_script.is_file() => Ok(ServiceManager::Sysv(sysv())),
             ManagerKind::Sysv => Err(ManagerError::Unusable {
-                kind: c.manager,
+                kind: c.kind,
                 what: format!(
                     "the init script {} does not exist; install the client or set besclient.init_script",
                     c.init_script.display()
@@ -111,7 +151,8 @@ impl ServiceManager {
                     return Ok(ServiceManager::Sysv(sysv()));
                 }
                 Err(ManagerError::NotFound {
-                    service: c.service.clone(),
+                    section: c.section,
+                    service: c.name.to_owned(),
                     init_script: c.init_script.display().to_string(),
                 })
             }

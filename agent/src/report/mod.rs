@@ -10,16 +10,20 @@ pub mod spool;
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rollcall_proto::{
-    AgentState, EnrollRequest, EnrollResponse, Event, Heartbeat, HeartbeatAck, PROTO_VERSION,
+    AgentState, EnrollRequest, EnrollResponse, Event, Heartbeat, HeartbeatAck, NessusdState,
+    PROTO_VERSION,
 };
 use tokio::sync::{mpsc, watch};
 
 use crate::clock::Clock;
 use crate::config::{CollectorConfig, Config};
+use crate::events::EventLog;
 use crate::identity::HostIdentity;
 use link::{Failure, Link};
 use schedule::{Schedule, MIN_GAP};
@@ -30,28 +34,43 @@ use spool::Spool;
 const BATCH_EVENTS: usize = 200;
 const BATCH_BYTES: usize = 40 * 1024;
 
-/// The supervisor's side: never blocks.
-#[derive(Debug, Clone)]
+/// The supervisors' side: never blocks.
+#[derive(Debug)]
 pub struct Outlet {
     pub state: watch::Sender<Option<AgentState>>,
-    pub events: mpsc::UnboundedSender<Event>,
+    pub nessusd: watch::Sender<Option<NessusdState>>,
+    events: mpsc::UnboundedSender<Event>,
+    seq: Arc<AtomicU64>,
+}
+
+impl Outlet {
+    /// An event log for one check: numbered in the host's one stream, handed to the reporter.
+    pub fn event_log(&self) -> EventLog {
+        EventLog::reporting(self.seq.clone(), self.events.clone())
+    }
 }
 
 pub struct Inlet {
     state: watch::Receiver<Option<AgentState>>,
+    nessusd: watch::Receiver<Option<NessusdState>>,
     events: mpsc::UnboundedReceiver<Event>,
 }
 
-pub fn channel() -> (Outlet, Inlet) {
+/// Events are numbered from `first_seq`.
+pub fn channel(first_seq: u64) -> (Outlet, Inlet) {
     let (st, sr) = watch::channel(None);
+    let (nt, nr) = watch::channel(None);
     let (et, er) = mpsc::unbounded_channel();
     (
         Outlet {
             state: st,
+            nessusd: nt,
             events: et,
+            seq: Arc::new(AtomicU64::new(first_seq)),
         },
         Inlet {
             state: sr,
+            nessusd: nr,
             events: er,
         },
     )
@@ -166,6 +185,7 @@ impl<C: Clock> Reporter<C> {
         let mut changed = true;
         let mut next = self.clock.now();
         let mut last_sent = tokio::time::Instant::now() - MIN_GAP;
+        let mut nessusd_open = true;
         loop {
             let now = self.clock.now();
             let due = if changed && self.schedule.may_send_now(now) {
@@ -178,6 +198,12 @@ impl<C: Clock> Reporter<C> {
                 r = inlet.state.changed() => {
                     if r.is_err() { break; }
                     changed = true;
+                    continue;
+                }
+                r = inlet.nessusd.changed(), if nessusd_open => {
+                    // Closed: nessusd is not watched on this host.
+                    nessusd_open = r.is_ok();
+                    changed |= nessusd_open;
                     continue;
                 }
                 Some(b) = bmc_rx.recv() => {
@@ -194,11 +220,12 @@ impl<C: Clock> Reporter<C> {
                 _ = &mut shutdown => break,
             }
             let state = inlet.state.borrow_and_update().clone();
-            let Some(state) = state else {
+            let Some(mut state) = state else {
                 next = self.clock.now() + chrono::Duration::seconds(1);
                 changed = false;
                 continue;
             };
+            state.nessusd = inlet.nessusd.borrow_and_update().clone();
             // Everything already handed over goes in this heartbeat.
             while let Ok(e) = inlet.events.try_recv() {
                 self.spool.push(e);

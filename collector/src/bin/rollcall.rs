@@ -313,13 +313,15 @@ fn run(cli: Cli) -> Outcome {
                     b["reason"].as_str().unwrap_or("")
                 );
             }
-            let bmc = &v["agent_state"]["bmc"];
-            if bmc.is_object() {
-                println!(
-                    "  bmc: {} — {}",
-                    bmc["health"].as_str().unwrap_or(""),
-                    bmc["reason"].as_str().unwrap_or("")
-                );
+            for check in ["nessusd", "bmc"] {
+                let c = &v["agent_state"][check];
+                if c.is_object() {
+                    println!(
+                        "  {check}: {} — {}",
+                        c["health"].as_str().unwrap_or(""),
+                        c["reason"].as_str().unwrap_or("")
+                    );
+                }
             }
             let events = v["events"].as_array().cloned().unwrap_or_default();
             if !events.is_empty() {

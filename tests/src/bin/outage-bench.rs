@@ -26,12 +26,13 @@ use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use rollcall_agent::clock::Clock;
 use rollcall_agent::config::Config;
+use rollcall_agent::events::{EventLog, Fields};
 use rollcall_agent::identity::HostIdentity;
 use rollcall_agent::report::link::{Failure, Link};
 use rollcall_agent::report::schedule::Schedule;
 use rollcall_agent::report::{self, Reporter};
 use rollcall_proto::{
-    AgentState, EnrollRequest, EnrollResponse, Event, EventKind, Heartbeat, HeartbeatAck, Identity,
+    AgentState, EnrollRequest, EnrollResponse, EventKind, Heartbeat, HeartbeatAck, Identity,
     PROTO_VERSION,
 };
 use rollcall_tests::{arg, free_port, Collector};
@@ -81,7 +82,9 @@ fn agent_state(at: DateTime<Utc>, status: &str, pid: u32) -> AgentState {
 }
 
 /// The six events of one kill healed, worded as the agent words them.
-fn kill_events(seq: &mut u64, at: DateTime<Utc>, pid: u32) -> Vec<Event> {
+/// One kill healed, as the supervisor tells it: six events, numbered by `log`; the last
+/// sequence number.
+fn kill_events(log: &mut EventLog, at: DateTime<Utc>, pid: u32) -> u64 {
     let lines = [
         (EventKind::Observed, None, format!("BESClient died (pid {pid}); pidfd readable, exit seen within 2 ms")),
         (EventKind::Action, Some("restart"), "restart issued: /etc/init.d/besclient restart (step restart, attempt 1 of 5 this hour)".to_owned()),
@@ -90,22 +93,17 @@ fn kill_events(seq: &mut u64, at: DateTime<Utc>, pid: u32) -> Vec<Event> {
         (EventKind::Verified, Some("restart"), format!("verified: BESClient running (pid {}) and writing its log, 412 ms after the restart", pid + 1)),
         (EventKind::Observed, None, "BESClient healthy again after 0.4s down".to_owned()),
     ];
-    lines
-        .into_iter()
-        .map(|(kind, action, message)| {
-            *seq += 1;
-            Event {
-                seq: *seq,
-                at,
-                check: "besclient".into(),
-                kind,
-                message,
-                action: action.map(str::to_owned),
-                step: action.map(str::to_owned),
-                pid: Some(pid),
-            }
-        })
-        .collect()
+    let mut seq = 0;
+    for (kind, action, message) in lines {
+        let f = Fields {
+            action,
+            step: action,
+            pid: Some(pid),
+            level: None,
+        };
+        seq = log.emit(at, "besclient", kind, message, f).seq;
+    }
+    seq
 }
 
 fn kib(field: &str) -> u64 {
@@ -160,17 +158,15 @@ fn spool_run(label: &str, minutes: u64, per_minute: u64) -> Result<()> {
             start: tokio::time::Instant::now(),
         };
         let (reporter, first) = Reporter::new(&config, me, clock.clone())?;
-        let (outlet, inlet) = report::channel();
+        let (outlet, inlet) = report::channel(first);
+        let mut log = outlet.event_log();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(reporter.run(inlet, async {
             let _ = stopped.await;
         }));
         let mut pid = 4000;
         outlet.state.send_replace(Some(agent_state(clock.now(), "running", pid)));
-        let mut seq = first - 1;
-        for e in kill_events(&mut seq, clock.now(), pid) {
-            let _ = outlet.events.send(e);
-        }
+        let mut seq = kill_events(&mut log, clock.now(), pid);
         let t = Instant::now();
         while acked(&spool_dir) < seq {
             if t.elapsed() > Duration::from_secs(15) {
@@ -187,10 +183,8 @@ fn spool_run(label: &str, minutes: u64, per_minute: u64) -> Result<()> {
             let mut n = 0;
             while n < per_minute {
                 pid += 2;
-                for e in kill_events(&mut seq, clock.now(), pid) {
-                    let _ = outlet.events.send(e);
-                    n += 1;
-                }
+                seq = kill_events(&mut log, clock.now(), pid);
+                n += 6;
                 outlet
                     .state
                     .send_replace(Some(agent_state(clock.now(), "running", pid + 1)));

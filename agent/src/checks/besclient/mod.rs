@@ -123,10 +123,14 @@ impl<C: Clock> Supervisor<C> {
         self
     }
 
-    /// Hands state and events to a reporter; events are numbered from `first_seq`.
-    pub fn with_outlet(mut self, outlet: crate::report::Outlet, first_seq: u64) -> Self {
-        self.events = EventLog::reporting(first_seq, outlet.events);
-        self.reporting = Some(outlet.state);
+    /// Hands state and events to a reporter.
+    pub fn with_outlet(
+        mut self,
+        state: tokio::sync::watch::Sender<Option<rollcall_proto::AgentState>>,
+        events: EventLog,
+    ) -> Self {
+        self.events = events;
+        self.reporting = Some(state);
         self
     }
 
@@ -841,8 +845,9 @@ impl<C: Clock> Supervisor<C> {
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             at: self.clock.now(),
             besclient: s,
-            // The reporter adds the BMC check's result to what it sends.
+            // The reporter adds the BMC and nessusd checks' results to what it sends.
             bmc: None,
+            nessusd: None,
         };
         if let Some(tx) = &self.reporting {
             // A change is sent at once; a periodic refresh only updates what the next

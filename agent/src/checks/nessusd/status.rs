@@ -23,6 +23,8 @@ pub enum Status {
     Down {
         reason: String,
         status: Option<String>,
+        /// It took the connection but did not answer in time: wedged, not gone.
+        timed_out: bool,
     },
 }
 
@@ -32,6 +34,7 @@ pub fn classify(code: u16, body: &[u8]) -> Status {
         return Status::Down {
             reason: format!("/server/status answered HTTP {code}"),
             status: None,
+            timed_out: false,
         };
     }
     let v: serde_json::Value = match serde_json::from_slice(body) {
@@ -40,6 +43,7 @@ pub fn classify(code: u16, body: &[u8]) -> Status {
             return Status::Down {
                 reason: format!("/server/status answered something other than JSON ({e})"),
                 status: None,
+                timed_out: false,
             }
         }
     };
@@ -54,10 +58,12 @@ pub fn classify(code: u16, body: &[u8]) -> Status {
         Some(other) => Status::Down {
             reason: format!("nessusd reports status \"{other}\""),
             status: Some(other.to_owned()),
+            timed_out: false,
         },
         None => Status::Down {
             reason: "/server/status answered without a status".to_owned(),
             status: None,
+            timed_out: false,
         },
     }
 }
@@ -96,7 +102,7 @@ pub fn judge(status: &Status, free: Option<(String, u64)>) -> (rollcall_proto::H
                 None => "nessusd is loading (compiling plugins); it scans nothing until ready".to_owned(),
             },
         ),
-        Status::Down { reason, status } => {
+        Status::Down { reason, status, .. } => {
             let mut r = format!("{reason}; this scanner scans nothing");
             if status.as_deref() == Some("download-failed") {
                 if let Some((path, avail)) = free.filter(|(_, a)| *a < COMPILE_NEEDS) {
@@ -200,6 +206,7 @@ impl Prober {
                 return Status::Down {
                     reason: format!("no answer from {}: {}", self.url, why(&e)),
                     status: None,
+                    timed_out: e.is_timeout(),
                 }
             }
         };
@@ -209,6 +216,7 @@ impl Prober {
             Err(e) => Status::Down {
                 reason: format!("{} broke off its answer: {}", self.url, why(&e)),
                 status: None,
+                timed_out: e.is_timeout(),
             },
         }
     }
@@ -250,7 +258,7 @@ mod tests {
             Status::Loading { progress: None }
         );
         match classify(200, br#"{"status":"download-failed"}"#) {
-            Status::Down { reason, status } => {
+            Status::Down { reason, status, .. } => {
                 assert!(reason.contains("download-failed"), "{reason}");
                 assert_eq!(status.as_deref(), Some("download-failed"));
             }
@@ -382,7 +390,9 @@ mod tests {
         // Accepts, then hangs: the timeout says so.
         *answer.lock().unwrap() = None;
         match p.status().await {
-            Status::Down { reason, .. } => assert!(reason.contains("timed out"), "{reason}"),
+            Status::Down {
+                reason, timed_out, ..
+            } => assert!(timed_out && reason.contains("timed out"), "{reason}"),
             s => panic!("{s:?}"),
         }
 
