@@ -14,7 +14,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 use chrono::{DateTime, Utc};
-use rollcall_proto::{EnrollRequest, EnrollResponse, Heartbeat, HeartbeatAck, PROTO_VERSION};
+use rollcall_proto::{
+    EnrollRequest, EnrollResponse, Heartbeat, HeartbeatAck, ProbeAck, ProbeResults, ProbeTarget,
+    ProbeTargets, MAX_PROBE_RESULTS, PROTO_VERSION,
+};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -662,13 +665,126 @@ async fn host(
     ))
 }
 
+/// `GET /api/v1/probe-targets`, with a scanner host's credential: the BMCs of the live
+/// hosts in its zone.
+async fn probe_targets(
+    State(app): State<Arc<App>>,
+    peer: Option<Extension<Peer>>,
+    headers: HeaderMap,
+) -> Result<Json<ProbeTargets>> {
+    app.client_cert(peer.as_deref())?;
+    let scanner = app.host_credential(&headers)?;
+    let r = lock(&app.registry);
+    let interval = r.probe_interval();
+    let a = r.probe_targets(&scanner).map_err(|why| {
+        app.metrics.rejected("not_a_scanner");
+        ApiError::field(StatusCode::FORBIDDEN, "scanner", why)
+    })?;
+    drop(r);
+    Ok(Json(ProbeTargets {
+        scanner,
+        zone: a.zone,
+        interval_secs: interval.as_secs().clamp(1, u32::MAX as u64) as u32,
+        targets: a
+            .targets
+            .into_iter()
+            .map(|(host, address)| ProbeTarget { host, address })
+            .collect(),
+    }))
+}
+
+/// `POST /api/v1/probe-results`, with a scanner host's credential: what it found, taken
+/// for the hosts assigned to it.
+async fn probe_results(
+    State(app): State<Arc<App>>,
+    peer: Option<Extension<Peer>>,
+    headers: HeaderMap,
+    b: std::result::Result<Bytes, BytesRejection>,
+) -> Result<Json<ProbeAck>> {
+    app.client_cert(peer.as_deref())?;
+    let scanner = app.host_credential(&headers)?;
+    let b = body(b, &app.metrics)?;
+    let r: ProbeResults = parse(&b).inspect_err(|_| app.metrics.rejected("bad_request"))?;
+    let bad = |field: &str, msg: String| {
+        app.metrics.rejected("bad_request");
+        ApiError::bad(field, msg)
+    };
+    if r.proto_version != PROTO_VERSION {
+        return Err(bad(
+            "proto_version",
+            format!(
+                "proto_version {} is not {PROTO_VERSION}; upgrade the agent or the collector",
+                r.proto_version
+            ),
+        ));
+    }
+    if r.scanner != scanner {
+        app.metrics.rejected("wrong_host");
+        return Err(ApiError::field(
+            StatusCode::FORBIDDEN,
+            "scanner",
+            format!(
+                "this credential belongs to host {scanner}; it cannot report as scanner {:?}",
+                r.scanner
+            ),
+        ));
+    }
+    if r.results.len() > MAX_PROBE_RESULTS {
+        return Err(bad(
+            "results",
+            format!(
+                "{} results in one call; send at most {MAX_PROBE_RESULTS} per call",
+                r.results.len()
+            ),
+        ));
+    }
+    if let Some(e) = r.results.iter().find(|e| e.detail.len() > 512) {
+        return Err(bad(
+            "results.detail",
+            format!("the detail for host {:?} is over 512 bytes", e.host),
+        ));
+    }
+    let now = Utc::now();
+    let (taken, ignored, transitions) = lock(&app.registry)
+        .record_probes(&scanner, &r.results, now)
+        .map_err(|why| {
+            app.metrics.rejected("not_a_scanner");
+            ApiError::field(StatusCode::FORBIDDEN, "scanner", why)
+        })?;
+    for t in &transitions {
+        app.metrics.transition(t.to);
+        if let Some(from) = t.from {
+            log::info!("host {} {} -> {}: {}", t.host, from, t.to, t.reason);
+        }
+    }
+    Ok(Json(ProbeAck {
+        recorded: taken,
+        ignored: ignored.len() as u32,
+        why_ignored: ignored.into_iter().take(10).collect(),
+    }))
+}
+
+/// `GET /api/v1/zones`: every zone, its scanners, and whether it has a working one.
+async fn zones(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Json<Value>> {
+    app.require(&headers, Role::Read)?;
+    let zones = lock(&app.registry).zones();
+    let flagged = zones.iter().filter(|z| z.flagged).count();
+    Ok(Json(json!({ "zones": zones, "flagged": flagged })))
+}
+
 async fn summary(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Json<Value>> {
     app.require(&headers, Role::Read)?;
     let r = lock(&app.registry);
     let (states, flagged) = r.counts();
     let states: HashMap<&str, usize> = states.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    let zones_flagged: Vec<String> = r
+        .zones()
+        .into_iter()
+        .filter(|z| z.flagged)
+        .map(|z| z.zone)
+        .collect();
     Ok(Json(
-        json!({ "hosts": r.len(), "flagged": flagged, "states": states }),
+        json!({ "hosts": r.len(), "flagged": flagged, "states": states, "zones_flagged": zones_flagged }),
     ))
 }
 
@@ -799,14 +915,20 @@ async fn put_lifecycle(
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
-    let (states, lifecycles, flagged) = {
+    let (states, lifecycles, flagged, zones) = {
         let r = lock(&app.registry);
         let (states, flagged) = r.counts();
-        (states, r.lifecycles(), flagged)
+        let zones = r.zones();
+        (states, r.lifecycles(), flagged, zones)
     };
-    let text = app
+    let zones_flagged = zones.iter().filter(|z| z.flagged).count();
+    let mut text = app
         .metrics
         .render(&states, &lifecycles, flagged, app.ingest.depth());
+    text.push_str(&format!(
+        "# HELP rollcall_zones Zones in use (host zone labels).\n# TYPE rollcall_zones gauge\nrollcall_zones {}\n# HELP rollcall_zones_flagged Scan zones with no working scanner.\n# TYPE rollcall_zones_flagged gauge\nrollcall_zones_flagged {zones_flagged}\n",
+        zones.len()
+    ));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
@@ -847,6 +969,9 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/api/v1/hosts/{name}/lifecycle", put(put_lifecycle))
         .route("/api/v1/summary", get(summary))
+        .route("/api/v1/probe-targets", get(probe_targets))
+        .route("/api/v1/probe-results", post(probe_results))
+        .route("/api/v1/zones", get(zones))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -29,7 +29,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 )]
 struct Cli {
     /// A TOML file with any of the options below (`listen`, `data_dir`, `grace`,
-    /// `event_retention_days`, `san`, `queue`, `client_ca`); the command line wins.
+    /// `probe_interval`, `event_retention_days`, `san`, `queue`, `client_ca`); the command line wins.
     #[arg(long, env = "ROLLCALL_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address to serve HTTPS on (port 0: any free port, printed at start).
@@ -45,6 +45,10 @@ struct Cli {
     /// Silence beyond a host's interval plus this is `silent`.
     #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
     grace: Duration,
+    /// Scanners probe their zone's BMCs once every this; a verdict older than three
+    /// rounds no longer counts.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    probe_interval: Duration,
     /// Agent events older than this many days are deleted.
     #[arg(long, default_value_t = 30)]
     event_retention_days: u32,
@@ -117,6 +121,7 @@ struct FileConfig {
     listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     grace: Option<String>,
+    probe_interval: Option<String>,
     event_retention_days: Option<u32>,
     san: Option<Vec<String>>,
     queue: Option<usize>,
@@ -155,6 +160,14 @@ fn parse_cli() -> anyhow::Result<Cli> {
         cli.grace = humantime::parse_duration(&v).map_err(|e| {
             anyhow::anyhow!(
                 "{}: grace: {e}; write it like \"120s\" or \"2m\"",
+                path.display()
+            )
+        })?;
+    }
+    if let Some(v) = file.probe_interval.filter(|_| unset("probe_interval")) {
+        cli.probe_interval = humantime::parse_duration(&v).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: probe_interval: {e}; write it like \"5m\"",
                 path.display()
             )
         })?;
@@ -238,6 +251,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let reader_store = SqliteStore::open(&db)?;
     let policy = Policy {
         grace: cli.grace,
+        probe_interval: cli.probe_interval.max(Duration::from_secs(1)),
         ..Policy::default()
     };
     let credentials = Credentials::load(writer_store.load_credentials()?);

@@ -13,7 +13,10 @@ use rollcall_proto::Health;
 
 use crate::index::{DeadlineIndex, HostId};
 use crate::state::{classify, explain, Facts, HostState, Lifecycle, Policy, Verdict};
-use crate::store::{HeartbeatRecord, HistoryRecord, HostRow};
+use crate::store::{HeartbeatRecord, HistoryRecord, HostRow, StateJson};
+
+mod scan;
+pub use scan::{ProbeAssignment, ScannerView, ZoneView};
 
 /// Label values repeat across thousands of hosts: each distinct one is stored once.
 #[derive(Debug, Default)]
@@ -62,6 +65,10 @@ struct Host {
     other: Option<Box<Other>>,
     /// Boot time the agent last reported (Unix seconds; 0 = unknown).
     boot_s: u32,
+    /// Its nessusd is critical (a scanner that scans nothing).
+    nessusd_down: bool,
+    /// Its BMC's address and what the scanners found there.
+    bmc: Option<Box<scan::BmcWatch>>,
     state: HostState,
     lifecycle: Lifecycle,
     flagged: bool,
@@ -197,6 +204,8 @@ impl Registry {
             maintenance: None,
             other: None,
             boot_s: 0,
+            nessusd_down: false,
+            bmc: None,
             state: HostState::Up,
             lifecycle: Lifecycle::Build,
             flagged: false,
@@ -206,8 +215,9 @@ impl Registry {
         id
     }
 
-    fn facts<'h>(&self, h: &'h Host) -> Facts<'h> {
+    fn facts<'h>(&self, h: &'h Host, now: DateTime<Utc>) -> Facts<'h> {
         Facts {
+            bmc_unreachable: self.bmc_unreachable(h, now),
             first_seen: at(h.first_seen_ms),
             last_heard: at(h.last_heard_ms),
             interval: Duration::from_secs(h.interval_s as u64),
@@ -227,7 +237,7 @@ impl Registry {
     /// Re-derives one host's state; re-indexes its next change; returns the transition.
     fn rejudge(&mut self, id: HostId, now: DateTime<Utc>) -> Option<Transition> {
         let h = &self.hosts[id as usize];
-        let f = self.facts(h);
+        let f = self.facts(h, now);
         let j = classify(&f, &self.policy, self.up_since, now);
         let next = next_change(&f, &j, &self.policy, self.up_since, now);
         let changed = h.state != j.state || h.flagged != j.flagged || h.lifecycle != j.lifecycle;
@@ -294,6 +304,14 @@ impl Registry {
         h.health = r.health;
         if *h.health_reason != *r.reason {
             h.health_reason = r.reason.as_str().into();
+        }
+        if let StateJson::Parsed(s) = &r.state_json {
+            h.nessusd_down = s
+                .nessusd
+                .as_ref()
+                .is_some_and(|n| n.health == Health::Critical);
+            let address = s.bmc.as_ref().and_then(|b| b.address);
+            self.watch_bmc(id, address, r.received_at);
         }
         let t = self.rejudge(id, r.received_at);
         match (new, t) {
@@ -438,7 +456,7 @@ impl Registry {
     /// one thing and explains another, whatever the sweeper has reached).
     fn reason(&self, id: HostId, now: DateTime<Utc>) -> String {
         let h = &self.hosts[id as usize];
-        explain(&self.facts(h), &self.policy, h.state, now)
+        explain(&self.facts(h, now), &self.policy, h.state, now)
     }
 
     fn view(&self, id: HostId, now: DateTime<Utc>) -> HostView {

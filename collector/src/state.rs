@@ -98,6 +98,9 @@ pub struct Policy {
     pub grace: Duration,
     /// Hosts first seen less than this ago are in `build`.
     pub build_period: Duration,
+    /// Scanners probe their zone's BMCs once a round of this; a scanner's verdict older
+    /// than three rounds no longer counts.
+    pub probe_interval: Duration,
 }
 
 impl Default for Policy {
@@ -105,6 +108,7 @@ impl Default for Policy {
         Policy {
             grace: Duration::from_secs(120),
             build_period: Duration::from_secs(48 * 3600),
+            probe_interval: Duration::from_secs(300),
         }
     }
 }
@@ -128,6 +132,9 @@ pub struct Facts<'a> {
     /// Another identity heard under the same hostname after this one appeared, and when it
     /// was last heard: while both are live, the host is a duplicate.
     pub other: Option<(&'a str, DateTime<Utc>)>,
+    /// Every scanner that probed this host's BMC lately found it unreachable: the sentence
+    /// that says so ("BMC 10.1.2.3 of H unreachable from scanner S since T").
+    pub bmc_unreachable: Option<String>,
 }
 
 impl Facts<'_> {
@@ -203,7 +210,7 @@ pub fn classify(
         HostState::Silent
     } else if now > late_at {
         HostState::Late
-    } else if f.health == Health::Critical {
+    } else if f.health == Health::Critical || f.bmc_unreachable.is_some() {
         HostState::Unhealthy
     } else {
         HostState::Up
@@ -247,7 +254,11 @@ pub fn explain(f: &Facts<'_>, policy: &Policy, state: HostState, now: DateTime<U
         }
         HostState::Silent => format!("silent: {heard}"),
         HostState::Late => format!("late: {heard}"),
-        HostState::Unhealthy => format!("unhealthy: {}", f.health_reason),
+        HostState::Unhealthy => match (&f.bmc_unreachable, f.health) {
+            (Some(bmc), Health::Critical) => format!("unhealthy: {}; {bmc}", f.health_reason),
+            (Some(bmc), _) => format!("unhealthy: {bmc}"),
+            (None, _) => format!("unhealthy: {}", f.health_reason),
+        },
         HostState::Up => format!("up: {heard}"),
     }
 }
@@ -302,6 +313,7 @@ mod tests {
             maintenance: None,
             identity: "m1/i1",
             other: None,
+            bmc_unreachable: None,
         }
     }
 
@@ -357,6 +369,25 @@ mod tests {
         assert_eq!(j.state, HostState::Unhealthy);
         assert_eq!(j.reason, "unhealthy: remediation exhausted (round 3)");
         assert!(j.flagged);
+    }
+
+    #[test]
+    fn an_unreachable_bmc_makes_a_reporting_host_unhealthy_but_not_a_silent_one() {
+        let mut f = facts();
+        let bmc = "BMC 10.1.2.3 of m1 unreachable from scanner s1 since 14:01:00 UTC";
+        f.bmc_unreachable = Some(bmc.to_owned());
+        let j = judge_at(&f, t(14, 2, 30));
+        assert_eq!(j.state, HostState::Unhealthy);
+        assert_eq!(j.reason, format!("unhealthy: {bmc}"));
+        f.health = Health::Critical;
+        f.health_reason = "BESClient is not running";
+        let j = judge_at(&f, t(14, 2, 30));
+        assert_eq!(
+            j.reason,
+            format!("unhealthy: BESClient is not running; {bmc}")
+        );
+        // Silence says more than the BMC.
+        assert_eq!(judge_at(&f, t(14, 6, 0)).state, HostState::Silent);
     }
 
     #[test]

@@ -328,6 +328,59 @@ pub struct HeartbeatAck {
     pub acked_seq: u64,
 }
 
+/// `GET /api/v1/probe-targets` (a scanner host's credential): the BMCs this scanner
+/// probes — those of the live hosts in its zone — and how often.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeTargets {
+    pub scanner: String,
+    pub zone: String,
+    /// A round every this many seconds.
+    pub interval_secs: u32,
+    pub targets: Vec<ProbeTarget>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeTarget {
+    /// The host the BMC belongs to.
+    pub host: String,
+    pub address: std::net::IpAddr,
+}
+
+/// `POST /api/v1/probe-results`: what one round found, in batches (the collector takes
+/// at most [`MAX_PROBE_RESULTS`] per call).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeResults {
+    pub proto_version: u32,
+    pub scanner: String,
+    pub results: Vec<ProbeResult>,
+}
+
+pub const MAX_PROBE_RESULTS: usize = 400;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeResult {
+    pub host: String,
+    pub address: std::net::IpAddr,
+    pub reachable: bool,
+    /// `asf` (answered the Presence Ping) or `ipmi` (ignored ASF, answered IPMI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+    /// In words: the round trip, or why it counts as unreachable.
+    pub detail: String,
+    pub at: DateTime<Utc>,
+}
+
+/// The answer to [`ProbeResults`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeAck {
+    pub recorded: u32,
+    /// Results for hosts not assigned to this scanner (another zone, gone, a new BMC
+    /// address), with the first few reasons.
+    pub ignored: u32,
+    #[serde(default)]
+    pub why_ignored: Vec<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
