@@ -26,6 +26,20 @@ pub struct Config {
     pub remediation: RemediationConfig,
     pub nessusd: NessusdConfig,
     pub bmc: BmcConfig,
+    pub scanner: ScannerConfig,
+}
+
+/// Probing the zone's BMCs for the collector, on scanner hosts.
+#[derive(Debug, Clone)]
+pub struct ScannerConfig {
+    /// Default: this host's `role` label is `scanner`.
+    pub enabled: bool,
+    /// UDP port of RMCP.
+    pub port: u16,
+    pub tries: u32,
+    pub spacing: Duration,
+    /// Packets per second over all BMCs.
+    pub rate: u32,
 }
 
 /// The in-band BMC check.
@@ -278,6 +292,18 @@ struct RawConfig {
     nessusd: RawNessusd,
     #[serde(default)]
     bmc: RawBmc,
+    #[serde(default)]
+    scanner: RawScanner,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawScanner {
+    enabled: Option<bool>,
+    port: Option<Spanned<u16>>,
+    tries: Option<Spanned<u32>>,
+    spacing: Option<Spanned<HumanDuration>>,
+    rate: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -748,6 +774,36 @@ impl RawConfig {
             interval: duration(b.interval, Duration::from_secs(900), Duration::from_secs(1))?.0,
         };
 
+        let sc = self.scanner;
+        let positive = |v: Option<Spanned<u32>>, default: u32, what: &str| match v {
+            None => Ok(default),
+            Some(v) if *v.get_ref() == 0 => Err((v.span(), format!("{what} must be at least 1"))),
+            Some(v) => Ok(v.into_inner()),
+        };
+        let scanner = ScannerConfig {
+            enabled: sc
+                .enabled
+                .unwrap_or_else(|| self.host.labels.get("role").is_some_and(|r| r == "scanner")),
+            port: match sc.port {
+                None => 623,
+                Some(p) if *p.get_ref() == 0 => {
+                    return Err((
+                        p.span(),
+                        "port 0 cannot be probed; RMCP is on 623".to_owned(),
+                    ))
+                }
+                Some(p) => p.into_inner(),
+            },
+            tries: positive(sc.tries, 3, "tries")?,
+            spacing: duration(
+                sc.spacing,
+                Duration::from_secs(1),
+                Duration::from_millis(10),
+            )?
+            .0,
+            rate: positive(sc.rate, 500, "rate")?,
+        };
+
         Ok(Config {
             state_dir,
             host: HostConfig {
@@ -759,6 +815,7 @@ impl RawConfig {
             remediation,
             nessusd,
             bmc,
+            scanner,
         })
     }
 }
@@ -893,6 +950,23 @@ service = "nessusd"
         assert!(msg.contains("absolute"), "{msg}");
         let (_, key, _) = invalid("[nessusd]\ninterval = \"soon\"\n");
         assert_eq!(key, "nessusd.interval");
+    }
+
+    #[test]
+    fn scanner_hosts_probe_by_their_role_label() {
+        let c = parse("[host]\nlabels = { role = \"scanner\", zone = \"z1\" }\n").unwrap();
+        assert!(c.scanner.enabled);
+        assert_eq!(
+            (c.scanner.port, c.scanner.tries, c.scanner.rate),
+            (623, 3, 500)
+        );
+        let c = parse("[host]\nlabels = { role = \"worker\" }\n").unwrap();
+        assert!(!c.scanner.enabled);
+        let c = parse("[scanner]\nenabled = true\n").unwrap();
+        assert!(c.scanner.enabled);
+        let (_, key, msg) = invalid("[scanner]\ntries = 0\n");
+        assert_eq!(key, "scanner.tries");
+        assert!(msg.contains("at least 1"), "{msg}");
     }
 
     #[test]

@@ -645,7 +645,11 @@ async fn host(
     Path(name): Path<String>,
 ) -> Result<Json<Value>> {
     app.require(&headers, Role::Read)?;
-    let Some(view) = lock(&app.registry).get(&name, Utc::now()) else {
+    let (view, probes) = {
+        let r = lock(&app.registry);
+        (r.get(&name, Utc::now()), r.bmc_probes(&name))
+    };
+    let Some(view) = view else {
         return Err(ApiError::field(
             StatusCode::NOT_FOUND,
             "name",
@@ -661,7 +665,7 @@ async fn host(
     let events = store.recent_events(&name, 50).unwrap_or_default();
     let history = store.recent_history(&name, 50).unwrap_or_default();
     Ok(Json(
-        json!({ "host": view, "agent_state": state, "events": events, "history": history }),
+        json!({ "host": view, "agent_state": state, "bmc_probes": probes, "events": events, "history": history }),
     ))
 }
 

@@ -63,6 +63,21 @@ set_working_mc 0x20
         bmc
     }
 
+    /// Gives the BMC's LAN channel 1 a static address, as an SRE does with
+    /// `ipmitool lan set 1 ipaddr` (ipmi_sim starts with 0.0.0.0).
+    pub fn set_lan_address(&self, addr: &str) {
+        for args in [["ipsrc", "static"], ["ipaddr", addr]] {
+            let o = Command::new("ipmitool")
+                .args([
+                    "-I", "lan", "-H", addr, "-U", "admin", "-P", "admin", "lan", "set", "1",
+                ])
+                .args(args)
+                .output()
+                .expect("ipmitool (apt-get install ipmitool)");
+            assert!(o.status.success(), "ipmitool lan set 1 {args:?}: {o:?}");
+        }
+    }
+
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         reap(&mut self.child, Duration::from_secs(5));

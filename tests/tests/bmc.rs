@@ -198,3 +198,169 @@ fn agents_report_their_own_bmc_in_band() {
         },
     );
 }
+
+/// One host of the scanner test: its own simulated client and agent; a BMC when `bmc`.
+fn zone_host(
+    c: &Collector,
+    name: &str,
+    labels: &str,
+    bmc: Option<&str>,
+    extra: &str,
+) -> (SimHost, Agent) {
+    let h = SimHost::new();
+    h.faults("interval_ms = 500\n");
+    h.start_client();
+    let config = h.agent_config("sysv", "", "");
+    h.report_to(&config, c, name, "1s", labels);
+    let device = h.root().join("dev-ipmi0");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    if let Some(addr) = bmc {
+        std::fs::write(&device, "").unwrap();
+        text.push_str(&format!(
+            "\n[bmc]\ninterval = \"1m\"\ndevice = \"{}\"\nipmitool = [\"/usr/bin/ipmitool\", \"-I\", \"lan\", \"-H\", \"{addr}\", \"-U\", \"admin\", \"-P\", \"admin\"]\n",
+            device.display()
+        ));
+    } else {
+        text.push_str(&format!("\n[bmc]\ndevice = \"{}\"\n", device.display()));
+    }
+    text.push_str(extra);
+    std::fs::write(&config, text).unwrap();
+    let a = Agent::start(&config);
+    (h, a)
+}
+
+#[test]
+fn scanners_probe_their_zone_and_the_collector_attributes_what_they_find() {
+    // Two hosts with BMCs (ipmi_sim, LAN address set with ipmitool) and a scanner in zone
+    // z1; a host with a BMC in z2, which z1's scanner must not probe.
+    let (a1, a2, a3) = ("127.0.72.1", "127.0.72.2", "127.0.72.3");
+    let b1 = Bmc::start(a1);
+    let mut b2 = Bmc::start(a2);
+    let b3 = Bmc::start(a3);
+    for (b, a) in [(&b1, a1), (&b2, a2), (&b3, a3)] {
+        b.set_lan_address(a);
+    }
+    let data = tempfile::tempdir().unwrap();
+    let c = Collector::start_with(
+        data.path(),
+        &format!("127.0.0.1:{}", free_port()),
+        "2s",
+        &["--probe-interval", "2s"],
+    );
+    let admin = c.admin();
+    let _h1 = zone_host(&c, "h1", "zone = \"z1\", role = \"worker\"", Some(a1), "");
+    let _h2 = zone_host(&c, "h2", "zone = \"z1\", role = \"worker\"", Some(a2), "");
+    let _far = zone_host(&c, "far", "zone = \"z2\", role = \"worker\"", Some(a3), "");
+    let (_s, mut scanner) = zone_host(
+        &c,
+        "scan-1",
+        "zone = \"z1\", role = \"scanner\"",
+        None,
+        "\n[scanner]\ntries = 2\nspacing = \"300ms\"\n",
+    );
+    // Hosts are probed once live (a new host is in build for 48 h).
+    for h in ["h1", "h2", "far", "scan-1"] {
+        wait_until("the host to report", Duration::from_secs(30), || {
+            host_view(&admin, h)["host"].is_object()
+        });
+        let r = admin
+            .send_json(
+                "PUT",
+                &format!("/api/v1/hosts/{h}/lifecycle"),
+                &serde_json::json!({"lifecycle": "live"}),
+            )
+            .unwrap();
+        assert_eq!(r.status, 200, "{:?}", r.body);
+    }
+    let verdict = |h: &str| host_view(&admin, h)["bmc_probes"].clone();
+    wait_until(
+        "scan-1's verdicts on h1 and h2",
+        Duration::from_secs(30),
+        || {
+            ["h1", "h2"]
+                .iter()
+                .all(|h| verdict(h)["scanners"][0]["reachable"] == true)
+        },
+    );
+    let v = verdict("h1");
+    assert_eq!(v["address"], a1, "{v}");
+    assert_eq!(v["scanners"][0]["scanner"], "scan-1", "{v}");
+    assert!(
+        v["scanners"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("answered the ASF Presence Ping"),
+        "{v}"
+    );
+    // Not z1's: never probed by scan-1.
+    assert!(verdict("far")["scanners"].as_array().unwrap().is_empty());
+    assert!(rmcpping(a1) && rmcpping(a2));
+
+    // h2's BMC stops answering: h2 unhealthy, attributed to scan-1, h1 up.
+    b2.stop();
+    assert!(!rmcpping(a2) && !ipmiping(a2), "freeipmi agrees");
+    wait_until("h2 unhealthy", Duration::from_secs(30), || {
+        host_view(&admin, "h2")["host"]["state"] == "unhealthy"
+    });
+    let reason = host_view(&admin, "h2")["host"]["reason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        reason.starts_with(&format!(
+            "unhealthy: BMC {a2} of h2 unreachable from scanner scan-1 since "
+        )),
+        "{reason}"
+    );
+    assert_eq!(host_view(&admin, "h1")["host"]["state"], "up");
+    wait_until(
+        "the verdict in h2's history",
+        Duration::from_secs(5),
+        || {
+            host_view(&admin, "h2")["history"]
+                .to_string()
+                .contains(&format!("BMC {a2} unreachable from scanner scan-1"))
+        },
+    );
+
+    // Maintenance takes h2 off the scanner's list: the zone has one BMC to probe.
+    let r = admin
+        .send_json(
+            "PUT",
+            "/api/v1/hosts/h2/maintenance",
+            &serde_json::json!({"until": (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339(), "reason": "BMC firmware"}),
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let zones = admin.get("/api/v1/zones").unwrap().body;
+    let z1 = zones["zones"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|z| z["zone"] == "z1")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (z1["bmcs"].as_u64(), z1["flagged"].as_bool()),
+        (Some(1), Some(false)),
+        "{z1}"
+    );
+
+    // The scanner dies: after its interval + grace, zone z1 has no working scanner.
+    scanner.kill9();
+    wait_until("zone z1 flagged", Duration::from_secs(20), || {
+        admin.get("/api/v1/zones").unwrap().body["flagged"] == 1
+    });
+    let out = c.cli(&["zones"]);
+    assert!(
+        out.contains("zone z1 has no working scanner (scan-1: silent since"),
+        "{out}"
+    );
+    let summary = admin.get("/api/v1/summary").unwrap().body;
+    assert_eq!(summary["zones_flagged"], serde_json::json!(["z1"]));
+    let m = admin.get_bytes("/metrics").unwrap().1;
+    assert!(
+        String::from_utf8_lossy(&m).contains("rollcall_zones_flagged 1"),
+        "metrics"
+    );
+}

@@ -100,11 +100,23 @@ impl Link {
         body: &B,
     ) -> Result<R, Failure> {
         let url = format!("{}{path}", self.base);
-        let resp = self
-            .http
-            .post(&url)
-            .bearer_auth(token)
-            .json(body)
+        self.call(&url, self.http.post(&url).bearer_auth(token).json(body))
+            .await
+    }
+
+    /// GETs `path` with `token`; the reply parsed, or why not.
+    pub async fn get<R: DeserializeOwned>(&self, path: &str, token: &str) -> Result<R, Failure> {
+        let url = format!("{}{path}", self.base);
+        self.call(&url, self.http.get(&url).bearer_auth(token))
+            .await
+    }
+
+    async fn call<R: DeserializeOwned>(
+        &self,
+        url: &str,
+        req: reqwest::RequestBuilder,
+    ) -> Result<R, Failure> {
+        let resp = req
             .send()
             .await
             .map_err(|e| Failure::Unreachable(chain(&e)))?;

@@ -5,6 +5,7 @@
 //! events through channels that never block; everything here runs beside it.
 
 pub mod link;
+pub mod scan;
 pub mod schedule;
 pub mod spool;
 
@@ -99,6 +100,9 @@ pub struct Reporter<C: Clock> {
     bmc_cfg: crate::config::BmcConfig,
     /// The latest in-band BMC check, sent with every heartbeat.
     bmc: Option<rollcall_proto::BmcState>,
+    scanner: crate::config::ScannerConfig,
+    /// What was last said about probing, not to repeat it every round.
+    scan_said: Option<String>,
 }
 
 /// Checks the BMC in-band now and every `interval`, handing each result over.
@@ -165,6 +169,8 @@ impl<C: Clock> Reporter<C> {
                 outage: None,
                 bmc_cfg: config.bmc.clone(),
                 bmc: None,
+                scanner: config.scanner.clone(),
+                scan_said: None,
             },
             first,
         ))
@@ -186,6 +192,10 @@ impl<C: Clock> Reporter<C> {
         let mut next = self.clock.now();
         let mut last_sent = tokio::time::Instant::now() - MIN_GAP;
         let mut nessusd_open = true;
+        // Scanners: the first round shortly after the first heartbeat, then as the
+        // collector says.
+        let mut probe_at = tokio::time::Instant::now() + Duration::from_secs(2);
+        let mut probing: Option<tokio::task::JoinHandle<scan::Round>> = None;
         loop {
             let now = self.clock.now();
             let due = if changed && self.schedule.may_send_now(now) {
@@ -214,6 +224,17 @@ impl<C: Clock> Reporter<C> {
                     match e {
                         Some(e) => { self.spool.push(e); changed = true; }
                         None => break,
+                    }
+                    continue;
+                }
+                _ = tokio::time::sleep_until(probe_at), if self.scanner.enabled && probing.is_none() && self.credential.is_some() => {
+                    probe_at = self.start_round(&mut probing).await;
+                    continue;
+                }
+                r = async { probing.as_mut().expect("guarded by is_some").await }, if probing.is_some() => {
+                    probing = None;
+                    if let Ok(round) = r {
+                        self.finish_round(&round).await;
                     }
                     continue;
                 }
@@ -250,6 +271,9 @@ impl<C: Clock> Reporter<C> {
             }
         }
         bmc_task.abort();
+        if let Some(p) = probing {
+            p.abort();
+        }
         while let Ok(e) = inlet.events.try_recv() {
             self.spool.push(e);
         }
@@ -422,6 +446,66 @@ impl<C: Clock> Reporter<C> {
                 Err(None)
             }
             Err(f) => Err(self.failed(f)),
+        }
+    }
+
+    /// Asks for this round's BMCs and starts probing them; when to start the next round.
+    async fn start_round(
+        &mut self,
+        probing: &mut Option<tokio::task::JoinHandle<scan::Round>>,
+    ) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        let Some(credential) = self.credential.clone() else {
+            return now + Duration::from_secs(10);
+        };
+        match scan::assignment(&self.link, &credential).await {
+            Ok((targets, every)) => {
+                log::debug!(target: "scanner", "probing {} BMC(s) of zone {}", targets.targets.len(), targets.zone);
+                *probing = Some(tokio::spawn(scan::probe(targets, self.scanner.clone())));
+                now + every
+            }
+            Err((wait, why)) => {
+                if self.scan_said.as_deref() != Some(why.as_str()) {
+                    log::warn!(target: "scanner", "{why}");
+                    self.scan_said = Some(why);
+                }
+                now + wait
+            }
+        }
+    }
+
+    /// Reports a finished round and says what it found.
+    async fn finish_round(&mut self, round: &scan::Round) {
+        let Some(credential) = self.credential.clone() else {
+            return;
+        };
+        let down = round.results.iter().filter(|r| !r.reachable).count();
+        match scan::report(&self.link, &credential, &self.me.host, round).await {
+            Ok((taken, ignored, why)) => {
+                let msg = format!(
+                    "probed {} BMC(s) of zone {} in {:.1}s ({} packets): {down} unreachable; the collector took {taken}{}",
+                    round.results.len(),
+                    round.zone,
+                    round.took.as_secs_f64(),
+                    round.packets,
+                    if ignored > 0 {
+                        format!(", ignored {ignored} ({})", why.join("; "))
+                    } else {
+                        String::new()
+                    }
+                );
+                // Said at info when the picture changes, else at debug.
+                let key = format!("{} {down} {ignored}", round.results.len());
+                if self.scan_said.as_deref() != Some(key.as_str()) {
+                    log::info!(target: "scanner", "{msg}");
+                    self.scan_said = Some(key);
+                } else {
+                    log::debug!(target: "scanner", "{msg}");
+                }
+            }
+            Err(e) => {
+                log::warn!(target: "scanner", "cannot report probe results: {e}; the next round reports afresh")
+            }
         }
     }
 

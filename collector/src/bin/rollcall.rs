@@ -60,6 +60,11 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Scan zones and their scanners; exit 1 if a zone has no working scanner.
+    Zones {
+        #[arg(long)]
+        json: bool,
+    },
     /// Put a host under maintenance (or end it with --end).
     Maintenance {
         name: String,
@@ -367,8 +372,45 @@ fn run(cli: Cli) -> Outcome {
                     .collect();
                 println!("{}", table(&["STATE", "HOSTS"], &rows));
                 println!("{} host(s), {} flagged", v["hosts"], v["flagged"]);
+                if let Some(z) = v["zones_flagged"].as_array().filter(|z| !z.is_empty()) {
+                    let z: Vec<&str> = z.iter().filter_map(|z| z.as_str()).collect();
+                    println!("zone(s) with no working scanner: {}", z.join(", "));
+                }
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Zones { json } => {
+            let v = get(&c, "/api/v1/zones")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                let rows: Vec<Vec<String>> = v["zones"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|z| {
+                        let scanners = z["scanners"].as_array().cloned().unwrap_or_default();
+                        let working = scanners.iter().filter(|s| s["working"] == true).count();
+                        vec![
+                            z["zone"].as_str().unwrap_or("").to_owned(),
+                            z["hosts"].to_string(),
+                            z["bmcs"].to_string(),
+                            format!("{working}/{}", scanners.len()),
+                            if z["flagged"] == true { "FLAGGED" } else { "" }.to_owned(),
+                            z["reason"].as_str().unwrap_or("").to_owned(),
+                        ]
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    table(&["ZONE", "HOSTS", "BMCS", "SCANNERS", "", "WHY"], &rows)
+                );
+            }
+            Ok(if v["flagged"].as_u64().unwrap_or(0) > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Cmd::Maintenance {
             name,

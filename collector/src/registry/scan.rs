@@ -146,6 +146,26 @@ impl Registry {
         ))
     }
 
+    /// The host's BMC address and each scanner's latest verdict on it, for its view.
+    pub fn bmc_probes(&self, name: &str) -> Option<serde_json::Value> {
+        let h = &self.hosts[*self.names.get(name)? as usize];
+        let b = h.bmc.as_ref()?;
+        let seen: Vec<serde_json::Value> = b
+            .seen
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "scanner": &*self.hosts[s.scanner as usize].name,
+                    "reachable": s.reachable,
+                    "since": at(s.since_ms),
+                    "checked": at(s.checked_ms),
+                    "detail": &*s.detail,
+                })
+            })
+            .collect();
+        Some(serde_json::json!({ "address": b.address, "scanners": seen }))
+    }
+
     /// Why `name` may not probe, or its zone.
     fn scanner_zone(&self, name: &str) -> Result<(HostId, u32), String> {
         let Some(&id) = self.names.get(name) else {
