@@ -105,6 +105,35 @@ impl EventLog {
             .unwrap_or_else(|| unreachable!("just pushed"))
     }
 
+    /// Says how killing a leftover `name` process went (step `hard_restart`): an action
+    /// event, or a warning that it could not be killed.
+    pub fn killed(
+        &mut self,
+        at: DateTime<Utc>,
+        check: &str,
+        name: &str,
+        pid: u32,
+        outcome: std::io::Result<()>,
+    ) {
+        match outcome {
+            Ok(()) => {
+                self.emit(
+                    at,
+                    check,
+                    EventKind::Action,
+                    format!("killed leftover {name} process {pid}"),
+                    Fields {
+                        action: Some("kill"),
+                        step: Some("hard_restart"),
+                        pid: Some(pid),
+                        level: None,
+                    },
+                );
+            }
+            Err(e) => log::warn!(target: check, pid = pid; "cannot kill {name} process {pid}: {e}"),
+        }
+    }
+
     pub fn recent(&self) -> impl DoubleEndedIterator<Item = &Event> {
         self.recent.iter()
     }

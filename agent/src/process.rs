@@ -117,6 +117,17 @@ pub fn kill(p: Proc) -> std::io::Result<()> {
     }
 }
 
+/// SIGKILLs every one of `procs`, then waits (at most 2 s) for them to be gone, so that a
+/// start that follows does not find them. The outcome of each kill.
+pub async fn kill_all(procs: &[Proc]) -> Vec<(Proc, std::io::Result<()>)> {
+    let outcomes: Vec<_> = procs.iter().map(|p| (*p, kill(*p))).collect();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    while procs.iter().any(Proc::alive) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    outcomes
+}
+
 /// Resolves when the watched process has exited.
 pub enum ExitWatch {
     Pidfd(AsyncFd<OwnedFd>),

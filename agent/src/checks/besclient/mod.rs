@@ -718,26 +718,9 @@ impl<C: Clock> Supervisor<C> {
     /// to be gone so that the start that follows does not find them.
     async fn kill_leftovers(&mut self) {
         let leftovers = process::find_by_exe(&self.cfg.process);
-        for p in &leftovers {
-            match process::kill(*p) {
-                Ok(()) => self.emit(
-                    EventKind::Action,
-                    format!("killed leftover BESClient process {}", p.pid),
-                    Fields {
-                        action: Some("kill"),
-                        step: Some(Step::HardRestart.as_str()),
-                        pid: Some(p.pid),
-                        level: None,
-                    },
-                ),
-                Err(e) => {
-                    log::warn!(target: CHECK, pid = p.pid; "cannot kill BESClient process {}: {e}", p.pid)
-                }
-            }
-        }
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while leftovers.iter().any(Proc::alive) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        let now = self.clock.now();
+        for (p, outcome) in process::kill_all(&leftovers).await {
+            self.events.killed(now, CHECK, "BESClient", p.pid, outcome);
         }
     }
 

@@ -421,26 +421,9 @@ impl<C: Clock> NessusdSupervisor<C> {
 
     async fn kill_leftovers(&mut self) {
         let leftovers = self.leftovers();
-        for p in &leftovers {
-            match process::kill(*p) {
-                Ok(()) => self.emit(
-                    EventKind::Action,
-                    format!("killed leftover nessusd process {}", p.pid),
-                    Fields {
-                        action: Some("kill"),
-                        step: Some(Step::HardRestart.as_str()),
-                        pid: Some(p.pid),
-                        level: None,
-                    },
-                ),
-                Err(e) => {
-                    log::warn!(target: CHECK, pid = p.pid; "cannot kill nessusd process {}: {e}", p.pid)
-                }
-            }
-        }
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while leftovers.iter().any(Proc::alive) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        let now = self.clock.now();
+        for (p, outcome) in process::kill_all(&leftovers).await {
+            self.events.killed(now, CHECK, "nessusd", p.pid, outcome);
         }
     }
 
