@@ -351,6 +351,21 @@ pub(crate) mod suite {
             .unwrap();
         assert_eq!(a.last_heard, t(5), "the heartbeat itself is recorded");
         assert_eq!(a.labels["region"], "us-south");
+        // Nothing but the time moves (same row, same state): still durable, across a reopen.
+        let mut quiet = hb("q", 10, Health::Ok, vec![]);
+        s.commit(&hbs([quiet.clone()])).unwrap();
+        for at in [11, 12, 13] {
+            quiet.received_at = t(at);
+            s.commit(&hbs([quiet.clone()])).unwrap();
+        }
+        drop(s);
+        let q = open()
+            .load_hosts()
+            .unwrap()
+            .into_iter()
+            .find(|h| h.host == "q")
+            .unwrap();
+        assert_eq!((q.last_heard, q.first_seen), (t(13), t(10)));
         assert_eq!(hosts[1].host, "b");
     }
 

@@ -28,6 +28,13 @@ CREATE TABLE IF NOT EXISTS hosts (
     maint_until   INTEGER,
     maint_reason  TEXT
 );
+-- When hosts were heard, appended (one page written per batch, not one per host): a
+-- heartbeat that changes nothing but its time lands here, and is folded into
+-- hosts.last_heard now and then. Loading takes the later of the two.
+CREATE TABLE IF NOT EXISTS heard (
+    host TEXT NOT NULL,
+    at   INTEGER NOT NULL
+);
 -- The full agent state, apart from the small row a heartbeat updates every time.
 CREATE TABLE IF NOT EXISTS host_state (
     name        TEXT PRIMARY KEY,
@@ -63,12 +70,36 @@ CREATE INDEX IF NOT EXISTS history_host ON history(host, at);
 CREATE INDEX IF NOT EXISTS history_at ON history(at);
 ";
 
+/// `heard` is folded into `hosts` once it holds this many rows, or this long after the
+/// last fold.
+const FOLD_ROWS: u64 = 200_000;
+const FOLD_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Everything in a host's row but its last-heard time.
+fn row_fingerprint(hb: &HeartbeatRecord) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (
+        &hb.identity,
+        hb.interval_secs,
+        &hb.labels,
+        health_str(hb.health),
+        &hb.reason,
+    )
+        .hash(&mut h);
+    h.finish()
+}
+
 pub struct SqliteStore {
     path: PathBuf,
     conn: Connection,
-    /// The fingerprint of the state last written per host, so that an unchanged state is
-    /// not rewritten. Empty after a restart: the first heartbeat of each host writes it.
-    written: HashMap<String, u64>,
+    /// Per host, the fingerprints of the state and of the host row last written, so that
+    /// neither is rewritten unchanged. Empty after a restart: the first heartbeat of each
+    /// host writes both.
+    written: HashMap<String, (u64, u64)>,
+    /// Rows in `heard` not yet folded into `hosts`, and when that was last done.
+    heard_rows: u64,
+    folded_at: std::time::Instant,
 }
 
 fn ms(t: DateTime<Utc>) -> i64 {
@@ -111,7 +142,39 @@ impl SqliteStore {
             path: path.to_owned(),
             conn,
             written: HashMap::new(),
+            heard_rows: 0,
+            folded_at: std::time::Instant::now(),
         })
+    }
+
+    /// Folds `heard` into `hosts.last_heard`: one update per host, however often it was
+    /// heard meanwhile.
+    fn fold_heard(&mut self) -> Result<(), StoreError> {
+        let path = self.path.display().to_string();
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut latest = tx
+                .prepare("SELECT host, max(at) FROM heard GROUP BY host")
+                .map_err(err)?;
+            let mut update = tx
+                .prepare("UPDATE hosts SET last_heard = max(last_heard, ?2) WHERE name = ?1")
+                .map_err(err)?;
+            let mut rows = latest.query([]).map_err(err)?;
+            while let Some(r) = rows.next().map_err(err)? {
+                let host: String = r.get(0).map_err(err)?;
+                let at: i64 = r.get(1).map_err(err)?;
+                update.execute(params![host, at]).map_err(err)?;
+            }
+        }
+        tx.execute("DELETE FROM heard", []).map_err(err)?;
+        tx.commit().map_err(err)?;
+        self.heard_rows = 0;
+        self.folded_at = std::time::Instant::now();
+        Ok(())
     }
 
     fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
@@ -119,6 +182,18 @@ impl SqliteStore {
             path: self.path.display().to_string(),
             source,
         }
+    }
+
+    /// The latest time in `heard` per host (not yet folded into `hosts`).
+    fn heard_latest(&self) -> Result<HashMap<String, i64>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT host, max(at) FROM heard GROUP BY host")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
     }
 
     fn corrupt(&self, what: &'static str, detail: String) -> StoreError {
@@ -169,6 +244,7 @@ impl Store for SqliteStore {
                 ))
             })
             .map_err(self.err())?;
+        let heard = self.heard_latest()?;
         let mut out = Vec::new();
         for raw in rows {
             let (
@@ -184,6 +260,9 @@ impl Store for SqliteStore {
                 mu,
                 mr,
             ): Raw = raw.map_err(self.err())?;
+            let last_heard = heard
+                .get(&host)
+                .map_or(last_heard, |h| (*h).max(last_heard));
             let labels = serde_json::from_str(&labels)
                 .map_err(|e| self.corrupt("hosts.labels", format!("{host}: {e}")))?;
             let health = parse_health(&health)
@@ -257,7 +336,8 @@ impl Store for SqliteStore {
         }
         let tx = self.conn.transaction().map_err(err)?;
         let mut stats = CommitStats::default();
-        let mut states_written = Vec::new();
+        let mut written_now = Vec::new();
+        let mut heard_rows = 0;
         {
             let mut upsert = tx
                 .prepare_cached(
@@ -274,22 +354,38 @@ impl Store for SqliteStore {
                      ON CONFLICT(name) DO UPDATE SET fingerprint = excluded.fingerprint, state = excluded.state",
                 )
                 .map_err(err)?;
+            let mut heard = tx
+                .prepare_cached("INSERT INTO heard (host, at) VALUES (?1, ?2)")
+                .map_err(err)?;
             for (hb, first_seen) in latest.values() {
-                let labels = serde_json::to_string(&hb.labels).unwrap_or_else(|_| "{}".into());
-                upsert
-                    .execute(params![
-                        hb.host,
-                        hb.identity,
-                        ms(hb.received_at),
-                        hb.interval_secs,
-                        labels,
-                        health_str(hb.health),
-                        hb.reason,
-                        ms(*first_seen)
-                    ])
-                    .map_err(err)?;
+                let row = row_fingerprint(hb);
+                let (state_was, row_was) = self
+                    .written
+                    .get(hb.host.as_str())
+                    .copied()
+                    .unwrap_or((!hb.state_fingerprint, !row));
+                if row_was == row {
+                    heard
+                        .execute(params![hb.host, ms(hb.received_at)])
+                        .map_err(err)?;
+                    heard_rows += 1;
+                } else {
+                    let labels = serde_json::to_string(&hb.labels).unwrap_or_else(|_| "{}".into());
+                    upsert
+                        .execute(params![
+                            hb.host,
+                            hb.identity,
+                            ms(hb.received_at),
+                            hb.interval_secs,
+                            labels,
+                            health_str(hb.health),
+                            hb.reason,
+                            ms(*first_seen)
+                        ])
+                        .map_err(err)?;
+                }
                 stats.hosts += 1;
-                if self.written.get(hb.host.as_str()) != Some(&hb.state_fingerprint) {
+                let state_now = if state_was != hb.state_fingerprint {
                     state
                         .execute(params![
                             hb.host,
@@ -297,8 +393,11 @@ impl Store for SqliteStore {
                             &*hb.state_json.text()
                         ])
                         .map_err(err)?;
-                    states_written.push((hb.host.clone(), hb.state_fingerprint));
-                }
+                    hb.state_fingerprint
+                } else {
+                    state_was
+                };
+                written_now.push((hb.host.clone(), (state_now, row)));
             }
             let mut insert = tx
                 .prepare_cached(
@@ -384,7 +483,16 @@ impl Store for SqliteStore {
         }
         tx.commit().map_err(err)?;
         // Only once durable: a rolled-back state must be written again next time.
-        self.written.extend(states_written);
+        self.written.extend(written_now);
+        self.heard_rows += heard_rows;
+        if self.heard_rows >= FOLD_ROWS
+            || (self.heard_rows > 0 && self.folded_at.elapsed() >= FOLD_EVERY)
+        {
+            // Durable either way: a failed fold leaves the rows to the next one.
+            if let Err(e) = self.fold_heard() {
+                log::warn!("folding heard times into hosts failed (retried later): {e}");
+            }
+        }
         Ok(stats)
     }
 
@@ -497,6 +605,36 @@ mod tests {
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn heard_times_folded_into_hosts_are_kept_and_the_log_emptied() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rollcall.db");
+        let mut s = SqliteStore::open(&path).unwrap();
+        let mut h = suite::hb("h", 1, Health::Ok, vec![]);
+        s.commit(&[Write::from(h.clone())]).unwrap();
+        for at in 2..=40 {
+            h.received_at = suite::t(at);
+            s.commit(&[Write::from(h.clone())]).unwrap();
+        }
+        let logged: i64 = s
+            .conn
+            .query_row("SELECT count(*) FROM heard", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            logged, 39,
+            "a time-only heartbeat appends, it does not rewrite the row"
+        );
+        s.fold_heard().unwrap();
+        let logged: i64 = s
+            .conn
+            .query_row("SELECT count(*) FROM heard", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(logged, 0);
+        drop(s);
+        let rows = SqliteStore::open(&path).unwrap().load_hosts().unwrap();
+        assert_eq!(rows[0].last_heard, suite::t(40));
     }
 
     #[test]
