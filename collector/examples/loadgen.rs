@@ -1,9 +1,10 @@
 //! Load figures for the collector, printed (never asserted). Loopback only, bounded in
 //! count and time.
 //!
-//!   cargo run --release -p rollcall-collector --example loadgen -- ingest [--hosts 200000] [--seconds 10] [--connections 64]
+//!   cargo run --release -p rollcall-collector --example loadgen -- ingest [--hosts 200000] [--seconds 10] [--connections 64] [--rounds 3]
 //!       durable heartbeats per second into the real collector, and the same generator
-//!       against a no-op HTTPS handler (same TLS and HTTP stack) in the same run; the ratio.
+//!       against a no-op HTTPS handler (same TLS and HTTP stack), alternated in rounds
+//!       within one run; the ratio, and CPU time per heartbeat of each server.
 //!   cargo run --release -p rollcall-collector --example loadgen -- scale [--hosts 1000000]
 //!       collector RSS per registered host, and GET /api/v1/hosts?state=silent latency
 //!       with 1 % of the hosts silent.
@@ -151,7 +152,8 @@ struct Counts {
     failed: AtomicU64,
 }
 
-/// Sends heartbeats for `hosts` hosts over `conns` persistent connections until `stop`.
+/// Sends heartbeats for `hosts` hosts over `conns` persistent connections for `seconds`,
+/// or (with 0 seconds) one per host.
 async fn generate(
     addr: &str,
     ca: &Path,
@@ -164,7 +166,9 @@ async fn generate(
     let stop = Arc::new(AtomicBool::new(false));
     let next = Arc::new(AtomicU64::new(0));
     let connector = tls_client(ca);
-    let now = chrono::Utc::now().to_rfc3339();
+    // One time for the whole run: a state that keeps its "since" is an unchanged state.
+    static NOW: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let now = NOW.get_or_init(|| chrono::Utc::now().to_rfc3339());
     let mut tasks = Vec::new();
     for _ in 0..conns {
         let (counts, stop, next, connector, creds) = (
@@ -179,7 +183,10 @@ async fn generate(
             let mut send = open(&addr, &connector).await;
             while !stop.load(Ordering::Relaxed) {
                 let n = next.fetch_add(1, Ordering::Relaxed);
-                let i = splay(n, hosts);
+                if seconds == 0 && n >= hosts {
+                    break;
+                }
+                let i = if seconds == 0 { n } else { splay(n, hosts) };
                 let req = Request::post("/api/v1/heartbeat")
                     .header("host", "localhost")
                     .header("authorization", &creds[i as usize])
@@ -305,10 +312,92 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time (user + system) a process has used, from `/proc/PID/stat` (USER_HZ = 100).
+fn cpu_secs(pid: u32) -> f64 {
+    stat_cpu_secs(&format!("/proc/{pid}/stat"))
+}
+
+/// CPU time of the collector's ingest writer thread (SQLite, registry).
+fn writer_cpu_secs(pid: u32) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| c.trim() == "ingest-writer")
+        })
+        .map(|t| stat_cpu_secs(&t.path().join("stat").to_string_lossy()))
+        .sum()
+}
+
+fn stat_cpu_secs(path: &str) -> f64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (f.get(11).unwrap_or(&0) + f.get(12).unwrap_or(&0)) as f64 / 100.0
+}
+
+/// One phase against one server: heartbeats per second, and CPU µs per heartbeat spent by
+/// the server and by the generator.
+struct Phase {
+    rate: f64,
+    server_us: f64,
+    writer_us: f64,
+    generator_us: f64,
+    refused: u64,
+    failed: u64,
+}
+
+fn phase(
+    rt: &tokio::runtime::Runtime,
+    server: &Proc,
+    ca: &Path,
+    creds: Arc<Vec<String>>,
+    hosts: u64,
+    conns: u64,
+    seconds: u64,
+) -> Phase {
+    let pid = server.0.id();
+    let (s0, w0, g0) = (
+        cpu_secs(pid),
+        writer_cpu_secs(pid),
+        cpu_secs(std::process::id()),
+    );
+    let (t, counts) = rt.block_on(generate(&server.1, ca, creds, hosts, conns, seconds));
+    let (s1, w1, g1) = (
+        cpu_secs(pid),
+        writer_cpu_secs(pid),
+        cpu_secs(std::process::id()),
+    );
+    let ok = counts.ok.load(Ordering::Relaxed);
+    let per = |d: f64| d * 1e6 / ok.max(1) as f64;
+    Phase {
+        rate: ok as f64 / t,
+        server_us: per(s1 - s0),
+        writer_us: per(w1 - w0),
+        generator_us: per(g1 - g0),
+        refused: counts.refused.load(Ordering::Relaxed),
+        failed: counts.failed.load(Ordering::Relaxed),
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 fn ingest() {
     let hosts = arg("--hosts", 200_000);
     let seconds = arg("--seconds", 10);
     let conns = arg("--connections", 64);
+    let rounds = arg("--rounds", 3).max(1);
     let dir = tempfile::tempdir().expect("tmp");
     let data = dir.path().join("data");
     let c = collector(&data, &["--queue", "100000"]);
@@ -326,20 +415,55 @@ fn ingest() {
         "{hosts} hosts enrolled in {:.1} s",
         enrolling.elapsed().as_secs_f64()
     );
-    let (t_noop, noop_counts) =
-        rt.block_on(generate(&n.1, &ca, creds.clone(), hosts, conns, seconds));
-    drop(n);
-    let (t_real, real) = rt.block_on(generate(&c.1, &ca, creds, hosts, conns, seconds));
-    let noop_rate = noop_counts.ok.load(Ordering::Relaxed) as f64 / t_noop;
-    let real_rate = real.ok.load(Ordering::Relaxed) as f64 / t_real;
-    println!("{hosts} simulated hosts, {conns} TLS connections, {seconds} s each, loopback, 2 cores shared with the generator:");
-    println!("  no-op HTTPS handler:      {noop_rate:>9.0} heartbeats/s");
-    println!(
-        "  collector, durable acks:  {real_rate:>9.0} heartbeats/s  (refused {}, failed {})",
-        real.refused.load(Ordering::Relaxed),
-        real.failed.load(Ordering::Relaxed)
+    // Every host's first heartbeat writes its whole state; the rounds measure what follows.
+    let warm = rt
+        .block_on(generate(&c.1, &ca, creds.clone(), hosts, conns, 0))
+        .1;
+    assert_eq!(
+        warm.ok.load(Ordering::Relaxed),
+        hosts,
+        "first heartbeat of every host"
     );
-    println!("  ratio collector/no-op:    {:.2}", real_rate / noop_rate);
+    println!("{hosts} simulated hosts, {conns} TLS connections, {rounds} rounds of {seconds} s against each server in turn, loopback, 2 cores shared with the generator:");
+    println!("  round   no-op/s  collector/s  ratio   server CPU µs/hb: no-op, collector (its writer thread)   generator CPU µs/hb");
+    let mut ratios = Vec::new();
+    let mut rates = (Vec::new(), Vec::new());
+    let mut cpu = (Vec::new(), Vec::new());
+    let mut problems = (0, 0);
+    for round in 1..=rounds {
+        // Alternated, so that drift in the machine's speed falls on both alike.
+        let a = phase(&rt, &n, &ca, creds.clone(), hosts, conns, seconds);
+        let b = phase(&rt, &c, &ca, creds.clone(), hosts, conns, seconds);
+        println!(
+            "  {round:>5}  {:>8.0}  {:>11.0}  {:>5.2}   {:>23.1}, {:>5.1} ({:>4.1})                 {:>5.1}, {:.1}",
+            a.rate,
+            b.rate,
+            b.rate / a.rate,
+            a.server_us,
+            b.server_us,
+            b.writer_us,
+            a.generator_us,
+            b.generator_us
+        );
+        ratios.push(b.rate / a.rate);
+        rates.0.push(a.rate);
+        rates.1.push(b.rate);
+        cpu.0.push(a.server_us);
+        cpu.1.push(b.server_us);
+        problems.0 += b.refused;
+        problems.1 += b.failed;
+    }
+    drop(n);
+    println!(
+        "  median: no-op {:.0}/s, collector (durable acks) {:.0}/s, ratio {:.2}; server CPU per heartbeat {:.1} µs no-op, {:.1} µs collector; collector refused {}, failed {}",
+        median(rates.0),
+        median(rates.1),
+        median(ratios),
+        median(cpu.0),
+        median(cpu.1),
+        problems.0,
+        problems.1
+    );
     let metrics = rollcall_collector::client::Client::new(&format!("https://{}", c.1), &ca, None)
         .and_then(|cl| cl.get("/metrics"))
         .map(|r| r.body.as_str().unwrap_or("").to_owned())
@@ -461,7 +585,7 @@ fn main() {
         Some("ingest") => ingest(),
         Some("scale") => scale(),
         _ => eprintln!(
-            "usage: loadgen ingest [--hosts N] [--seconds S] [--connections C] | scale [--hosts N]"
+            "usage: loadgen ingest [--hosts N] [--seconds S] [--connections C] [--rounds R] | scale [--hosts N]"
         ),
     }
 }

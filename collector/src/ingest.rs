@@ -95,6 +95,12 @@ impl Ingest {
     }
 }
 
+/// After a batch of at least this many writes the writer lets [`GATHER_FOR`] pass before
+/// the next commit, so that a busy collector commits fewer, larger batches (fewer fsyncs)
+/// while a quiet one still commits each write the moment it arrives.
+const GATHER_FROM: usize = 8;
+const GATHER_FOR: Duration = Duration::from_micros(500);
+
 fn writer<S: Store, F: FnMut(Committed<'_>)>(
     mut store: S,
     rx: Receiver<Pending>,
@@ -104,8 +110,12 @@ fn writer<S: Store, F: FnMut(Committed<'_>)>(
 ) -> S {
     let mut records = Vec::with_capacity(max_batch);
     let mut waiters = Vec::with_capacity(max_batch);
+    let mut busy = false;
     // Ends when every Ingest handle is dropped and the queue is drained.
     while let Ok(first) = rx.recv() {
+        if busy {
+            std::thread::sleep(GATHER_FOR);
+        }
         let mut next = Some(first);
         while let Some(p) = next {
             records.push(p.record);
@@ -116,6 +126,7 @@ fn writer<S: Store, F: FnMut(Committed<'_>)>(
                 None
             };
         }
+        busy = records.len() >= GATHER_FROM;
         let started = Instant::now();
         let result = store.commit(&records);
         let took = started.elapsed();

@@ -28,12 +28,11 @@ CREATE TABLE IF NOT EXISTS hosts (
     maint_until   INTEGER,
     maint_reason  TEXT
 );
--- When hosts were heard, appended (one page written per batch, not one per host): a
--- heartbeat that changes nothing but its time lands here, and is folded into
--- hosts.last_heard now and then. Loading takes the later of the two.
+-- When hosts were heard: a heartbeat that changes nothing but its time lands here, one
+-- row per commit (a JSON array of [ms, host] pairs) rather than one row update per host,
+-- and is folded into hosts.last_heard now and then. Loading takes the later of the two.
 CREATE TABLE IF NOT EXISTS heard (
-    host TEXT NOT NULL,
-    at   INTEGER NOT NULL
+    times TEXT NOT NULL
 );
 -- The full agent state, apart from the small row a heartbeat updates every time.
 CREATE TABLE IF NOT EXISTS host_state (
@@ -74,6 +73,9 @@ CREATE INDEX IF NOT EXISTS history_at ON history(at);
 /// last fold.
 const FOLD_ROWS: u64 = 200_000;
 const FOLD_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// WAL pages (4 KiB) before an automatic checkpoint.
+const CHECKPOINT_PAGES: i64 = 8000;
 
 /// Everything in a host's row but its last-heard time.
 fn row_fingerprint(hb: &HeartbeatRecord) -> u64 {
@@ -137,6 +139,10 @@ impl SqliteStore {
             .map_err(err)?;
         conn.pragma_update(None, "busy_timeout", 5000)
             .map_err(err)?;
+        // Let the WAL grow to CHECKPOINT_PAGES before it is copied back, so that a page
+        // written many times meanwhile (the heard log's tail, busy host rows) is copied once.
+        conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES)
+            .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
         Ok(SqliteStore {
             path: path.to_owned(),
@@ -150,6 +156,7 @@ impl SqliteStore {
     /// Folds `heard` into `hosts.last_heard`: one update per host, however often it was
     /// heard meanwhile.
     fn fold_heard(&mut self) -> Result<(), StoreError> {
+        let latest = self.heard_latest()?;
         let path = self.path.display().to_string();
         let err = |source| StoreError::Sqlite {
             path: path.clone(),
@@ -157,16 +164,10 @@ impl SqliteStore {
         };
         let tx = self.conn.transaction().map_err(err)?;
         {
-            let mut latest = tx
-                .prepare("SELECT host, max(at) FROM heard GROUP BY host")
-                .map_err(err)?;
             let mut update = tx
                 .prepare("UPDATE hosts SET last_heard = max(last_heard, ?2) WHERE name = ?1")
                 .map_err(err)?;
-            let mut rows = latest.query([]).map_err(err)?;
-            while let Some(r) = rows.next().map_err(err)? {
-                let host: String = r.get(0).map_err(err)?;
-                let at: i64 = r.get(1).map_err(err)?;
+            for (host, at) in &latest {
                 update.execute(params![host, at]).map_err(err)?;
             }
         }
@@ -188,12 +189,21 @@ impl SqliteStore {
     fn heard_latest(&self) -> Result<HashMap<String, i64>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT host, max(at) FROM heard GROUP BY host")
+            .prepare("SELECT rowid, times FROM heard")
             .map_err(self.err())?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-            .map_err(self.err())?;
-        rows.collect::<Result<_, _>>().map_err(self.err())
+        let mut rows = stmt.query([]).map_err(self.err())?;
+        let mut latest = HashMap::new();
+        while let Some(r) = rows.next().map_err(self.err())? {
+            let (id, times): (i64, String) =
+                (r.get(0).map_err(self.err())?, r.get(1).map_err(self.err())?);
+            let pairs: Vec<(i64, String)> = serde_json::from_str(&times)
+                .map_err(|e| self.corrupt("heard.times", format!("row {id}: {e}")))?;
+            for (at, host) in pairs {
+                let t = latest.entry(host).or_insert(at);
+                *t = at.max(*t);
+            }
+        }
+        Ok(latest)
     }
 
     fn corrupt(&self, what: &'static str, detail: String) -> StoreError {
@@ -354,9 +364,7 @@ impl Store for SqliteStore {
                      ON CONFLICT(name) DO UPDATE SET fingerprint = excluded.fingerprint, state = excluded.state",
                 )
                 .map_err(err)?;
-            let mut heard = tx
-                .prepare_cached("INSERT INTO heard (host, at) VALUES (?1, ?2)")
-                .map_err(err)?;
+            let mut heard = Vec::new();
             for (hb, first_seen) in latest.values() {
                 let row = row_fingerprint(hb);
                 let (state_was, row_was) = self
@@ -365,10 +373,7 @@ impl Store for SqliteStore {
                     .copied()
                     .unwrap_or((!hb.state_fingerprint, !row));
                 if row_was == row {
-                    heard
-                        .execute(params![hb.host, ms(hb.received_at)])
-                        .map_err(err)?;
-                    heard_rows += 1;
+                    heard.push((ms(hb.received_at), hb.host.as_str()));
                 } else {
                     let labels = serde_json::to_string(&hb.labels).unwrap_or_else(|_| "{}".into());
                     upsert
@@ -398,6 +403,13 @@ impl Store for SqliteStore {
                     state_was
                 };
                 written_now.push((hb.host.clone(), (state_now, row)));
+            }
+            if !heard.is_empty() {
+                let times = serde_json::to_string(&heard).expect("pairs of a number and a string");
+                tx.prepare_cached("INSERT INTO heard (times) VALUES (?1)")
+                    .and_then(|mut st| st.execute([times]))
+                    .map_err(err)?;
+                heard_rows = heard.len() as u64;
             }
             let mut insert = tx
                 .prepare_cached(
