@@ -77,6 +77,7 @@ pub enum Credential<'a> {
 
 #[derive(Debug)]
 struct Cred {
+    sha256: [u8; 32],
     host: Box<str>,
     /// [`key`] of its host and identity.
     key: u64,
@@ -91,12 +92,22 @@ fn key(host: &str, identity: &str) -> u64 {
     h.finish()
 }
 
-/// Every host credential, by hash, in memory: looked up on every heartbeat.
+/// A SHA-256 is already uniformly spread: its first 8 bytes serve as its hash.
+fn spread(sha256: &[u8; 32]) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&sha256[..8]);
+    u64::from_le_bytes(b)
+}
+
+/// Every host credential, by hash, in memory: looked up on every heartbeat. One per host
+/// at fleet scale, so the tables hold slot numbers (4 bytes) into `creds`, not copies.
 #[derive(Debug, Default)]
 pub struct Credentials {
-    by_hash: std::collections::HashMap<[u8; 32], Cred>,
-    /// The one live credential per host and identity.
-    live: std::collections::HashMap<u64, [u8; 32]>,
+    creds: Vec<Cred>,
+    /// Slots by SHA-256.
+    by_hash: hashbrown::HashTable<u32>,
+    /// The one live credential per host and identity: its slot, by [`key`].
+    live: hashbrown::HashTable<u32>,
 }
 
 impl Credentials {
@@ -104,24 +115,83 @@ impl Credentials {
         let mut c = Credentials::default();
         for r in rows {
             let Some(h) = unhex(&r.sha256) else { continue };
-            let k = key(&r.host, &r.identity);
-            if !r.revoked {
-                c.live.insert(k, h);
-            }
-            c.by_hash.insert(
-                h,
-                Cred {
-                    host: r.host.into(),
-                    key: k,
-                    revoked: r.revoked,
-                },
-            );
+            c.put(h, &r.host, key(&r.host, &r.identity), r.revoked);
         }
         c
     }
 
+    fn slot(&self, sha256: &[u8; 32]) -> Option<usize> {
+        self.by_hash
+            .find(spread(sha256), |&i| {
+                self.creds[i as usize].sha256 == *sha256
+            })
+            .map(|&i| i as usize)
+    }
+
+    /// Records a credential; a live one replaces (revokes) the live one of its host and
+    /// identity.
+    fn put(&mut self, sha256: [u8; 32], host: &str, key: u64, revoked: bool) {
+        let i = match self.slot(&sha256) {
+            Some(i) => {
+                self.unlive(i);
+                i
+            }
+            None => {
+                let i = self.creds.len();
+                self.creds.push(Cred {
+                    sha256,
+                    host: host.into(),
+                    key,
+                    revoked: true,
+                });
+                let creds = &self.creds;
+                self.by_hash.insert_unique(spread(&sha256), i as u32, |&j| {
+                    spread(&creds[j as usize].sha256)
+                });
+                i
+            }
+        };
+        self.creds[i] = Cred {
+            sha256,
+            host: host.into(),
+            key,
+            revoked,
+        };
+        if revoked {
+            return;
+        }
+        let creds = &self.creds;
+        match self.live.entry(
+            key,
+            |&j| creds[j as usize].key == key,
+            |&j| creds[j as usize].key,
+        ) {
+            hashbrown::hash_table::Entry::Occupied(mut e) => {
+                let old = std::mem::replace(e.get_mut(), i as u32);
+                if old as usize != i {
+                    self.creds[old as usize].revoked = true;
+                }
+            }
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                e.insert(i as u32);
+            }
+        }
+    }
+
+    /// Revokes slot `i`, if live.
+    fn unlive(&mut self, i: usize) {
+        let c = &mut self.creds[i];
+        if c.revoked {
+            return;
+        }
+        c.revoked = true;
+        if let Ok(e) = self.live.find_entry(c.key, |&j| j as usize == i) {
+            e.remove();
+        }
+    }
+
     pub fn check(&self, token: &str) -> Credential<'_> {
-        match self.by_hash.get(&digest(token)) {
+        match self.slot(&digest(token)).map(|i| &self.creds[i]) {
             Some(c) if c.revoked => Credential::Revoked(&c.host),
             Some(c) => Credential::Host(&c.host),
             None => Credential::Unknown,
@@ -139,27 +209,13 @@ impl Credentials {
                 ..
             } => {
                 let Some(h) = unhex(sha256) else { return };
-                let k = key(host, identity);
-                if let Some(old) = self.live.insert(k, h) {
-                    if let Some(c) = self.by_hash.get_mut(&old) {
-                        c.revoked = true;
-                    }
-                }
-                self.by_hash.insert(
-                    h,
-                    Cred {
-                        host: host.as_str().into(),
-                        key: k,
-                        revoked: false,
-                    },
-                );
+                self.put(h, host, key(host, identity), false);
             }
             // An operator's act: a scan of every credential is affordable.
             RevokeHost { host, .. } => {
-                for c in self.by_hash.values_mut() {
-                    if !c.revoked && *c.host == **host {
-                        c.revoked = true;
-                        self.live.remove(&c.key);
+                for i in 0..self.creds.len() {
+                    if *self.creds[i].host == **host {
+                        self.unlive(i);
                     }
                 }
             }
@@ -168,8 +224,8 @@ impl Credentials {
 
     /// Live credentials of `host`.
     pub fn live(&self, host: &str) -> usize {
-        self.by_hash
-            .values()
+        self.creds
+            .iter()
             .filter(|c| !c.revoked && &*c.host == host)
             .count()
     }
@@ -390,6 +446,20 @@ mod tests {
         });
         assert_eq!(c.live("web1"), 0);
         assert_eq!(c.check("a2"), Credential::Revoked("web1"));
+        c.apply(&issue("a3", "web1", "m/i"));
+        assert_eq!(c.check("a3"), Credential::Host("web1"), "enrolled again");
+        assert_eq!(c.live("web1"), 1);
+        // A fleet's worth: every one found after the tables grew.
+        for i in 0..5000 {
+            c.apply(&issue(&format!("t{i}"), &format!("h{i}"), "m/i"));
+        }
+        for i in 0..5000 {
+            assert_eq!(
+                c.check(&format!("t{i}")),
+                Credential::Host(&format!("h{i}"))
+            );
+        }
+        assert_eq!(c.check("a3"), Credential::Host("web1"));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! of every host is current and `state=silent` is answered from a set, not a scan.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -95,21 +96,46 @@ pub struct Transition {
     pub at: DateTime<Utc>,
 }
 
-/// One host as the API shows it.
+/// One host as the API shows it, borrowed from the registry: a listing of many thousand
+/// hosts is serialized straight from it, with one allocation (the reason) per host.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct HostView {
-    pub name: String,
+pub struct HostView<'r> {
+    pub name: &'r str,
     pub state: HostState,
     pub lifecycle: Lifecycle,
     pub flagged: bool,
     pub reason: String,
     pub last_heard: DateTime<Utc>,
-    pub labels: BTreeMap<String, String>,
+    pub labels: Labels<'r>,
     /// The identity (machine-id/install id) last heard under this name.
-    pub identity: String,
+    pub identity: &'r str,
     /// The other identity, while the host is a duplicate.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub duplicate_of: Option<String>,
+    pub duplicate_of: Option<&'r str>,
+}
+
+/// A host's non-empty labels, shown as a JSON object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Labels<'r>([&'r str; 4]);
+
+impl<'r> Labels<'r> {
+    pub fn get(&self, key: &str) -> Option<&'r str> {
+        self.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &'r str)> + '_ {
+        LABELS
+            .iter()
+            .zip(self.0)
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (*k, v))
+    }
+}
+
+impl serde::Serialize for Labels<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
 }
 
 /// Filters of `GET /api/v1/hosts`; `None` matches everything.
@@ -134,7 +160,9 @@ fn at(ms: i64) -> DateTime<Utc> {
 pub struct Registry {
     policy: Policy,
     up_since: DateTime<Utc>,
-    names: HashMap<Box<str>, HostId>,
+    /// Host slots by name: the table holds slot numbers only; the names are in `hosts`.
+    names: hashbrown::HashTable<HostId>,
+    hasher: std::hash::RandomState,
     hosts: Vec<Host>,
     labels: Interner,
     changes: DeadlineIndex,
@@ -152,7 +180,8 @@ impl Registry {
         Registry {
             policy,
             up_since,
-            names: HashMap::new(),
+            names: hashbrown::HashTable::new(),
+            hasher: std::hash::RandomState::new(),
             hosts: Vec::new(),
             labels: Interner::default(),
             changes: DeadlineIndex::new(),
@@ -186,9 +215,9 @@ impl Registry {
         first_seen: DateTime<Utc>,
     ) -> HostId {
         let ids = LABELS.map(|k| self.labels.id(labels.get(k).map_or("", String::as_str)));
-        if let Some(id) = self.names.get(name) {
-            self.hosts[*id as usize].labels = ids;
-            return *id;
+        if let Some(id) = self.id(name) {
+            self.hosts[id as usize].labels = ids;
+            return id;
         }
         let id = self.hosts.len() as HostId;
         self.hosts.push(Host {
@@ -211,8 +240,20 @@ impl Registry {
             flagged: false,
         });
         self.by_state[slot(HostState::Up)].insert(id);
-        self.names.insert(name.into(), id);
+        let (hosts, hasher) = (&self.hosts, &self.hasher);
+        self.names.insert_unique(hasher.hash_one(name), id, |&i| {
+            hasher.hash_one(&*hosts[i as usize].name)
+        });
         id
+    }
+
+    /// The slot of the host called `name`.
+    fn id(&self, name: &str) -> Option<HostId> {
+        self.names
+            .find(self.hasher.hash_one(name), |&i| {
+                *self.hosts[i as usize].name == *name
+            })
+            .copied()
     }
 
     fn facts<'h>(&self, h: &'h Host, now: DateTime<Utc>) -> Facts<'h> {
@@ -276,7 +317,7 @@ impl Registry {
 
     /// Applies a durable heartbeat (heard at `r.received_at`, the collector's clock).
     pub fn apply(&mut self, r: &HeartbeatRecord) -> Option<Transition> {
-        let new = !self.names.contains_key(r.host.as_str());
+        let new = self.id(&r.host).is_none();
         let id = self.slot_for(&r.host, &r.identity, &r.labels, r.received_at);
         let now = ms(r.received_at);
         // The silence is measured before `identify` moves the last-heard time to the new
@@ -422,7 +463,7 @@ impl Registry {
         m: Option<(DateTime<Utc>, String)>,
         now: DateTime<Utc>,
     ) -> Option<Option<Transition>> {
-        let id = *self.names.get(name)?;
+        let id = self.id(name)?;
         self.hosts[id as usize].maintenance =
             m.map(|(u, why)| Box::new((ms(u), why.into_boxed_str())));
         Some(self.rejudge(id, now))
@@ -434,7 +475,7 @@ impl Registry {
         l: Option<Lifecycle>,
         now: DateTime<Utc>,
     ) -> Option<Option<Transition>> {
-        let id = *self.names.get(name)?;
+        let id = self.id(name)?;
         self.hosts[id as usize].lifecycle_override = l;
         Some(self.rejudge(id, now))
     }
@@ -459,34 +500,29 @@ impl Registry {
         explain(&self.facts(h, now), &self.policy, h.state, now)
     }
 
-    fn view(&self, id: HostId, now: DateTime<Utc>) -> HostView {
+    fn view(&self, id: HostId, now: DateTime<Utc>) -> HostView<'_> {
         let h = &self.hosts[id as usize];
         HostView {
-            name: h.name.to_string(),
+            name: &h.name,
             state: h.state,
             lifecycle: h.lifecycle,
             flagged: h.flagged,
             reason: self.reason(id, now),
             last_heard: at(h.last_heard_ms),
-            identity: h.identity.to_string(),
+            identity: &h.identity,
             duplicate_of: (h.state == HostState::Duplicate)
-                .then(|| h.other.as_ref().map(|o| o.identity.to_string()))
+                .then(|| h.other.as_ref().map(|o| &*o.identity))
                 .flatten(),
-            labels: LABELS
-                .iter()
-                .zip(h.labels)
-                .filter(|(_, v)| !self.labels.get(*v).is_empty())
-                .map(|(k, v)| (k.to_string(), self.labels.get(v).to_owned()))
-                .collect(),
+            labels: Labels(h.labels.map(|v| self.labels.get(v))),
         }
     }
 
-    pub fn get(&self, name: &str, now: DateTime<Utc>) -> Option<HostView> {
-        self.names.get(name).map(|id| self.view(*id, now))
+    pub fn get(&self, name: &str, now: DateTime<Utc>) -> Option<HostView<'_>> {
+        self.id(name).map(|id| self.view(id, now))
     }
 
     /// Hosts matching `f`, by name. A state filter reads only that state's set.
-    pub fn query(&self, f: &Filter, now: DateTime<Utc>) -> Vec<HostView> {
+    pub fn query(&self, f: &Filter, now: DateTime<Utc>) -> Vec<HostView<'_>> {
         // Per label: no filter, or the wanted value's id (`None` if no host has that value,
         // which then matches nothing).
         let wanted: [Option<Option<u32>>; 4] =
@@ -811,7 +847,12 @@ mod tests {
             ["a", "b"]
         );
         let v = r.get("a", t(1)).unwrap();
-        assert_eq!(v.labels["zone"], "dal10");
-        assert!(!v.labels.contains_key("role"), "empty labels are not shown");
+        assert_eq!(v.labels.get("zone"), Some("dal10"));
+        assert_eq!(v.labels.get("role"), None, "empty labels are not shown");
+        assert_eq!(
+            serde_json::to_value(&v.labels).unwrap(),
+            serde_json::json!({"region": "us-south", "zone": "dal10"}),
+            "shown as an object of the non-empty labels"
+        );
     }
 }

@@ -151,24 +151,38 @@ fn dur(d: Duration) -> chrono::Duration {
 
 /// `3m12s`: ages at a precision that reads well.
 pub fn age(d: chrono::Duration) -> String {
-    let s = d.num_seconds().max(0) as u64;
-    humantime_short(Duration::from_secs(s))
+    Short(Duration::from_secs(d.num_seconds().max(0) as u64)).to_string()
 }
 
-fn humantime_short(d: Duration) -> String {
-    let s = d.as_secs();
-    let (days, h, m, sec) = (s / 86400, s / 3600 % 24, s / 60 % 60, s % 60);
-    let mut out = String::new();
-    for (v, u) in [(days, "d"), (h, "h"), (m, "m"), (sec, "s")] {
-        if v > 0 || (u == "s" && out.is_empty()) {
-            out.push_str(&format!("{v}{u}"));
+/// A duration as `3m12s`, `1d2h`, `0s`.
+struct Short(Duration);
+
+impl std::fmt::Display for Short {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.0.as_secs();
+        let (days, h, m, sec) = (s / 86400, s / 3600 % 24, s / 60 % 60, s % 60);
+        if s == 0 {
+            return f.write_str("0s");
         }
+        for (v, u) in [(days, "d"), (h, "h"), (m, "m"), (sec, "s")] {
+            if v > 0 {
+                write!(f, "{v}{u}")?;
+            }
+        }
+        Ok(())
     }
-    out
 }
 
-fn hms(t: DateTime<Utc>) -> String {
-    t.format("%H:%M:%S UTC").to_string()
+/// A time of day, `14:02:11 UTC`: written per host in every listing, so without a
+/// format-string parser.
+struct Hms(DateTime<Utc>);
+
+impl std::fmt::Display for Hms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use chrono::Timelike;
+        let t = self.0;
+        write!(f, "{:02}:{:02}:{:02} UTC", t.hour(), t.minute(), t.second())
+    }
 }
 
 /// The moment `f` turns silent: interval + grace after it was last heard, or, for a
@@ -230,12 +244,14 @@ pub fn classify(
 
 /// The reason for `state`, in words.
 pub fn explain(f: &Facts<'_>, policy: &Policy, state: HostState, now: DateTime<Utc>) -> String {
-    let heard = format!(
+    let heard = format_args!(
         "last heard {}, {} ago; expected every {} + {} grace",
-        hms(f.last_heard),
-        age(now - f.last_heard),
-        humantime_short(f.interval),
-        humantime_short(policy.grace)
+        Hms(f.last_heard),
+        Short(Duration::from_secs(
+            (now - f.last_heard).num_seconds().max(0) as u64
+        )),
+        Short(f.interval),
+        Short(policy.grace)
     );
     match state {
         HostState::Maintenance => {
@@ -247,9 +263,9 @@ pub fn explain(f: &Facts<'_>, policy: &Policy, state: HostState, now: DateTime<U
             format!(
                 "duplicate: two identities report as this host (cloned image or restored snapshot?): {} last heard {}, and {} last heard {}",
                 f.identity,
-                hms(f.last_heard),
+                Hms(f.last_heard),
                 other,
-                hms(other_at)
+                Hms(other_at)
             )
         }
         HostState::Silent => format!("silent: {heard}"),

@@ -148,7 +148,7 @@ impl Registry {
 
     /// The host's BMC address and each scanner's latest verdict on it, for its view.
     pub fn bmc_probes(&self, name: &str) -> Option<serde_json::Value> {
-        let h = &self.hosts[*self.names.get(name)? as usize];
+        let h = &self.hosts[self.id(name)? as usize];
         let b = h.bmc.as_ref()?;
         let seen: Vec<serde_json::Value> = b
             .seen
@@ -168,7 +168,7 @@ impl Registry {
 
     /// Why `name` may not probe, or its zone.
     fn scanner_zone(&self, name: &str) -> Result<(HostId, u32), String> {
-        let Some(&id) = self.names.get(name) else {
+        let Some(id) = self.id(name) else {
             return Err(format!(
                 "host {name} has not reported yet; probe targets follow its first heartbeat"
             ));
@@ -219,7 +219,7 @@ impl Registry {
         let mut ignored = Vec::new();
         let mut touched = Vec::new();
         for r in results {
-            let Some(&id) = self.names.get(r.host.as_str()) else {
+            let Some(id) = self.id(&r.host) else {
                 ignored.push(format!("{}: no such host", r.host));
                 continue;
             };

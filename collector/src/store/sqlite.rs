@@ -2,6 +2,7 @@
 //! is on disk (a heartbeat is acknowledged only after that).
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -77,11 +78,12 @@ const FOLD_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 /// WAL pages (4 KiB) before an automatic checkpoint.
 const CHECKPOINT_PAGES: i64 = 8000;
 
-/// Everything in a host's row but its last-heard time.
+/// Everything in a host's row but its last-heard time (its name too).
 fn row_fingerprint(hb: &HeartbeatRecord) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     (
+        &hb.host,
         &hb.identity,
         hb.interval_secs,
         &hb.labels,
@@ -95,10 +97,12 @@ fn row_fingerprint(hb: &HeartbeatRecord) -> u64 {
 pub struct SqliteStore {
     path: PathBuf,
     conn: Connection,
-    /// Per host, the fingerprints of the state and of the host row last written, so that
-    /// neither is rewritten unchanged. Empty after a restart: the first heartbeat of each
-    /// host writes both.
-    written: HashMap<String, (u64, u64)>,
+    /// Per host (by a hash of its name: no copy of a million names), the fingerprints of
+    /// the state and of the host row last written, so that neither is rewritten unchanged.
+    /// Two names sharing a hash only cost a rewrite: the row's fingerprint holds the name.
+    /// Empty after a restart: the first heartbeat of each host writes both.
+    written: HashMap<u64, (u64, u64)>,
+    names: std::hash::RandomState,
     /// Rows in `heard` not yet folded into `hosts`, and when that was last done.
     heard_rows: u64,
     folded_at: std::time::Instant,
@@ -148,6 +152,7 @@ impl SqliteStore {
             path: path.to_owned(),
             conn,
             written: HashMap::new(),
+            names: std::hash::RandomState::new(),
             heard_rows: 0,
             folded_at: std::time::Instant::now(),
         })
@@ -367,9 +372,10 @@ impl Store for SqliteStore {
             let mut heard = Vec::new();
             for (hb, first_seen) in latest.values() {
                 let row = row_fingerprint(hb);
+                let name = self.names.hash_one(hb.host.as_str());
                 let (state_was, row_was) = self
                     .written
-                    .get(hb.host.as_str())
+                    .get(&name)
                     .copied()
                     .unwrap_or((!hb.state_fingerprint, !row));
                 if row_was == row {
@@ -402,7 +408,7 @@ impl Store for SqliteStore {
                 } else {
                     state_was
                 };
-                written_now.push((hb.host.clone(), (state_now, row)));
+                written_now.push((name, (state_now, row)));
             }
             if !heard.is_empty() {
                 let times = serde_json::to_string(&heard).expect("pairs of a number and a string");
