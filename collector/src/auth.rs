@@ -131,19 +131,21 @@ impl Credentials {
     /// Records a credential; a live one replaces (revokes) the live one of its host and
     /// identity.
     fn put(&mut self, sha256: [u8; 32], host: &str, key: u64, revoked: bool) {
+        let cred = Cred {
+            sha256,
+            host: host.into(),
+            key,
+            revoked: true,
+        };
         let i = match self.slot(&sha256) {
             Some(i) => {
                 self.unlive(i);
+                self.creds[i] = cred;
                 i
             }
             None => {
                 let i = self.creds.len();
-                self.creds.push(Cred {
-                    sha256,
-                    host: host.into(),
-                    key,
-                    revoked: true,
-                });
+                self.creds.push(cred);
                 let creds = &self.creds;
                 self.by_hash.insert_unique(spread(&sha256), i as u32, |&j| {
                     spread(&creds[j as usize].sha256)
@@ -151,26 +153,24 @@ impl Credentials {
                 i
             }
         };
-        self.creds[i] = Cred {
-            sha256,
-            host: host.into(),
-            key,
-            revoked,
-        };
-        if revoked {
-            return;
+        if !revoked {
+            self.make_live(i);
         }
-        let creds = &self.creds;
-        match self.live.entry(
+    }
+
+    /// Makes slot `i` (revoked) the live credential of its host and identity.
+    fn make_live(&mut self, i: usize) {
+        self.creds[i].revoked = false;
+        let (creds, key) = (&self.creds, self.creds[i].key);
+        let entry = self.live.entry(
             key,
             |&j| creds[j as usize].key == key,
             |&j| creds[j as usize].key,
-        ) {
+        );
+        match entry {
             hashbrown::hash_table::Entry::Occupied(mut e) => {
                 let old = std::mem::replace(e.get_mut(), i as u32);
-                if old as usize != i {
-                    self.creds[old as usize].revoked = true;
-                }
+                self.creds[old as usize].revoked = true;
             }
             hashbrown::hash_table::Entry::Vacant(e) => {
                 e.insert(i as u32);

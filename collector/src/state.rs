@@ -150,8 +150,8 @@ fn dur(d: Duration) -> chrono::Duration {
 }
 
 /// `3m12s`: ages at a precision that reads well.
-pub fn age(d: chrono::Duration) -> String {
-    Short(Duration::from_secs(d.num_seconds().max(0) as u64)).to_string()
+pub fn age(d: chrono::Duration) -> impl std::fmt::Display {
+    Short(Duration::from_secs(d.num_seconds().max(0) as u64))
 }
 
 /// A duration as `3m12s`, `1d2h`, `0s`.
@@ -247,9 +247,7 @@ pub fn explain(f: &Facts<'_>, policy: &Policy, state: HostState, now: DateTime<U
     let heard = format_args!(
         "last heard {}, {} ago; expected every {} + {} grace",
         Hms(f.last_heard),
-        Short(Duration::from_secs(
-            (now - f.last_heard).num_seconds().max(0) as u64
-        )),
+        age(now - f.last_heard),
         Short(f.interval),
         Short(policy.grace)
     );
