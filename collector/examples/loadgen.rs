@@ -592,9 +592,8 @@ fn scale() {
 }
 
 fn main() {
-    // As the collector does (see its main): the no-op server is this program too, and a
-    // client's first touch of a fresh huge page would count against the collector's figures.
-    let _ = rustix::thread::disable_transparent_huge_pages(true);
+    // The no-op server is this program too.
+    rollcall_collector::no_huge_pages();
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("serve-noop") => serve_noop(Path::new(&args[2])),

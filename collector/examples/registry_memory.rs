@@ -26,8 +26,7 @@ fn rss_kib() -> u64 {
 }
 
 fn main() {
-    // As the collector does (see its main).
-    let _ = rustix::thread::disable_transparent_huge_pages(true);
+    rollcall_collector::no_huge_pages();
     let n: usize = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())

@@ -191,10 +191,7 @@ fn parse_cli() -> anyhow::Result<Cli> {
 }
 
 fn main() -> std::process::ExitCode {
-    // The allocator asks for transparent huge pages: a first touch then zeroes 2 MiB. At a
-    // million hosts that stalled the first listing after a burst of registrations (tens of
-    // ms zeroing) and counted memory never used as resident. 4 KiB pages keep both honest.
-    let _ = rustix::thread::disable_transparent_huge_pages(true);
+    rollcall_collector::no_huge_pages();
     let _ = log::set_logger(&Stderr).map(|()| log::set_max_level(log::LevelFilter::Info));
     match parse_cli().and_then(run) {
         Ok(()) => std::process::ExitCode::SUCCESS,

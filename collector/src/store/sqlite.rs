@@ -102,7 +102,7 @@ pub struct SqliteStore {
     /// Two names sharing a hash only cost a rewrite: the row's fingerprint holds the name.
     /// Empty after a restart: the first heartbeat of each host writes both.
     written: HashMap<u64, (u64, u64)>,
-    names: std::hash::RandomState,
+    name_hash: std::hash::RandomState,
     /// Rows in `heard` not yet folded into `hosts`, and when that was last done.
     heard_rows: u64,
     folded_at: std::time::Instant,
@@ -152,7 +152,7 @@ impl SqliteStore {
             path: path.to_owned(),
             conn,
             written: HashMap::new(),
-            names: std::hash::RandomState::new(),
+            name_hash: std::hash::RandomState::new(),
             heard_rows: 0,
             folded_at: std::time::Instant::now(),
         })
@@ -372,7 +372,7 @@ impl Store for SqliteStore {
             let mut heard = Vec::new();
             for (hb, first_seen) in latest.values() {
                 let row = row_fingerprint(hb);
-                let name = self.names.hash_one(hb.host.as_str());
+                let name = self.name_hash.hash_one(hb.host.as_str());
                 let (state_was, row_was) = self
                     .written
                     .get(&name)
