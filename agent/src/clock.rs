@@ -23,6 +23,21 @@ pub trait Clock: Send + Sync + 'static {
     }
 }
 
+/// A shared clock is a clock (the supervisors hold one as `Arc<dyn Clock>`).
+impl<C: Clock + ?Sized> Clock for Arc<C> {
+    fn now(&self) -> DateTime<Utc> {
+        (**self).now()
+    }
+
+    fn now_coarse(&self) -> DateTime<Utc> {
+        (**self).now_coarse()
+    }
+
+    fn today_log_name(&self) -> String {
+        (**self).today_log_name()
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
@@ -35,6 +50,17 @@ impl Clock for SystemClock {
         let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
         DateTime::from_timestamp(t.tv_sec, t.tv_nsec as u32).unwrap_or_else(Utc::now)
     }
+}
+
+/// A monotonic span as a calendar one (saturating).
+pub fn to_chrono(d: std::time::Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// `3h12m`-style ages, to the second.
+pub fn ago(d: chrono::Duration) -> String {
+    let s = d.num_seconds().max(0) as u64;
+    humantime::format_duration(std::time::Duration::from_secs(s)).to_string()
 }
 
 /// A clock tests set and advance by hand. Its dates are UTC.

@@ -12,6 +12,15 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use serde_spanned::Spanned;
 
+pub use crate::checks::besclient::config::BesclientConfig;
+use crate::checks::besclient::config::RawBesclient;
+pub use crate::checks::bmc::config::{BmcConfig, ScannerConfig};
+use crate::checks::bmc::config::{RawBmc, RawScanner};
+pub use crate::checks::nessusd::config::NessusdConfig;
+use crate::checks::nessusd::config::RawNessusd;
+pub use crate::report::config::CollectorConfig;
+use crate::report::config::RawCollector;
+
 /// Exit code for a configuration error (`EX_CONFIG` from sysexits.h).
 pub const EX_CONFIG: i32 = 78;
 
@@ -29,52 +38,12 @@ pub struct Config {
     pub scanner: ScannerConfig,
 }
 
-/// Probing the zone's BMCs for the collector, on scanner hosts.
-#[derive(Debug, Clone)]
-pub struct ScannerConfig {
-    /// Default: this host's `role` label is `scanner`.
-    pub enabled: bool,
-    /// UDP port of RMCP.
-    pub port: u16,
-    pub tries: u32,
-    pub spacing: Duration,
-    /// Packets per second over all BMCs.
-    pub rate: u32,
-}
-
-/// The in-band BMC check.
-#[derive(Debug, Clone)]
-pub struct BmcConfig {
-    /// The IPMI device; absent = no BMC (a VM).
-    pub device: PathBuf,
-    /// argv prefix for ipmitool (`mc info`, `lan print N` are appended).
-    pub ipmitool: Vec<String>,
-    pub interval: Duration,
-}
-
 #[derive(Debug, Clone, Default)]
 pub struct HostConfig {
     /// The name this host reports as; default: the kernel's hostname.
     pub name: Option<String>,
     /// Free-form labels (`env`, `region`, `zone`, `role`) the collector filters and groups by.
     pub labels: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct CollectorConfig {
-    pub url: String,
-    /// The collector's CA, pinned: the only certificate authority trusted.
-    pub ca_file: PathBuf,
-    /// The enrollment secret, exchanged once for this host's own credential.
-    pub enroll_secret_file: Option<PathBuf>,
-    pub interval: Duration,
-    /// Mutual TLS: this host's certificate chain and key (PEM), when the collector wants one.
-    pub client_cert: Option<PathBuf>,
-    pub client_key: Option<PathBuf>,
-    /// Events kept on disk while the collector is unreachable; the oldest beyond these are
-    /// dropped (and counted).
-    pub spool_max_events: usize,
-    pub spool_max_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -85,34 +54,6 @@ pub enum ManagerKind {
     Systemd,
     Sysv,
     Command,
-}
-
-#[derive(Debug, Clone)]
-pub struct BesclientConfig {
-    /// Service name: the systemd unit `<service>.service` or `/etc/init.d/<service>`.
-    pub service: String,
-    pub manager: ManagerKind,
-    /// The daemon's executable; processes running it are BESClient.
-    pub process: PathBuf,
-    /// Optional pidfile written by the init script.
-    pub pidfile: Option<PathBuf>,
-    /// The SysV init script (default `/etc/init.d/<service>`).
-    pub init_script: PathBuf,
-    /// Directory of the daily `YYYYMMDD.log` files.
-    pub log_dir: PathBuf,
-    /// The client's data directory; the filesystem holding it is checked for space.
-    pub data_dir: PathBuf,
-    /// A running daemon whose newest log is older than this is hung.
-    pub stale_after: Duration,
-    /// After an action, the daemon must be up and today's log written within this.
-    pub verify_within: Duration,
-    /// Substrings that mark a log line as an error (case-sensitive).
-    pub error_patterns: Vec<String>,
-    /// With `manager = "command"`: argv to start and stop the daemon (no shell).
-    pub start: Vec<String>,
-    pub stop: Vec<String>,
-    /// Longest any service-manager or remediation command may run before it is killed.
-    pub command_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -127,30 +68,6 @@ pub struct RemediationConfig {
     pub backoff_max: Duration,
     /// Last-resort argv (e.g. re-run bootstrap); empty = no reinstall step.
     pub reinstall: Vec<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct NessusdConfig {
-    pub enabled: bool,
-    pub status_url: String,
-    /// Service name: the systemd unit `<service>.service` or `/etc/init.d/<service>`.
-    pub service: String,
-    pub manager: ManagerKind,
-    pub init_script: PathBuf,
-    /// With `manager = "command"`: argv to start and stop nessusd (no shell).
-    pub start: Vec<String>,
-    pub stop: Vec<String>,
-    /// nessusd's supervisor executable; leftovers running it are killed by a hard restart.
-    pub process: PathBuf,
-    /// Nessus's install directory; the filesystem holding it is checked for space.
-    pub install_dir: PathBuf,
-    /// How often `/server/status` is asked.
-    pub interval: Duration,
-    /// Longest a status request may take: a connection that hangs longer is a hung nessusd.
-    pub timeout: Duration,
-    /// After an action, nessusd must answer (`loading` or `ready`) within this.
-    pub verify_within: Duration,
-    pub command_timeout: Duration,
 }
 
 /// A configuration error, located in its file.
@@ -259,7 +176,7 @@ impl fmt::Display for ManagerKind {
 
 /// A duration written for humans: `90s`, `2m`, `1h 30m`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct HumanDuration(Duration);
+pub(crate) struct HumanDuration(pub(crate) Duration);
 
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -274,8 +191,9 @@ impl<'de> Deserialize<'de> for HumanDuration {
     }
 }
 
-type Span = Range<usize>;
-type Invalid = (Span, String);
+pub(crate) type Span = Range<usize>;
+/// A validation failure: where in the file, and what to write instead.
+pub(crate) type Invalid = (Span, String);
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -298,59 +216,10 @@ struct RawConfig {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct RawScanner {
-    enabled: Option<bool>,
-    port: Option<Spanned<u16>>,
-    tries: Option<Spanned<u32>>,
-    spacing: Option<Spanned<HumanDuration>>,
-    rate: Option<Spanned<u32>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawBmc {
-    device: Option<Spanned<PathBuf>>,
-    ipmitool: Option<Spanned<Vec<String>>>,
-    interval: Option<Spanned<HumanDuration>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawHost {
     name: Option<Spanned<String>>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawCollector {
-    url: Spanned<String>,
-    ca_file: Option<Spanned<PathBuf>>,
-    enroll_secret_file: Option<Spanned<PathBuf>>,
-    interval: Option<Spanned<HumanDuration>>,
-    client_cert: Option<Spanned<PathBuf>>,
-    client_key: Option<Spanned<PathBuf>>,
-    spool_max_events: Option<Spanned<usize>>,
-    spool_max_bytes: Option<Spanned<u64>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawBesclient {
-    service: Option<Spanned<String>>,
-    manager: Option<Spanned<ManagerKind>>,
-    process: Option<Spanned<PathBuf>>,
-    pidfile: Option<Spanned<PathBuf>>,
-    init_script: Option<Spanned<PathBuf>>,
-    log_dir: Option<Spanned<PathBuf>>,
-    data_dir: Option<Spanned<PathBuf>>,
-    stale_after: Option<Spanned<HumanDuration>>,
-    verify_within: Option<Spanned<HumanDuration>>,
-    error_patterns: Option<Vec<String>>,
-    start: Option<Spanned<Vec<String>>>,
-    stop: Option<Spanned<Vec<String>>>,
-    command_timeout: Option<Spanned<HumanDuration>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -364,26 +233,8 @@ struct RawRemediation {
     reinstall: Option<Spanned<Vec<String>>>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawNessusd {
-    enabled: Option<bool>,
-    status_url: Option<Spanned<String>>,
-    service: Option<Spanned<String>>,
-    manager: Option<Spanned<ManagerKind>>,
-    init_script: Option<Spanned<PathBuf>>,
-    start: Option<Spanned<Vec<String>>>,
-    stop: Option<Spanned<Vec<String>>>,
-    process: Option<Spanned<PathBuf>>,
-    install_dir: Option<Spanned<PathBuf>>,
-    interval: Option<Spanned<HumanDuration>>,
-    timeout: Option<Spanned<HumanDuration>>,
-    verify_within: Option<Spanned<HumanDuration>>,
-    command_timeout: Option<Spanned<HumanDuration>>,
-}
-
 /// A plain service name (a unit or init script name), `default` when unset.
-fn service_name(v: Option<Spanned<String>>, default: &str) -> Result<String, Invalid> {
+pub(crate) fn service_name(v: Option<Spanned<String>>, default: &str) -> Result<String, Invalid> {
     match v {
         None => Ok(default.to_owned()),
         Some(s) => {
@@ -401,7 +252,7 @@ fn service_name(v: Option<Spanned<String>>, default: &str) -> Result<String, Inv
 }
 
 /// The manager kind, and with `command` the start command it needs.
-fn manager_kind(
+pub(crate) fn manager_kind(
     v: Option<Spanned<ManagerKind>>,
     start: &[String],
     section: &str,
@@ -420,7 +271,11 @@ fn manager_kind(
     Ok(manager)
 }
 
-fn absolute(v: Option<Spanned<PathBuf>>, default: &str, what: &str) -> Result<PathBuf, Invalid> {
+pub(crate) fn absolute(
+    v: Option<Spanned<PathBuf>>,
+    default: &str,
+    what: &str,
+) -> Result<PathBuf, Invalid> {
     match v {
         None => Ok(PathBuf::from(default)),
         Some(s) if s.get_ref().is_absolute() => Ok(s.into_inner()),
@@ -434,7 +289,7 @@ fn absolute(v: Option<Spanned<PathBuf>>, default: &str, what: &str) -> Result<Pa
     }
 }
 
-fn duration(
+pub(crate) fn duration(
     v: Option<Spanned<HumanDuration>>,
     default: Duration,
     min: Duration,
@@ -461,7 +316,7 @@ fn duration(
 }
 
 /// A command is an argv: an absolute, existing, executable program and its arguments.
-fn argv(v: Option<Spanned<Vec<String>>>, what: &str) -> Result<Vec<String>, Invalid> {
+pub(crate) fn argv(v: Option<Spanned<Vec<String>>>, what: &str) -> Result<Vec<String>, Invalid> {
     let Some(v) = v else { return Ok(Vec::new()) };
     let span = v.span();
     let argv = v.into_inner();
@@ -497,164 +352,19 @@ impl RawConfig {
     fn validate(self) -> Result<Config, Invalid> {
         let state_dir = absolute(self.state_dir, "/var/lib/rollcall", "state_dir")?;
 
-        let collector = match self.collector {
-            None => None,
-            Some(c) => {
-                let section = c.span();
-                let c = c.into_inner();
-                let url_span = c.url.span();
-                let url = c.url.into_inner();
-                if !url.starts_with("https://") {
-                    return Err((
-                        url_span,
-                        format!(
-                            "collector url \"{url}\" must start with https:// (TLS is always on)"
-                        ),
-                    ));
-                }
-                let mut files = Vec::new();
-                for f in [c.ca_file, c.enroll_secret_file, c.client_cert, c.client_key] {
-                    files.push(match f {
-                        None => None,
-                        Some(f) => {
-                            let span = f.span();
-                            let p = f.into_inner();
-                            if !p.is_file() {
-                                return Err((
-                                    span,
-                                    format!(
-                                        "file \"{}\" does not exist; create it or fix the path",
-                                        p.display()
-                                    ),
-                                ));
-                            }
-                            Some(p)
-                        }
-                    });
-                }
-                let client_key = files.pop().flatten();
-                let client_cert = files.pop().flatten();
-                let enroll_secret_file = files.pop().flatten();
-                let Some(ca_file) = files.pop().flatten() else {
-                    return Err((section, "collector.ca_file is required: the collector's CA certificate (its ca.pem), which the agent pins".to_owned()));
-                };
-                if client_cert.is_some() != client_key.is_some() {
-                    return Err((
-                        section,
-                        "mutual TLS needs both client_cert and client_key (or neither)".to_owned(),
-                    ));
-                }
-                let (interval, _) =
-                    duration(c.interval, Duration::from_secs(60), Duration::from_secs(1))?;
-                let spool_max_events = match c.spool_max_events {
-                    None => 10_000,
-                    Some(n) if *n.get_ref() >= 100 => n.into_inner(),
-                    Some(n) => {
-                        return Err((n.span(), "spool_max_events must be at least 100".to_owned()))
-                    }
-                };
-                let spool_max_bytes = match c.spool_max_bytes {
-                    None => 8 << 20,
-                    Some(n) if *n.get_ref() >= 64 * 1024 => n.into_inner(),
-                    Some(n) => {
-                        return Err((
-                            n.span(),
-                            "spool_max_bytes must be at least 65536".to_owned(),
-                        ))
-                    }
-                };
-                Some(CollectorConfig {
-                    url,
-                    ca_file,
-                    enroll_secret_file,
-                    interval,
-                    client_cert,
-                    client_key,
-                    spool_max_events,
-                    spool_max_bytes,
-                })
-            }
-        };
-
         let host_name = match self.host.name {
             None => None,
+            Some(n) if rollcall_proto::valid_host_name(n.get_ref()) => Some(n.into_inner()),
             Some(n) => {
-                let span = n.span();
-                let n = n.into_inner();
-                let ok = !n.is_empty()
-                    && n.len() <= 253
-                    && n.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
-                    && !n.starts_with(['-', '.']);
-                if !ok {
-                    return Err((
-                        span,
-                        format!(
-                            "host name \"{n}\" must be a DNS name (letters, digits, '-', '.', '_')"
-                        ),
-                    ));
-                }
-                Some(n)
+                return Err((
+                    n.span(),
+                    format!(
+                        "host name \"{}\" must be {}",
+                        n.get_ref(),
+                        rollcall_proto::HOST_NAME_RULE
+                    ),
+                ))
             }
-        };
-
-        let b = self.besclient;
-        let service = service_name(b.service, "besclient")?;
-        let init_default = format!("/etc/init.d/{service}");
-        let start = argv(b.start, "start")?;
-        let stop = argv(b.stop, "stop")?;
-        let manager = manager_kind(b.manager, &start, "besclient", &init_default)?;
-        let (stale_after, stale_span) = duration(
-            b.stale_after,
-            Duration::from_secs(3600),
-            Duration::from_secs(1),
-        )?;
-        let (verify_within, _) = duration(
-            b.verify_within,
-            Duration::from_secs(120),
-            Duration::from_millis(100),
-        )?;
-        if stale_after < verify_within {
-            return Err((
-                stale_span,
-                format!(
-                    "stale_after ({}) is shorter than verify_within ({}); a freshly started client would count as hung",
-                    humantime::format_duration(stale_after),
-                    humantime::format_duration(verify_within)
-                ),
-            ));
-        }
-        let (command_timeout, _) = duration(
-            b.command_timeout,
-            Duration::from_secs(90),
-            Duration::from_secs(1),
-        )?;
-        let besclient = BesclientConfig {
-            process: absolute(b.process, "/opt/BESClient/bin/BESClient", "process")?,
-            pidfile: match b.pidfile {
-                None => None,
-                Some(p) => Some(absolute(Some(p), "/var/run/BESClient.pid", "pidfile")?),
-            },
-            init_script: absolute(b.init_script, &init_default, "init_script")?,
-            log_dir: absolute(
-                b.log_dir,
-                "/var/opt/BESClient/__BESData/__Global/Logs",
-                "log_dir",
-            )?,
-            data_dir: absolute(b.data_dir, "/var/opt/BESClient", "data_dir")?,
-            stale_after,
-            verify_within,
-            error_patterns: b.error_patterns.unwrap_or_else(|| {
-                vec![
-                    "General transport failure".to_owned(),
-                    "GetURL failed".to_owned(),
-                ]
-            }),
-            start,
-            stop,
-            command_timeout,
-            service,
-            manager,
         };
 
         let r = self.remediation;
@@ -698,124 +408,18 @@ impl RawConfig {
             reinstall: argv(r.reinstall, "reinstall")?,
         };
 
-        let n = self.nessusd;
-        let status_url = match n.status_url {
-            None => "https://127.0.0.1:8834/server/status".to_owned(),
-            Some(u) if crate::checks::nessusd::status::is_loopback_url(u.get_ref()) => {
-                u.into_inner()
-            }
-            Some(u) if u.get_ref().starts_with("https://") => {
-                return Err((
-                    u.span(),
-                    format!(
-                        "status_url \"{}\" is not on this host's loopback; nessusd is probed at https://127.0.0.1:8834 (its self-signed certificate is accepted there only)",
-                        u.get_ref()
-                    ),
-                ))
-            }
-            Some(u) => {
-                return Err((
-                    u.span(),
-                    format!("status_url \"{}\" must be an https:// URL", u.get_ref()),
-                ))
-            }
-        };
-        let service = service_name(n.service, "nessusd")?;
-        let init_default = format!("/etc/init.d/{service}");
-        let start = argv(n.start, "start")?;
-        let stop = argv(n.stop, "stop")?;
-        let nessusd = NessusdConfig {
-            enabled: n.enabled.unwrap_or(false),
-            status_url,
-            manager: manager_kind(n.manager, &start, "nessusd", &init_default)?,
-            init_script: absolute(n.init_script, &init_default, "init_script")?,
-            start,
-            stop,
-            process: absolute(n.process, "/opt/nessus/sbin/nessus-service", "process")?,
-            install_dir: absolute(n.install_dir, "/opt/nessus", "install_dir")?,
-            interval: duration(
-                n.interval,
-                Duration::from_secs(30),
-                Duration::from_millis(100),
-            )?
-            .0,
-            timeout: duration(
-                n.timeout,
-                Duration::from_secs(10),
-                Duration::from_millis(100),
-            )?
-            .0,
-            verify_within: duration(
-                n.verify_within,
-                Duration::from_secs(180),
-                Duration::from_millis(100),
-            )?
-            .0,
-            command_timeout: duration(
-                n.command_timeout,
-                Duration::from_secs(90),
-                Duration::from_secs(1),
-            )?
-            .0,
-            service,
-        };
-
-        let b = self.bmc;
-        let ipmitool = match b.ipmitool {
-            None => vec!["/usr/bin/ipmitool".to_owned()],
-            Some(v) if v.get_ref().is_empty() => {
-                return Err((v.span(), "bmc.ipmitool: give the ipmitool program (and any options), e.g. [\"/usr/bin/ipmitool\"]".to_owned()))
-            }
-            Some(v) => argv(Some(v), "bmc.ipmitool")?,
-        };
-        let bmc = BmcConfig {
-            device: absolute(b.device, "/dev/ipmi0", "bmc.device")?,
-            ipmitool,
-            interval: duration(b.interval, Duration::from_secs(900), Duration::from_secs(1))?.0,
-        };
-
-        let sc = self.scanner;
-        let positive = |v: Option<Spanned<u32>>, default: u32, what: &str| match v {
-            None => Ok(default),
-            Some(v) if *v.get_ref() == 0 => Err((v.span(), format!("{what} must be at least 1"))),
-            Some(v) => Ok(v.into_inner()),
-        };
-        let scanner = ScannerConfig {
-            enabled: sc
-                .enabled
-                .unwrap_or_else(|| self.host.labels.get("role").is_some_and(|r| r == "scanner")),
-            port: match sc.port {
-                None => 623,
-                Some(p) if *p.get_ref() == 0 => {
-                    return Err((
-                        p.span(),
-                        "port 0 cannot be probed; RMCP is on 623".to_owned(),
-                    ))
-                }
-                Some(p) => p.into_inner(),
-            },
-            tries: positive(sc.tries, 3, "tries")?,
-            spacing: duration(
-                sc.spacing,
-                Duration::from_secs(1),
-                Duration::from_millis(10),
-            )?
-            .0,
-            rate: positive(sc.rate, 500, "rate")?,
-        };
-
         Ok(Config {
             state_dir,
+            collector: crate::report::config::validate(self.collector)?,
+            besclient: self.besclient.validate()?,
+            remediation,
+            nessusd: self.nessusd.validate()?,
+            bmc: self.bmc.validate()?,
+            scanner: self.scanner.validate(&self.host.labels)?,
             host: HostConfig {
                 name: host_name,
                 labels: self.host.labels,
             },
-            collector,
-            besclient,
-            remediation,
-            nessusd,
-            bmc,
-            scanner,
         })
     }
 }

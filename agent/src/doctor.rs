@@ -5,9 +5,61 @@ use std::fmt::Write;
 use rollcall_proto::{BesclientState, Health};
 use serde::Serialize;
 
-use crate::checks::besclient::ago;
+use crate::checks::besclient;
+use crate::checks::bmc::inband;
+use crate::checks::nessusd::status::{judge, Prober};
+use crate::clock::{ago, Clock};
+use crate::config::Config;
 use crate::disk::human_bytes;
-use crate::state::LocalState;
+use crate::state::{self, LocalState};
+
+/// How long doctor waits for nessusd's answer.
+const NESSUSD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Every check once, without acting, and what the running agent last wrote.
+pub async fn collect(config: &Config, clock: std::sync::Arc<dyn Clock>) -> anyhow::Result<Report> {
+    let besclient = besclient::look_once(config, clock.clone()).await?;
+    let nessusd = if config.nessusd.enabled {
+        let prober = Prober::new(&config.nessusd.status_url, NESSUSD_TIMEOUT)?;
+        let status = prober.status().await;
+        let free = crate::disk::check(&config.nessusd.install_dir).map(|d| (d.path, d.avail_bytes));
+        let (health, reason) = judge(&status, free);
+        Some(NessusdCheck { health, reason })
+    } else {
+        None
+    };
+    let (agent, agent_note) = match state::read(&config.state_dir) {
+        Ok(s) if crate::process::Proc::get(s.pid).is_some() => (Some(s), None),
+        Ok(s) => (
+            None,
+            Some(format!(
+                "not running (last state written by pid {} at {})",
+                s.pid,
+                s.state.at.to_rfc3339()
+            )),
+        ),
+        Err(e) => (None, Some(format!("no state yet ({e})"))),
+    };
+    let bmc = inband::check(
+        &config.bmc.device,
+        &config.bmc.ipmitool,
+        inband::CHECK_TIMEOUT,
+    )
+    .await
+    .into_state(clock.now());
+    let health = nessusd
+        .as_ref()
+        .map_or(besclient.health, |n| n.health.max(besclient.health))
+        .max(bmc.health);
+    Ok(Report {
+        health,
+        besclient,
+        nessusd,
+        bmc,
+        agent,
+        agent_note,
+    })
+}
 
 #[derive(Debug, Serialize)]
 pub struct Report {

@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use log::kv::{Key, Source, Value, VisitSource};
@@ -12,11 +12,12 @@ use rollcall_proto::{Event, EventKind};
 /// Events kept in memory for the state file and, later, delivery.
 const KEEP: usize = 256;
 
-#[derive(Debug)]
+/// One host's events. Clones share the numbering, the recent events and the sink, so that
+/// every check's events are one stream.
+#[derive(Debug, Clone)]
 pub struct EventLog {
-    /// Shared by every check's log, so that one host's events are numbered as one stream.
     next_seq: Arc<AtomicU64>,
-    recent: VecDeque<Event>,
+    recent: Arc<Mutex<VecDeque<Event>>>,
     /// Every event also goes here (to the collector's spool), when reporting.
     sink: Option<tokio::sync::mpsc::UnboundedSender<Event>>,
 }
@@ -35,7 +36,7 @@ impl EventLog {
     pub fn new() -> EventLog {
         EventLog {
             next_seq: Arc::new(AtomicU64::new(1)),
-            recent: VecDeque::with_capacity(16),
+            recent: Arc::new(Mutex::new(VecDeque::with_capacity(16))),
             sink: None,
         }
     }
@@ -59,7 +60,7 @@ impl EventLog {
         kind: EventKind,
         message: String,
         f: Fields<'_>,
-    ) -> &Event {
+    ) -> u64 {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let level = f.level.unwrap_or(match kind {
             EventKind::Exhausted | EventKind::VerifyFailed => log::Level::Error,
@@ -96,13 +97,12 @@ impl EventLog {
             // Unbounded and never blocking; a closed receiver (reporting stopped) is fine.
             let _ = sink.send(e.clone());
         }
-        if self.recent.len() == KEEP {
-            self.recent.pop_front();
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.len() == KEEP {
+            recent.pop_front();
         }
-        self.recent.push_back(e);
-        self.recent
-            .back()
-            .unwrap_or_else(|| unreachable!("just pushed"))
+        recent.push_back(e);
+        seq
     }
 
     /// Says how killing a leftover `name` process went (step `hard_restart`): an action
@@ -134,8 +134,10 @@ impl EventLog {
         }
     }
 
-    pub fn recent(&self) -> impl DoubleEndedIterator<Item = &Event> {
-        self.recent.iter()
+    /// The newest `n` events, newest first.
+    pub fn recent(&self, n: usize) -> Vec<Event> {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.iter().rev().take(n).cloned().collect()
     }
 }
 
@@ -204,9 +206,9 @@ mod tests {
                 Fields::default(),
             );
         }
-        let seqs: Vec<u64> = log.recent().map(|e| e.seq).collect();
+        let seqs: Vec<u64> = log.recent(usize::MAX).iter().map(|e| e.seq).collect();
         assert_eq!(seqs.len(), KEEP);
-        assert_eq!(seqs.first(), Some(&45));
-        assert_eq!(seqs.last(), Some(&300));
+        assert_eq!(seqs.first(), Some(&300));
+        assert_eq!(seqs.last(), Some(&45));
     }
 }

@@ -15,6 +15,8 @@ pub mod manager;
 pub mod pause;
 mod pidfd;
 pub mod process;
+pub mod publish;
 pub mod remediation;
 pub mod report;
 pub mod state;
+pub mod supervisor;

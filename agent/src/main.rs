@@ -2,16 +2,20 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use rollcall_agent::checks::besclient::Supervisor;
-use rollcall_agent::checks::nessusd::NessusdSupervisor;
+use futures_util::future::{join_all, LocalBoxFuture};
+use rollcall_agent::checks::bmc::probe::{self, ProbeConfig};
+use rollcall_agent::checks::{besclient, nessusd};
 use rollcall_agent::clock::{Clock, SystemClock};
 use rollcall_agent::config::{Config, EX_CONFIG};
+use rollcall_agent::events::EventLog;
 use rollcall_agent::identity::HostIdentity;
-use rollcall_agent::manager::ServiceManager;
+use rollcall_agent::publish::Board;
 use rollcall_agent::report::{self, Reporter};
-use rollcall_agent::{doctor, logging, pause, state};
+use rollcall_agent::{doctor, logging, pause};
 
 const DEFAULT_CONFIG: &str = "/etc/rollcall/agent.toml";
 
@@ -84,43 +88,36 @@ enum Command {
     },
 }
 
-fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
-    Config::load(path).map_err(|e| {
-        eprintln!("rollcall-agent: {e}");
-        ExitCode::from(EX_CONFIG as u8)
-    })
-}
-
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::CheckConfig { config } => match load(&config) {
-            Ok(_) => {
+    match Cli::parse().command {
+        Command::CheckConfig { config } => load(&config).map_or_else(
+            |code| code,
+            |_| {
                 println!("{}: ok", config.display());
                 ExitCode::SUCCESS
-            }
-            Err(code) => code,
-        },
-        Command::Run { config, log_format } => {
-            let config = match load(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            logging::init(log_format, log::LevelFilter::Info);
-            report(run(config))
-        }
+            },
+        ),
+        Command::Run { config, log_format } => load(&config).map_or_else(
+            |code| code,
+            |config| {
+                logging::init(log_format, log::LevelFilter::Info);
+                report(run(config))
+            },
+        ),
         Command::Doctor { config, json } => {
             let config = match load(&config) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            match doctor(config) {
+            match runtime()
+                .and_then(|rt| rt.block_on(doctor::collect(&config, Arc::new(SystemClock))))
+            {
+                Ok(r) if json => {
+                    println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+                    ExitCode::from(r.exit_code() as u8)
+                }
                 Ok(r) => {
-                    if json {
-                        println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
-                    } else {
-                        print!("{}", r.human());
-                    }
+                    print!("{}", r.human());
                     ExitCode::from(r.exit_code() as u8)
                 }
                 Err(e) => report(Err(e)),
@@ -130,24 +127,21 @@ fn main() -> ExitCode {
             config,
             duration,
             reason,
-        } => {
-            let config = match load(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            let until = SystemClock.now()
-                + chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX);
-            let p = pause::Pause { until, reason };
-            report(
-                pause::set(&config.state_dir, &p)
-                    .with_context(|| {
-                        format!("writing {}", pause::path(&config.state_dir).display())
-                    })
-                    .map(|()| {
-                        println!("remediation paused until {}", until.to_rfc3339());
-                    }),
-            )
-        }
+        } => load(&config).map_or_else(
+            |code| code,
+            |config| {
+                report(pause::pause_for(
+                    &config.state_dir,
+                    SystemClock.now(),
+                    duration,
+                    reason,
+                ))
+            },
+        ),
+        Command::Resume { config } => load(&config).map_or_else(
+            |code| code,
+            |config| report(pause::resume(&config.state_dir)),
+        ),
         Command::ProbeBmc {
             address,
             port,
@@ -156,7 +150,6 @@ fn main() -> ExitCode {
             rate,
             json,
         } => {
-            use rollcall_agent::checks::bmc::probe::{probe_all, ProbeConfig, Reach};
             let cfg = ProbeConfig {
                 port,
                 tries: tries.max(1),
@@ -164,72 +157,27 @@ fn main() -> ExitCode {
                 rate: rate.max(1),
                 ..ProbeConfig::default()
             };
-            let results = match runtime() {
-                Ok(rt) => rt.block_on(probe_all(&address, &cfg)).0,
-                Err(e) => return report(Err(e)),
-            };
-            let mut all = true;
-            for (ip, r) in &results {
-                all &= r.reachable();
-                let (via, detail) = match r {
-                    Reach::Asf { rtt, ipmi } => (
-                        "asf",
-                        format!(
-                            "answered an ASF Presence Ping in {:.1} ms{}",
-                            rtt.as_secs_f64() * 1e3,
-                            if *ipmi { "; supports IPMI" } else { "" }
-                        ),
-                    ),
-                    Reach::Ipmi { rtt } => (
-                        "ipmi",
-                        format!(
-                            "ignored ASF; answered IPMI Get Channel Authentication Capabilities in {:.1} ms",
-                            rtt.as_secs_f64() * 1e3
-                        ),
-                    ),
-                    Reach::Unreachable { reason } => ("none", reason.clone()),
-                };
-                if json {
-                    println!(
-                        "{}",
-                        serde_json::json!({"address": ip, "reachable": r.reachable(), "via": via, "detail": detail})
-                    );
-                } else {
-                    let word = if r.reachable() {
-                        "reachable"
-                    } else {
-                        "UNREACHABLE"
-                    };
-                    println!("{ip}: {word}: {detail}");
+            match runtime() {
+                Ok(rt)
+                    if probe::print_verdicts(
+                        &rt.block_on(probe::probe_all(&address, &cfg)).0,
+                        json,
+                    ) =>
+                {
+                    ExitCode::SUCCESS
                 }
+                Ok(_) => ExitCode::from(1),
+                Err(e) => report(Err(e)),
             }
-            if all {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
-        }
-        Command::Resume { config } => {
-            let config = match load(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            report(
-                pause::clear(&config.state_dir)
-                    .context("removing the pause")
-                    .map(|had| {
-                        println!(
-                            "{}",
-                            if had {
-                                "remediation resumed"
-                            } else {
-                                "remediation was not paused"
-                            }
-                        );
-                    }),
-            )
         }
     }
+}
+
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("rollcall-agent: {e}");
+        ExitCode::from(EX_CONFIG as u8)
+    })
 }
 
 fn report(r: anyhow::Result<()>) -> ExitCode {
@@ -250,54 +198,64 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the runtime")
 }
 
+/// The daemon: every supervised check, the board their states meet on, the reporter.
 fn run(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("creating state_dir {}", config.state_dir.display()))?;
-    let manager = ServiceManager::from_config(&config.besclient)?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let watchdog = sd_notify::watchdog_enabled().map(|every| every / 2);
     runtime()?.block_on(async {
-        let mut supervisor =
-            Supervisor::new(&config, manager, SystemClock).with_watchdog(watchdog);
         log::info!(target: "agent", "rollcall-agent {} started; state in {}", env!("CARGO_PKG_VERSION"), config.state_dir.display());
-        let mut nessusd = if config.nessusd.enabled {
-            let manager = ServiceManager::for_nessusd(&config.nessusd)?;
-            Some(NessusdSupervisor::new(&config, manager, SystemClock)?)
-        } else {
-            None
-        };
-        let (stop_reporting, stopped) = tokio::sync::oneshot::channel::<()>();
-        let mut reporting = None;
-        if config.collector.is_some() {
-            let me = HostIdentity::load(&config.state_dir, config.host.name.as_deref())
-                .context("establishing this host's identity")?;
-            let (reporter, first_seq) = Reporter::new(&config, me, SystemClock)?;
-            let (outlet, inlet) = report::channel(first_seq);
-            supervisor = supervisor.with_outlet(outlet.state.clone(), outlet.event_log());
-            if let Some(n) = nessusd.take() {
-                nessusd = Some(n.with_outlet(outlet.nessusd.clone(), outlet.event_log()));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let (events, reporting, reporter) = match &config.collector {
+            Some(_) => {
+                let me = HostIdentity::load(&config.state_dir, config.host.name.as_deref())
+                    .context("establishing this host's identity")?;
+                let (reporter, first_seq) = Reporter::new(&config, me, clock.clone())?;
+                let (outlet, inlet) = report::channel(first_seq);
+                let task = tokio::spawn(reporter.run(inlet, until(stopped.clone())));
+                (outlet.event_log(), Some(outlet.state), Some(task))
             }
-            reporting = Some(tokio::spawn(reporter.run(inlet, async {
-                let _ = stopped.await;
-            })));
-        } else {
-            log::info!(target: "agent", "no [collector] configured: supervising without reporting");
+            None => {
+                log::info!(target: "agent", "no [collector] configured: supervising without reporting");
+                (EventLog::new(), None, None)
+            }
+        };
+        let board = Board::new(config.state_dir.clone(), events.clone(), clock.clone(), reporting);
+        let outlet = (board, events);
+        // One line per supervised daemon.
+        let mut supervising: Vec<LocalBoxFuture<()>> = vec![Box::pin(
+            besclient::supervisor(&config, clock.clone())?
+                .with_watchdog(watchdog)
+                .with_outlet(outlet.0.clone(), outlet.1.clone())
+                .run(until(stopped.clone())),
+        )];
+        if config.nessusd.enabled {
+            supervising.push(Box::pin(
+                nessusd::supervisor(&config, clock.clone())?
+                    .with_outlet(outlet.0.clone(), outlet.1.clone())
+                    .run(until(stopped.clone())),
+            ));
         }
-        let watching_nessusd =
-            nessusd.map(|n| tokio::spawn(n.run(std::future::pending::<()>())));
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-        supervisor.run(shutdown()).await;
-        if let Some(n) = watching_nessusd {
-            n.abort();
-        }
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-        let _ = stop_reporting.send(());
-        if let Some(r) = reporting {
+        let signalled = async {
+            shutdown().await;
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+            let _ = stop.send(true);
+        };
+        futures_util::future::join(join_all(supervising), signalled).await;
+        if let Some(r) = reporter {
             // It only has to put what it holds on disk.
             let _ = tokio::time::timeout(Duration::from_secs(2), r).await;
         }
         log::info!(target: "agent", "rollcall-agent stopped");
         Ok(())
     })
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn until(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 async fn shutdown() {
@@ -314,55 +272,4 @@ async fn shutdown() {
         }
         _ => std::future::pending().await,
     }
-}
-
-fn doctor(config: Config) -> anyhow::Result<doctor::Report> {
-    let manager = ServiceManager::from_config(&config.besclient)?;
-    let rt = runtime()?;
-    let besclient = rt.block_on(async {
-        Supervisor::new(&config, manager, SystemClock)
-            .observe_once()
-            .await
-    });
-    let nessusd = if config.nessusd.enabled {
-        use rollcall_agent::checks::nessusd::status::{judge, Prober};
-        let prober = Prober::new(&config.nessusd.status_url, Duration::from_secs(5))?;
-        let status = rt.block_on(prober.status());
-        let free = rollcall_agent::disk::check(std::path::Path::new("/opt/nessus"))
-            .map(|d| (d.path, d.avail_bytes));
-        let (health, reason) = judge(&status, free);
-        Some(doctor::NessusdCheck { health, reason })
-    } else {
-        None
-    };
-    let (agent, agent_note) = match state::read(&config.state_dir) {
-        Ok(s) if rollcall_agent::process::Proc::get(s.pid).is_some() => (Some(s), None),
-        Ok(s) => (
-            None,
-            Some(format!(
-                "not running (last state written by pid {} at {})",
-                s.pid,
-                s.state.at.to_rfc3339()
-            )),
-        ),
-        Err(e) => (None, Some(format!("no state yet ({e})"))),
-    };
-    let inband = rt.block_on(rollcall_agent::checks::bmc::inband::check(
-        &config.bmc.device,
-        &config.bmc.ipmitool,
-        Duration::from_secs(10),
-    ));
-    let bmc = inband.into_state(chrono::Utc::now());
-    let health = nessusd
-        .as_ref()
-        .map_or(besclient.health, |n| n.health.max(besclient.health))
-        .max(bmc.health);
-    Ok(doctor::Report {
-        health,
-        besclient,
-        nessusd,
-        bmc,
-        agent,
-        agent_note,
-    })
 }

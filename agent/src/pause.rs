@@ -45,6 +45,36 @@ pub fn clear(state_dir: &Path) -> std::io::Result<bool> {
     }
 }
 
+/// `rollcall-agent pause`: sets the pause and says until when.
+pub fn pause_for(
+    state_dir: &Path,
+    now: DateTime<Utc>,
+    duration: std::time::Duration,
+    reason: String,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let until = now + crate::clock::to_chrono(duration);
+    set(state_dir, &Pause { until, reason })
+        .with_context(|| format!("writing {}", path(state_dir).display()))?;
+    println!("remediation paused until {}", until.to_rfc3339());
+    Ok(())
+}
+
+/// `rollcall-agent resume`: lifts the pause, saying whether there was one.
+pub fn resume(state_dir: &Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let had = clear(state_dir).context("removing the pause")?;
+    println!(
+        "{}",
+        if had {
+            "remediation resumed"
+        } else {
+            "remediation was not paused"
+        }
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -110,7 +110,7 @@ impl Policy {
 /// Recoveries within `per` from which a service counts as flapping.
 const FLAPPING_RECOVERIES: usize = 3;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RemediationLadder {
     policy: Policy,
     phase: Phase,
@@ -266,15 +266,21 @@ impl RemediationLadder {
         }
     }
 
-    pub fn attempts_in_window(&mut self, now: Instant) -> u32 {
-        self.prune(now);
-        self.attempts.len() as u32
+    pub fn attempts_in_window(&self, now: Instant) -> u32 {
+        self.within_window(&self.attempts, now) as u32
     }
 
     /// Recovered at least three times within `per`.
-    pub fn flapping(&mut self, now: Instant) -> bool {
-        self.prune(now);
-        self.recoveries.len() >= FLAPPING_RECOVERIES
+    pub fn flapping(&self, now: Instant) -> bool {
+        self.within_window(&self.recoveries, now) >= FLAPPING_RECOVERIES
+    }
+
+    /// How many of `times` are less than `per` old (what `prune` would keep).
+    fn within_window(&self, times: &VecDeque<Instant>, now: Instant) -> usize {
+        times
+            .iter()
+            .filter(|t| now.duration_since(**t) < self.policy.per)
+            .count()
     }
 }
 

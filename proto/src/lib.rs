@@ -13,6 +13,21 @@ use serde::{Deserialize, Serialize};
 /// Version of the agent state and event encoding.
 pub const PROTO_VERSION: u32 = 1;
 
+/// What a host name may be, in words, for errors on either side of the wire.
+pub const HOST_NAME_RULE: &str =
+    "a DNS name (letters, digits, '-', '.', '_'; at most 253 characters, not starting with '-' or '.')";
+
+/// Whether `name` is a host name as the wire takes it (see [`HOST_NAME_RULE`]). The agent
+/// checks its configured name with this, the collector every enrollment and heartbeat.
+pub fn valid_host_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+        && !name.starts_with(['-', '.'])
+}
+
 /// Severity of one check, as an SRE would triage it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -437,6 +452,18 @@ mod tests {
                 "BESClient (pid 7) is running and logging".to_owned()
             )
         );
+    }
+
+    #[test]
+    fn host_names_are_dns_names() {
+        for ok in ["web-1", "web-1.dal10.example.com", "a_b", "7"] {
+            assert!(valid_host_name(ok), "{ok}");
+        }
+        let long = "a".repeat(254);
+        for bad in ["", "-web", ".web", "web 1", "web/1", "wéb", long.as_str()] {
+            assert!(!valid_host_name(bad), "{bad}");
+        }
+        assert!(valid_host_name(&"a".repeat(253)));
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! `active (exited)` long after its daemon died.
 
 mod command;
+#[cfg(test)]
+pub mod scripted;
 mod systemd;
 mod sysv;
 
@@ -16,7 +18,7 @@ pub use command::CommandManager;
 pub use systemd::Systemd;
 pub use sysv::Sysv;
 
-use crate::config::{BesclientConfig, ManagerKind, NessusdConfig};
+use crate::config::ManagerKind;
 use crate::exec::{self, ExecError, Output};
 
 /// The service manager's own view of the service.
@@ -83,6 +85,8 @@ pub enum ServiceManager {
     Systemd(Systemd),
     Sysv(Sysv),
     Command(CommandManager),
+    #[cfg(test)]
+    Scripted(scripted::Scripted),
 }
 
 /// Whether this host was booted with systemd (the test `sd_booted(3)` uses).
@@ -91,32 +95,6 @@ pub fn systemd_booted() -> bool {
 }
 
 impl ServiceManager {
-    /// Picks the backend for besclient.
-    pub fn from_config(c: &BesclientConfig) -> Result<ServiceManager, ManagerError> {
-        ServiceManager::pick(&Service {
-            section: "besclient",
-            kind: c.manager,
-            name: &c.service,
-            init_script: &c.init_script,
-            start: &c.start,
-            stop: &c.stop,
-            timeout: c.command_timeout,
-        })
-    }
-
-    /// Picks the backend for nessusd.
-    pub fn for_nessusd(c: &NessusdConfig) -> Result<ServiceManager, ManagerError> {
-        ServiceManager::pick(&Service {
-            section: "nessusd",
-            kind: c.manager,
-            name: &c.service,
-            init_script: &c.init_script,
-            start: &c.start,
-            stop: &c.stop,
-            timeout: c.command_timeout,
-        })
-    }
-
     /// Picks the backend. `auto`: configured commands if any, else systemd if the host runs
     /// it, else the SysV init script.
     pub fn pick(c: &Service<'_>) -> Result<ServiceManager, ManagerError> {
@@ -125,18 +103,21 @@ impl ServiceManager {
         let sysv = || Sysv::new(c.init_script, timeout);
         let command = || CommandManager::new(c.start.to_vec(), c.stop.to_vec(), timeout);
         match c.kind {
-            ManagerKind::Systemd => systemd().map(ServiceManager::Systemd).ok_or_else(|| {
-                ManagerError::Unusable {
-                    kind: c.kind,
-                    what: "no systemctl was found in /usr/bin or /bin".to_owned(),
-                }
-            }),
+            ManagerKind::Systemd => {
+                systemd()
+                    .map(ServiceManager::Systemd)
+                    .ok_or_else(|| ManagerError::Unusable {
+                        kind: c.kind,
+                        what: "no systemctl was found in /usr/bin or /bin".to_owned(),
+                    })
+            }
             ManagerKind::Sysv if c.init_script.is_file() => Ok(ServiceManager::Sysv(sysv())),
             ManagerKind::Sysv => Err(ManagerError::Unusable {
                 kind: c.kind,
                 what: format!(
-                    "the init script {} does not exist; install the client or set besclient.init_script",
-                    c.init_script.display()
+                    "the init script {} does not exist; install the service or set {}.init_script",
+                    c.init_script.display(),
+                    c.section
                 ),
             }),
             ManagerKind::Command => Ok(ServiceManager::Command(command())),
@@ -164,6 +145,8 @@ impl ServiceManager {
             ServiceManager::Systemd(_) => "systemd",
             ServiceManager::Sysv(_) => "sysv",
             ServiceManager::Command(_) => "command",
+            #[cfg(test)]
+            ServiceManager::Scripted(_) => "scripted",
         }
     }
 
@@ -172,6 +155,8 @@ impl ServiceManager {
             ServiceManager::Systemd(m) => m.status().await.map(Some),
             ServiceManager::Sysv(m) => m.status().await.map(Some),
             ServiceManager::Command(_) => Ok(None),
+            #[cfg(test)]
+            ServiceManager::Scripted(_) => Ok(None),
         }
     }
 
@@ -180,6 +165,8 @@ impl ServiceManager {
             ServiceManager::Systemd(m) => m.start().await,
             ServiceManager::Sysv(m) => m.verb("start").await,
             ServiceManager::Command(m) => m.start().await,
+            #[cfg(test)]
+            ServiceManager::Scripted(m) => m.start("start"),
         }
     }
 
@@ -188,6 +175,8 @@ impl ServiceManager {
             ServiceManager::Systemd(m) => m.stop().await,
             ServiceManager::Sysv(m) => m.verb("stop").await,
             ServiceManager::Command(m) => m.stop().await,
+            #[cfg(test)]
+            ServiceManager::Scripted(m) => m.stop(),
         }
     }
 
@@ -199,6 +188,8 @@ impl ServiceManager {
                 m.stop().await?;
                 m.start().await
             }
+            #[cfg(test)]
+            ServiceManager::Scripted(m) => m.start("restart"),
         }
     }
 }

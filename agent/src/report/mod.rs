@@ -4,6 +4,7 @@
 //! Invariant: supervision never waits on this. The supervisor hands over its state and
 //! events through channels that never block; everything here runs beside it.
 
+pub mod config;
 pub mod link;
 pub mod scan;
 pub mod schedule;
@@ -17,8 +18,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rollcall_proto::{
-    AgentState, EnrollRequest, EnrollResponse, Event, Heartbeat, HeartbeatAck, NessusdState,
-    PROTO_VERSION,
+    AgentState, EnrollRequest, EnrollResponse, Event, Heartbeat, HeartbeatAck, PROTO_VERSION,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -38,8 +38,8 @@ const BATCH_BYTES: usize = 40 * 1024;
 /// The supervisors' side: never blocks.
 #[derive(Debug)]
 pub struct Outlet {
+    /// The agent's state as the [`crate::publish::Board`] puts it together.
     pub state: watch::Sender<Option<AgentState>>,
-    pub nessusd: watch::Sender<Option<NessusdState>>,
     events: mpsc::UnboundedSender<Event>,
     seq: Arc<AtomicU64>,
 }
@@ -53,25 +53,21 @@ impl Outlet {
 
 pub struct Inlet {
     state: watch::Receiver<Option<AgentState>>,
-    nessusd: watch::Receiver<Option<NessusdState>>,
     events: mpsc::UnboundedReceiver<Event>,
 }
 
 /// Events are numbered from `first_seq`.
 pub fn channel(first_seq: u64) -> (Outlet, Inlet) {
     let (st, sr) = watch::channel(None);
-    let (nt, nr) = watch::channel(None);
     let (et, er) = mpsc::unbounded_channel();
     (
         Outlet {
             state: st,
-            nessusd: nt,
             events: et,
             seq: Arc::new(AtomicU64::new(first_seq)),
         },
         Inlet {
             state: sr,
-            nessusd: nr,
             events: er,
         },
     )
@@ -103,22 +99,6 @@ pub struct Reporter<C: Clock> {
     scanner: crate::config::ScannerConfig,
     /// What was last said about probing, not to repeat it every round.
     scan_said: Option<String>,
-}
-
-/// Checks the BMC in-band now and every `interval`, handing each result over.
-async fn watch_bmc(
-    cfg: crate::config::BmcConfig,
-    tx: mpsc::UnboundedSender<crate::checks::bmc::inband::InBand>,
-) {
-    loop {
-        let r =
-            crate::checks::bmc::inband::check(&cfg.device, &cfg.ipmitool, Duration::from_secs(10))
-                .await;
-        if tx.send(r).is_err() {
-            return;
-        }
-        tokio::time::sleep(cfg.interval).await;
-    }
 }
 
 /// The first sequence number for this run: above everything spooled or acknowledged, and
@@ -181,7 +161,10 @@ impl<C: Clock> Reporter<C> {
         tokio::pin!(shutdown);
         log::info!(target: "agent", "reporting to {} as {} every {} (offset {:.1}s)", self.cfg.url, self.me.host, humantime::format_duration(self.cfg.interval), self.schedule.offset().as_secs_f64());
         let (bmc_tx, mut bmc_rx) = mpsc::unbounded_channel();
-        let bmc_task = tokio::spawn(watch_bmc(self.bmc_cfg.clone(), bmc_tx));
+        let bmc_task = tokio::spawn(crate::checks::bmc::inband::watch(
+            self.bmc_cfg.clone(),
+            bmc_tx,
+        ));
         // The first result before the first heartbeat (and enrollment, which names the BMC's
         // address), unless it takes long.
         if let Ok(Some(b)) = tokio::time::timeout(Duration::from_secs(15), bmc_rx.recv()).await {
@@ -191,7 +174,6 @@ impl<C: Clock> Reporter<C> {
         let mut changed = true;
         let mut next = self.clock.now();
         let mut last_sent = tokio::time::Instant::now() - MIN_GAP;
-        let mut nessusd_open = true;
         // Scanners: the first round shortly after the first heartbeat, then as the
         // collector says.
         let mut probe_at = tokio::time::Instant::now() + Duration::from_secs(2);
@@ -208,12 +190,6 @@ impl<C: Clock> Reporter<C> {
                 r = inlet.state.changed() => {
                     if r.is_err() { break; }
                     changed = true;
-                    continue;
-                }
-                r = inlet.nessusd.changed(), if nessusd_open => {
-                    // Closed: nessusd is not watched on this host.
-                    nessusd_open = r.is_ok();
-                    changed |= nessusd_open;
                     continue;
                 }
                 Some(b) = bmc_rx.recv() => {
@@ -241,12 +217,11 @@ impl<C: Clock> Reporter<C> {
                 _ = &mut shutdown => break,
             }
             let state = inlet.state.borrow_and_update().clone();
-            let Some(mut state) = state else {
+            let Some(state) = state else {
                 next = self.clock.now() + chrono::Duration::seconds(1);
                 changed = false;
                 continue;
             };
-            state.nessusd = inlet.nessusd.borrow_and_update().clone();
             // Everything already handed over goes in this heartbeat.
             while let Ok(e) = inlet.events.try_recv() {
                 self.spool.push(e);
@@ -321,7 +296,7 @@ impl<C: Clock> Reporter<C> {
             Ok(ack) => {
                 self.spool.ack(ack.acked_seq, dropped);
                 if let Some((since, _)) = self.outage.take() {
-                    log::info!(target: "agent", "collector reachable again after {}; {} spooled event(s) left to deliver", crate::checks::besclient::ago(self.clock.now() - since), self.spool.len());
+                    log::info!(target: "agent", "collector reachable again after {}; {} spooled event(s) left to deliver", crate::clock::ago(self.clock.now() - since), self.spool.len());
                 }
                 Ok(!self.spool.is_empty())
             }

@@ -10,7 +10,7 @@ use rollcall_proto::{
 };
 
 use super::link::{Failure, Link};
-use crate::checks::bmc::probe::{probe_all, ProbeConfig, Reach};
+use crate::checks::bmc::probe::{probe_all, ProbeConfig};
 use crate::config::ScannerConfig;
 
 /// A round's work: what the collector assigned, then what was found.
@@ -66,30 +66,11 @@ pub async fn probe(t: ProbeTargets, cfg: ScannerConfig) -> Round {
         .into_iter()
         .zip(found)
         .map(|(target, (_, reach))| {
-            let (reachable, via, detail) = match reach {
-                Reach::Asf { rtt, ipmi } => (
-                    true,
-                    Some("asf"),
-                    format!(
-                        "answered the ASF Presence Ping in {:.1} ms{}",
-                        rtt.as_secs_f64() * 1000.0,
-                        if ipmi { " (IPMI supported)" } else { "" }
-                    ),
-                ),
-                Reach::Ipmi { rtt } => (
-                    true,
-                    Some("ipmi"),
-                    format!(
-                        "ignored ASF; answered IPMI Get Channel Authentication Capabilities in {:.1} ms",
-                        rtt.as_secs_f64() * 1000.0
-                    ),
-                ),
-                Reach::Unreachable { reason } => (false, None, reason),
-            };
+            let (via, detail) = reach.describe();
             ProbeResult {
                 host: target.host,
                 address: target.address,
-                reachable,
+                reachable: reach.reachable(),
                 via: via.map(str::to_owned),
                 detail,
                 at,

@@ -101,7 +101,7 @@ fn kill_events(log: &mut EventLog, at: DateTime<Utc>, pid: u32) -> u64 {
             pid: Some(pid),
             level: None,
         };
-        seq = log.emit(at, "besclient", kind, message, f).seq;
+        seq = log.emit(at, "besclient", kind, message, f);
     }
     seq
 }

@@ -1,15 +1,19 @@
 //! The supervisor's judgement across a day boundary, with an injected clock and real files.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use rollcall_proto::{DaemonStatus, Health};
 
-use super::Supervisor;
+use super::Besclient;
 use crate::clock::{Clock, ManualClock};
 use crate::config::Config;
-use crate::manager::ServiceManager;
+use crate::events::EventLog;
+use crate::publish::Board;
+use crate::remediation::Step;
+use crate::supervisor::{Daemon, Supervisor};
 
 fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(y, mo, d, h, mi, s).unwrap()
@@ -28,8 +32,8 @@ fn write_log(dir: &Path, name: &str, text: &str, clock: &ManualClock) -> std::pa
     p
 }
 
-/// Supervises this very test process as if it were BESClient: it is alive throughout.
-fn supervisor(state: &Path, logs: &Path, clock: ManualClock) -> Supervisor<ManualClock> {
+/// Takes this very test process for BESClient: it is alive throughout.
+fn config(state: &Path, logs: &Path) -> Config {
     let exe = std::env::current_exe().unwrap();
     let text = format!(
         "state_dir = \"{}\"\n[besclient]\nmanager = \"command\"\nstart = [\"/bin/true\"]\nprocess = \"{}\"\nlog_dir = \"{}\"\ndata_dir = \"{}\"\nstale_after = \"1h\"\nverify_within = \"2m\"\n",
@@ -38,9 +42,7 @@ fn supervisor(state: &Path, logs: &Path, clock: ManualClock) -> Supervisor<Manua
         logs.display(),
         logs.display()
     );
-    let config = Config::parse(Path::new("test.toml"), &text).unwrap();
-    let manager = ServiceManager::from_config(&config.besclient).unwrap();
-    Supervisor::new(&config, manager, clock)
+    Config::parse(Path::new("test.toml"), &text).unwrap()
 }
 
 /// A host's state and log directories and a clock, with `log` (if any) as the day's log.
@@ -68,8 +70,12 @@ fn fixture(now: DateTime<Utc>, log: Option<&str>) -> Fixture {
 }
 
 impl Fixture {
-    fn supervisor(&self) -> Supervisor<ManualClock> {
-        supervisor(self.state.path(), self.logs.path(), self.clock.clone())
+    fn config(&self) -> Config {
+        config(self.state.path(), self.logs.path())
+    }
+
+    fn supervisor(&self) -> Supervisor<Besclient> {
+        super::supervisor(&self.config(), Arc::new(self.clock.clone())).unwrap()
     }
 }
 
@@ -89,10 +95,11 @@ async fn day_rollover_moves_today_to_the_new_file_without_a_false_hang() {
     // Just past midnight, before the client's first message of the day: yesterday's
     // write does not verify a restart issued now.
     clock.set(at(2026, 11, 23, 0, 0, 20));
-    sup.rescan_logs();
-    sup.issued_at = Some(clock.now());
-    sup.find_process();
-    let why = sup.verification().unwrap_err();
+    let (d, core) = sup.parts();
+    d.rescan_logs(core);
+    let issued = clock.now();
+    d.find_process(core);
+    let why = d.verify(core, Step::Restart, issued).unwrap_err();
     assert!(why.contains("20261123.log has not appeared"), "{why}");
 
     // The new day's file appears, with an error line in it: today is that file, the error
@@ -104,23 +111,25 @@ async fn day_rollover_moves_today_to_the_new_file_without_a_false_hang() {
         "At 00:00:25 +0000 -\n   RegisterOnce: GetURL failed - General transport failure.\n",
         &clock,
     );
-    assert!(sup.on_written(p), "an error line needs an evaluation");
-    sup.rescan_logs();
-    assert!(sup.verification().is_ok(), "today's new file verifies");
-    sup.classify(clock.now());
-    let s = sup.state();
-    assert_eq!(s.status, DaemonStatus::Running);
-    assert_eq!(s.health, Health::Warn, "an error line warns: {}", s.reason);
+    assert!(d.on_written(p, core), "an error line needs an evaluation");
+    d.rescan_logs(core);
+    assert!(
+        d.verify(core, Step::Restart, issued).is_ok(),
+        "today's new file verifies"
+    );
+    let v = d.classify(core).await.unwrap();
+    assert_eq!(v.status, DaemonStatus::Running);
+    assert_eq!(v.health, Health::Warn, "an error line warns: {}", v.reason);
+    let s = d.state(core);
     assert_eq!(s.log.newest.as_deref(), Some("20261123.log"));
     assert_eq!(s.errors.count, 1);
 
     // Silent for longer than stale_after: hung, measured from the last write.
     clock.advance(Duration::from_secs(3600 + 1));
-    sup.rescan_logs();
-    sup.classify(clock.now());
-    let s = sup.state();
-    assert_eq!(s.status, DaemonStatus::Hung, "{}", s.reason);
-    assert!(s.reason.contains("stale after 1h"), "{}", s.reason);
+    d.rescan_logs(core);
+    let v = d.classify(core).await.unwrap();
+    assert_eq!(v.status, DaemonStatus::Hung, "{}", v.reason);
+    assert!(v.reason.contains("stale after 1h"), "{}", v.reason);
 }
 
 #[tokio::test]
@@ -136,10 +145,10 @@ async fn no_logs_at_all_counts_from_the_agent_start() {
         s.reason
     );
     clock.advance(Duration::from_secs(3601));
-    sup.classify(clock.now());
-    let s = sup.state();
-    assert_eq!(s.status, DaemonStatus::Hung);
-    assert!(s.reason.contains("no daily log"), "{}", s.reason);
+    let (d, core) = sup.parts();
+    let v = d.classify(core).await.unwrap();
+    assert_eq!(v.status, DaemonStatus::Hung);
+    assert!(v.reason.contains("no daily log"), "{}", v.reason);
 }
 
 #[tokio::test]
@@ -148,7 +157,14 @@ async fn error_lines_from_before_the_agent_started_are_not_counted() {
         at(2026, 11, 22, 12, 0, 0),
         Some("At 11:00:00 +0000 -\n   RegisterOnce: GetURL failed - General transport failure.\n"),
     );
-    let sup = f.supervisor();
+    let events = EventLog::new();
+    let board = Board::new(
+        f.state.path().to_owned(),
+        events.clone(),
+        Arc::new(f.clock.clone()),
+        None,
+    );
+    let sup = f.supervisor().with_outlet(board, events);
     // Start and stop at once: the start-up observation and one evaluation.
     sup.run(async {}).await;
     let s = crate::state::read(f.state.path()).unwrap();
@@ -169,7 +185,9 @@ async fn error_lines_from_before_the_agent_started_are_not_counted() {
 #[tokio::test]
 async fn a_one_shot_look_reports_the_errors_already_in_the_newest_log() {
     let f = fixture(at(2026, 11, 22, 12, 0, 0), Some("At 11:00:00 +0000 -\n   RegisterOnce: GetURL failed - General transport failure.\nAt 11:30:00 +0000 -\n   Report posted successfully\n"));
-    let s = f.supervisor().observe_once().await;
+    let s = super::look_once(&f.config(), Arc::new(f.clock.clone()))
+        .await
+        .unwrap();
     assert_eq!(s.errors.count, 1);
     assert!(s.errors.last_line.unwrap().contains("GetURL failed"));
     assert_eq!(s.health, Health::Warn);

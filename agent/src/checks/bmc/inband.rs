@@ -10,6 +10,8 @@ use rollcall_proto::Health;
 
 /// Channels walked for a LAN address; IPMI numbers channels 0–11 (0 is IPMB).
 const CHANNELS: std::ops::RangeInclusive<u8> = 1..=11;
+/// Longest one in-band check may take (ipmitool over a wedged BMC can hang).
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What `ipmitool lan print` says of one channel.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -149,6 +151,18 @@ pub async fn check(device: &Path, ipmitool: &[String], timeout: Duration) -> InB
                 unconfigured.join(", ")
             )
         },
+    }
+}
+
+/// Checks the BMC now and every `interval`, handing each result over, until the receiver
+/// is gone.
+pub async fn watch(cfg: super::config::BmcConfig, tx: tokio::sync::mpsc::UnboundedSender<InBand>) {
+    loop {
+        let r = check(&cfg.device, &cfg.ipmitool, CHECK_TIMEOUT).await;
+        if tx.send(r).is_err() {
+            return;
+        }
+        tokio::time::sleep(cfg.interval).await;
     }
 }
 

@@ -54,6 +54,47 @@ impl Reach {
     pub fn reachable(&self) -> bool {
         !matches!(self, Reach::Unreachable { .. })
     }
+
+    /// How it answered (`asf`, `ipmi`; none when it did not), and the verdict in words.
+    pub fn describe(&self) -> (Option<&'static str>, String) {
+        match self {
+            Reach::Asf { rtt, ipmi } => (
+                Some("asf"),
+                format!(
+                    "answered the ASF Presence Ping in {:.1} ms{}",
+                    rtt.as_secs_f64() * 1e3,
+                    if *ipmi { "; supports IPMI" } else { "" }
+                ),
+            ),
+            Reach::Ipmi { rtt } => (
+                Some("ipmi"),
+                format!(
+                    "ignored ASF; answered IPMI Get Channel Authentication Capabilities in {:.1} ms",
+                    rtt.as_secs_f64() * 1e3
+                ),
+            ),
+            Reach::Unreachable { reason } => (None, reason.clone()),
+        }
+    }
+}
+
+/// `rollcall-agent probe-bmc`: one line per BMC (JSON with `json`); whether all answered.
+pub fn print_verdicts(results: &[(IpAddr, Reach)], json: bool) -> bool {
+    for (ip, r) in results {
+        let (via, detail) = r.describe();
+        if json {
+            let v = serde_json::json!({"address": ip, "reachable": r.reachable(), "via": via.unwrap_or("none"), "detail": detail});
+            println!("{v}");
+        } else {
+            let word = if r.reachable() {
+                "reachable"
+            } else {
+                "UNREACHABLE"
+            };
+            println!("{ip}: {word}: {detail}");
+        }
+    }
+    results.iter().all(|(_, r)| r.reachable())
 }
 
 /// A token bucket of one packet, refilled `rate` times a second: sends are spread evenly.
