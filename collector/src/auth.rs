@@ -365,6 +365,24 @@ impl Tokens {
     }
 }
 
+/// SIGHUP: read `tokens.json` again (after `rollcall-collector token add`). A broken file
+/// is reported and the tokens in force are kept. Runs forever.
+pub async fn reload_on_hup(tokens: std::sync::Arc<crate::http::App>, dir: std::path::PathBuf) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match Tokens::load_or_init(&dir) {
+            Ok((t, _)) => {
+                *crate::write(&tokens.tokens) = t;
+                log::info!("tokens reloaded from {}/tokens.json", dir.display());
+            }
+            Err(e) => log::warn!("tokens not reloaded, the old ones stay in force: {e}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,17 +1,42 @@
 //! `rollcall-collector`: stores what hosts report, flags the ones that went silent or
 //! unhealthy the second it happens, and explains why.
 
-pub mod api;
 pub mod auth;
 pub mod client;
+pub mod clock;
+pub mod config;
+pub mod http;
 pub mod index;
 pub mod ingest;
 pub mod metrics;
 pub mod registry;
+pub mod retention;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod sweeper;
+pub mod testing;
 pub mod tls;
+
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+// A panic while a lock was held leaves data that is still consistent here (every writer
+// finishes its change before it could panic), so a poisoned lock is taken as it is.
+
+/// Locks `m`, through poisoning.
+pub fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Reads `l`, through poisoning.
+pub fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Writes `l`, through poisoning.
+pub fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Turns transparent huge pages off for this process. The allocator asks for them, and a
 /// first touch then zeroes 2 MiB: at a million hosts that stalled the first listing after

@@ -39,12 +39,7 @@ impl Metrics {
     /// A refused request, by reason (`unauthenticated`, `revoked`, `forbidden`,
     /// `wrong_host`, `no_client_cert`, `bad_request`, `too_large`, `rate_limited`, `queue_full`).
     pub fn rejected(&self, reason: &'static str) {
-        *self
-            .rejected
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(reason)
-            .or_default() += 1;
+        *crate::lock(&self.rejected).entry(reason).or_default() += 1;
     }
 
     pub fn committed(
@@ -66,10 +61,7 @@ impl Metrics {
     }
 
     pub fn transition(&self, to: HostState) {
-        *self
-            .transitions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        *crate::lock(&self.transitions)
             .entry(to.as_str())
             .or_default() += 1;
     }
@@ -97,12 +89,7 @@ impl Metrics {
         let _ = writeln!(o, "# HELP rollcall_heartbeats_accepted_total Heartbeats stored and acknowledged.\n# TYPE rollcall_heartbeats_accepted_total counter\nrollcall_heartbeats_accepted_total {}", self.accepted.load(Ordering::Relaxed));
         let _ = writeln!(o, "# HELP rollcall_enrollments_total Host credentials issued.\n# TYPE rollcall_enrollments_total counter\nrollcall_enrollments_total {}", self.enrolled.load(Ordering::Relaxed));
         let _ = writeln!(o, "# HELP rollcall_requests_rejected_total Requests refused, by reason.\n# TYPE rollcall_requests_rejected_total counter");
-        for (r, n) in self
-            .rejected
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
+        for (r, n) in crate::lock(&self.rejected).iter() {
             let _ = writeln!(o, "rollcall_requests_rejected_total{{reason=\"{r}\"}} {n}");
         }
         let _ = writeln!(o, "# HELP rollcall_tls_handshakes_failed_total TLS handshakes that failed or timed out: a client that does not trust this collector's CA, a client certificate the client CA did not sign, a port scanner.\n# TYPE rollcall_tls_handshakes_failed_total counter\nrollcall_tls_handshakes_failed_total {}", self.tls_failed.load(Ordering::Relaxed));
@@ -112,12 +99,7 @@ impl Metrics {
         let _ = writeln!(o, "# HELP rollcall_commit_seconds_total Time spent committing.\n# TYPE rollcall_commit_seconds_total counter\nrollcall_commit_seconds_total {:.6}", self.commit_micros.load(Ordering::Relaxed) as f64 / 1e6);
         let _ = writeln!(o, "# HELP rollcall_events_total Agent events stored, and redeliveries ignored.\n# TYPE rollcall_events_total counter\nrollcall_events_total{{outcome=\"new\"}} {}\nrollcall_events_total{{outcome=\"duplicate\"}} {}", self.events_new.load(Ordering::Relaxed), self.events_duplicate.load(Ordering::Relaxed));
         let _ = writeln!(o, "# HELP rollcall_state_transitions_total Host state changes, by new state.\n# TYPE rollcall_state_transitions_total counter");
-        for (s, n) in self
-            .transitions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
+        for (s, n) in crate::lock(&self.transitions).iter() {
             let _ = writeln!(o, "rollcall_state_transitions_total{{to=\"{s}\"}} {n}");
         }
         o

@@ -9,8 +9,10 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower_service::Service;
 
-use crate::api::HANDSHAKE_TIMEOUT;
 use crate::metrics::Metrics;
+
+/// How long a TLS handshake may take before the connection is dropped.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the TLS layer learnt about the client, put on each of its requests.
 #[derive(Debug, Clone, Copy)]
@@ -65,5 +67,22 @@ pub async fn serve(
                 .serve_connection(TokioIo::new(tls), service)
                 .await;
         });
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! {
+                _ = t.recv() => {}
+                _ = i.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
     }
 }

@@ -175,3 +175,36 @@ fn a_read_token_made_while_running_reads_but_cannot_change() {
     let stored = std::fs::read_to_string(c.data.join("tokens.json")).unwrap();
     assert!(!stored.contains(&token), "only the hash is kept");
 }
+
+#[test]
+fn the_collector_checks_its_configuration_and_exits_78_with_the_place() {
+    let d = tempfile::tempdir().unwrap();
+    let file = d.path().join("collector.toml");
+    let check = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_rollcall-collector"))
+            .arg("--config")
+            .arg(&file)
+            .args(args)
+            .env_remove("ROLLCALL_LISTEN")
+            .output()
+            .unwrap()
+    };
+    std::fs::write(&file, "grace = \"90s\"\nlisten = \"127.0.0.1:0\"\n").unwrap();
+    let o = check(&["check-config"]);
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert!(out(&o).contains("configuration ok"), "{}", out(&o));
+
+    std::fs::write(&file, "grace = \"90s\"\nprobe_interval = \"often\"\n").unwrap();
+    for args in [&["check-config"][..], &[][..]] {
+        let o = check(args);
+        assert_eq!(o.status.code(), Some(78), "{}", out(&o));
+        let said = out(&o);
+        assert!(
+            said.contains("collector.toml:2:18: probe_interval: invalid duration \"often\""),
+            "{said}"
+        );
+    }
+    // The command line wins over the file, even over a bad value in it.
+    let o = check(&["--probe-interval", "1m", "check-config"]);
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+}

@@ -5,6 +5,10 @@
 //! - new optional fields may be added without a bump (`#[serde(default)]`), so an older
 //!   collector keeps accepting a newer agent's state and ignores what it does not know.
 
+mod change;
+
+pub use change::Significant;
+
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
@@ -153,7 +157,7 @@ pub struct BmcState {
 }
 
 /// What the BESClient daemon is doing, judged from all signals together.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DaemonStatus {
     /// Process up and its log written within `stale_after`.
@@ -210,7 +214,7 @@ pub struct LogState {
     pub stale: bool,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Hash, Serialize, Deserialize)]
 pub struct ErrorMatches {
     /// Lines matching any of `error_patterns` since the agent started.
     pub count: u64,
@@ -227,7 +231,7 @@ pub struct DiskState {
     pub full: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Hash, Serialize, Deserialize)]
 pub struct RemediationState {
     pub enabled: bool,
     pub paused_until: Option<DateTime<Utc>>,

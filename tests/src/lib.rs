@@ -591,12 +591,21 @@ pub fn reap(child: &mut Child, within: Duration) {
     let _ = child.wait();
 }
 
-/// `rollcall-collector` as a child process on loopback, on its own data directory.
-pub struct Collector {
-    child: Child,
-    pub url: String,
-    pub addr: String,
-    pub data: PathBuf,
+/// `rollcall-collector` as a child process on loopback, through the workspace's one
+/// harness, with the built binary and the `rollcall` CLI pointed at it.
+pub struct Collector(rollcall_collector::testing::Collector);
+
+impl std::ops::Deref for Collector {
+    type Target = rollcall_collector::testing::Collector;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Collector {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
 }
 
 impl Collector {
@@ -606,38 +615,15 @@ impl Collector {
     }
 
     pub fn start_with(data: &Path, listen: &str, grace: &str, extra: &[&str]) -> Collector {
-        let mut child = Command::new(bin("rollcall-collector"))
-            .args(["--listen", listen, "--grace", grace, "--data-dir"])
-            .arg(data)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(if std::env::var_os("ROLLCALL_TEST_ECHO").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
-            .spawn()
-            .expect("starting rollcall-collector");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let url = loop {
-            let line = lines
-                .next()
-                .expect("collector exited before listening")
-                .expect("line");
-            if let Some(u) = line.strip_prefix("rollcall-collector listening on ") {
-                break u.to_owned();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Collector {
-            child,
-            addr: url.trim_start_matches("https://").to_owned(),
-            url,
-            data: data.to_owned(),
-        }
+        Collector(rollcall_collector::testing::Collector::spawn(
+            &bin("rollcall-collector"),
+            data,
+            listen,
+            grace,
+            extra,
+        ))
     }
 
-    /// A client with the admin token made at first start.
     /// The `rollcall` CLI pointed at this collector with the admin token; its stdout.
     pub fn cli(&self, args: &[&str]) -> String {
         let token = std::fs::read_to_string(self.data.join("admin.token")).expect("admin.token");
@@ -649,31 +635,6 @@ impl Collector {
             .output()
             .expect("running rollcall");
         String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    pub fn admin(&self) -> rollcall_collector::client::Client {
-        let token = std::fs::read_to_string(self.data.join("admin.token")).expect("admin.token");
-        rollcall_collector::client::Client::new(
-            &self.url,
-            &self.data.join("ca.pem"),
-            Some(token.trim().to_owned()),
-        )
-        .expect("client")
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        self.kill9();
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
-use rollcall_collector::store::{SqliteStore, Store};
+use rollcall_collector::store::Store;
 use rollcall_tests::{wait_until, Agent, Collector, SimHost};
 use serde_json::Value;
 
@@ -246,7 +246,7 @@ fn an_agent_that_pins_the_wrong_or_an_expired_ca_does_not_talk_to_the_collector(
     );
     drop(c);
     // No client can reach this collector, so look in its database.
-    let stored = SqliteStore::open(&data.path().join("rollcall.db"))
+    let stored = rollcall_collector::store::open(data.path())
         .unwrap()
         .load_hosts()
         .unwrap();

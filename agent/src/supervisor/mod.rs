@@ -89,6 +89,13 @@ pub trait Daemon {
     fn after_action(&mut self, core: &mut Core<Self::Status>) {
         self.find_process(core);
     }
+    /// Whether what `after_action` observed can already verify the step. A daemon seen only
+    /// through its own periodic look (nessusd's status request) says no: its last answer
+    /// predates the action, so the fault it showed is published and the step waits for
+    /// the next look.
+    fn observed_after_action(&self) -> bool {
+        true
+    }
     fn pid(&self) -> Option<u32>;
     /// The verdict from the latest observations; `None` while there are none.
     async fn classify(&mut self, core: &mut Core<Self::Status>) -> Option<Verdict<Self::Status>>;
@@ -444,6 +451,9 @@ impl<D: Daemon> Supervisor<D> {
                 Decision::Act { step, .. } => {
                     self.core.held = None;
                     self.act(step, problem).await;
+                    if !self.daemon.observed_after_action() {
+                        return;
+                    }
                 }
                 Decision::Wait { until, why } => {
                     let at = now + to_chrono(until.saturating_duration_since(now_i));

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use rollcall_proto::{Event, Health};
 
-pub use sqlite::SqliteStore;
+pub(crate) use sqlite::SqliteStore;
 
 use crate::state::Lifecycle;
 
@@ -180,6 +180,51 @@ pub trait Store: Send {
     /// Deletes events and history received before `before`; returns how many.
     fn prune_events(&mut self, before: DateTime<Utc>) -> Result<u64, StoreError>;
 }
+
+/// A boxed store is a store: the collector holds its backends as `Box<dyn Store>`.
+impl<S: Store + ?Sized> Store for Box<S> {
+    fn load_hosts(&self) -> Result<Vec<HostRow>, StoreError> {
+        (**self).load_hosts()
+    }
+    fn load_credentials(&self) -> Result<Vec<CredentialRow>, StoreError> {
+        (**self).load_credentials()
+    }
+    fn commit(&mut self, batch: &[Write]) -> Result<CommitStats, StoreError> {
+        (**self).commit(batch)
+    }
+    fn set_maintenance(
+        &mut self,
+        host: &str,
+        until: Option<(DateTime<Utc>, &str)>,
+    ) -> Result<bool, StoreError> {
+        (**self).set_maintenance(host, until)
+    }
+    fn set_lifecycle(&mut self, host: &str, l: Option<Lifecycle>) -> Result<bool, StoreError> {
+        (**self).set_lifecycle(host, l)
+    }
+    fn host_state(&self, host: &str) -> Result<Option<String>, StoreError> {
+        (**self).host_state(host)
+    }
+    fn recent_events(&self, host: &str, limit: usize) -> Result<Vec<Event>, StoreError> {
+        (**self).recent_events(host, limit)
+    }
+    fn recent_history(&self, host: &str, limit: usize) -> Result<Vec<HistoryRecord>, StoreError> {
+        (**self).recent_history(host, limit)
+    }
+    fn prune_events(&mut self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        (**self).prune_events(before)
+    }
+}
+
+/// Opens a connection to the store in `data_dir` (the embedded SQLite database,
+/// `rollcall.db`). Call it once per connection the collector needs: the ingest writer's,
+/// and the operators'.
+pub fn open(data_dir: &std::path::Path) -> Result<Box<dyn Store>, StoreError> {
+    Ok(Box::new(SqliteStore::open(&data_dir.join(DB_FILE))?))
+}
+
+/// The SQLite database's file name in the data directory.
+pub const DB_FILE: &str = "rollcall.db";
 
 /// The behaviour every backend must show, run against each of them.
 #[cfg(test)]

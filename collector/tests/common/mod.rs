@@ -2,17 +2,25 @@
 // Each test binary uses a different part of this harness.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 
 use rollcall_collector::client::{Client, Reply};
 use serde_json::{json, Value};
 
-pub struct Collector {
-    child: Child,
-    pub url: String,
-    pub data: PathBuf,
+/// The collector binary of this crate, through the workspace's one harness.
+pub struct Collector(rollcall_collector::testing::Collector);
+
+impl std::ops::Deref for Collector {
+    type Target = rollcall_collector::testing::Collector;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Collector {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
 }
 
 impl Collector {
@@ -21,41 +29,13 @@ impl Collector {
     }
 
     pub fn start_with(data: &Path, grace: &str, extra: &[&str]) -> Collector {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rollcall-collector"))
-            .args(["--listen", "127.0.0.1:0", "--grace", grace, "--data-dir"])
-            .arg(data)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting rollcall-collector");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let url = loop {
-            let line = lines
-                .next()
-                .expect("collector exited before listening")
-                .unwrap();
-            if let Some(u) = line.strip_prefix("rollcall-collector listening on ") {
-                break u.to_owned();
-            }
-        };
-        // Keep reading stdout so the collector never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Collector {
-            child,
-            url,
-            data: data.to_owned(),
-        }
-    }
-
-    /// A client with the admin token made at first start.
-    pub fn admin(&self) -> Client {
-        self.client_with("admin.token")
-    }
-
-    /// A client with the enrollment secret, as agents use to enroll.
-    pub fn enroller(&self) -> Client {
-        self.client_with("enroll.secret")
+        Collector(rollcall_collector::testing::Collector::spawn(
+            Path::new(env!("CARGO_BIN_EXE_rollcall-collector")),
+            data,
+            "127.0.0.1:0",
+            grace,
+            extra,
+        ))
     }
 
     /// Agents: each host enrolls on its first heartbeat and then uses its own credential.
@@ -66,27 +46,6 @@ impl Collector {
             ca: self.data.join("ca.pem"),
             creds: Default::default(),
         }
-    }
-
-    fn client_with(&self, token_file: &str) -> Client {
-        let token = std::fs::read_to_string(self.data.join(token_file)).unwrap();
-        let ca = self.data.join("ca.pem");
-        Client::new(&self.url, &ca, Some(token.trim().to_owned())).unwrap()
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        self.kill9();
     }
 }
 

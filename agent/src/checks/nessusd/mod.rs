@@ -128,6 +128,11 @@ impl Daemon for Nessusd {
         self.proc = self.leftovers().into_iter().next();
     }
 
+    /// Its last answer predates the action: the next look verifies.
+    fn observed_after_action(&self) -> bool {
+        false
+    }
+
     fn pid(&self) -> Option<u32> {
         self.proc.map(|p| p.pid)
     }

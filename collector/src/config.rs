@@ -1,0 +1,345 @@
+//! The collector's configuration: command line, environment and `--config` file, in that
+//! order of precedence, turned into typed values once. A bad file names its path, line,
+//! column and key, and says what to write; the collector then exits 78 (`EX_CONFIG`).
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::parser::ValueSource;
+use clap::ArgMatches;
+use serde::Deserialize;
+use serde_spanned::Spanned;
+
+/// Exit code for a configuration error (`EX_CONFIG` from sysexits.h).
+pub const EX_CONFIG: u8 = 78;
+
+/// The options, as flags and environment variables; each may also be in the file.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// A TOML file with any of the options below (`listen`, `data_dir`, `grace`,
+    /// `probe_interval`, `event_retention_days`, `san`, `queue`, `client_ca`); the command line wins.
+    #[arg(long, env = "ROLLCALL_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to serve HTTPS on (port 0: any free port, printed at start).
+    #[arg(long, default_value = "127.0.0.1:8443", env = "ROLLCALL_LISTEN")]
+    pub listen: SocketAddr,
+    /// Database, certificates and tokens; created on first start.
+    #[arg(
+        long,
+        default_value = "/var/lib/rollcall-collector",
+        env = "ROLLCALL_DATA_DIR"
+    )]
+    pub data_dir: PathBuf,
+    /// Silence beyond a host's interval plus this is `silent`.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    pub grace: Duration,
+    /// Scanners probe their zone's BMCs once every this; a verdict older than three
+    /// rounds no longer counts.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub probe_interval: Duration,
+    /// Agent events older than this many days are deleted.
+    #[arg(long, default_value_t = 30)]
+    pub event_retention_days: u32,
+    /// Extra DNS names or addresses for the server certificate (first start only).
+    #[arg(long = "san")]
+    pub sans: Vec<String>,
+    /// Require agents (heartbeats and enrollment) to present a TLS client certificate
+    /// signed by the CA in this PEM file. SREs' API calls still need only a token.
+    #[arg(long, value_name = "PEM")]
+    pub client_ca: Option<PathBuf>,
+    /// Heartbeats that may wait for the writer before requests get 503.
+    #[arg(long, default_value_t = 50_000)]
+    pub queue: usize,
+}
+
+/// What the collector runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub grace: Duration,
+    pub probe_interval: Duration,
+    pub event_retention_days: u32,
+    pub sans: Vec<String>,
+    pub client_ca: Option<PathBuf>,
+    pub queue: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}; pass the right path with --config")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        key: String,
+        message: String,
+    },
+}
+
+/// The file: the same options as the command line.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<Spanned<String>>,
+    data_dir: Option<Spanned<PathBuf>>,
+    grace: Option<Spanned<String>>,
+    probe_interval: Option<Spanned<String>>,
+    event_retention_days: Option<Spanned<u32>>,
+    san: Option<Vec<String>>,
+    queue: Option<Spanned<usize>>,
+    client_ca: Option<Spanned<PathBuf>>,
+}
+
+impl Config {
+    /// `args` as parsed from `matches`, with what the command line and environment left
+    /// at its default taken from the `--config` file.
+    pub fn load(args: Args, matches: &ArgMatches) -> Result<Config, ConfigError> {
+        let given = |id: &str| {
+            matches!(
+                matches.value_source(id),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            )
+        };
+        let mut c = Config {
+            listen: args.listen,
+            data_dir: args.data_dir,
+            grace: args.grace,
+            probe_interval: args.probe_interval,
+            event_retention_days: args.event_retention_days,
+            sans: args.sans,
+            client_ca: args.client_ca,
+            queue: args.queue,
+        };
+        if let Some(path) = args.config {
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            c.merge(&path, &text, &given)?;
+        }
+        c.probe_interval = c.probe_interval.max(Duration::from_secs(1));
+        Ok(c)
+    }
+
+    /// Takes from the file `text` every option `given` says the command line did not set.
+    fn merge(
+        &mut self,
+        path: &Path,
+        text: &str,
+        given: &dyn Fn(&str) -> bool,
+    ) -> Result<(), ConfigError> {
+        let invalid = |span: Range<usize>, message: String| located(path, text, span, message);
+        let f: FileConfig = toml::from_str(text)
+            .map_err(|e| invalid(e.span().unwrap_or(0..0), e.message().to_owned()))?;
+        if let Some(v) = f.listen.filter(|_| !given("listen")) {
+            self.listen = v.get_ref().parse().map_err(|e| {
+                invalid(
+                    v.span(),
+                    format!(
+                        "invalid address {:?} ({e}); write it like \"0.0.0.0:8443\"",
+                        v.get_ref()
+                    ),
+                )
+            })?;
+        }
+        if let Some(v) = f.data_dir.filter(|_| !given("data_dir")) {
+            if !v.get_ref().is_absolute() {
+                return Err(invalid(
+                    v.span(),
+                    format!(
+                        "data_dir must be an absolute path, got {:?}",
+                        v.get_ref().display().to_string()
+                    ),
+                ));
+            }
+            self.data_dir = v.into_inner();
+        }
+        let duration = |v: Spanned<String>, example: &str| {
+            humantime::parse_duration(v.get_ref()).map_err(|e| {
+                invalid(
+                    v.span(),
+                    format!(
+                        "invalid duration {:?} ({e}); write it like \"{example}\"",
+                        v.get_ref()
+                    ),
+                )
+            })
+        };
+        if let Some(v) = f.grace.filter(|_| !given("grace")) {
+            self.grace = duration(v, "120s")?;
+        }
+        if let Some(v) = f.probe_interval.filter(|_| !given("probe_interval")) {
+            self.probe_interval = duration(v, "5m")?;
+        }
+        if let Some(v) = f
+            .event_retention_days
+            .filter(|_| !given("event_retention_days"))
+        {
+            if *v.get_ref() == 0 {
+                return Err(invalid(
+                    v.span(),
+                    "event_retention_days = 0 would delete every event at once; keep at least 1"
+                        .to_owned(),
+                ));
+            }
+            self.event_retention_days = v.into_inner();
+        }
+        if let Some(v) = f.san.filter(|_| !given("sans")) {
+            self.sans = v;
+        }
+        if let Some(v) = f.queue.filter(|_| !given("queue")) {
+            if *v.get_ref() == 0 {
+                return Err(invalid(
+                    v.span(),
+                    "queue = 0 would refuse every heartbeat; the default is 50000".to_owned(),
+                ));
+            }
+            self.queue = v.into_inner();
+        }
+        if let Some(v) = f.client_ca.filter(|_| !given("client_ca")) {
+            if !v.get_ref().is_file() {
+                return Err(invalid(
+                    v.span(),
+                    format!(
+                        "client_ca {:?} does not exist; give the PEM of the CA that signs agents' certificates",
+                        v.get_ref().display().to_string()
+                    ),
+                ));
+            }
+            self.client_ca = Some(v.into_inner());
+        }
+        Ok(())
+    }
+}
+
+/// Turns a byte span into line, column and the key written on that line.
+fn located(path: &Path, text: &str, span: Range<usize>, message: String) -> ConfigError {
+    let start = span.start.min(text.len());
+    let before = &text[..start];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    let this_line = text[line_start..].lines().next().unwrap_or("");
+    let key = this_line
+        .split('=')
+        .next()
+        .map(|k| k.trim().trim_matches('"'))
+        .filter(|k| !k.is_empty() && !k.starts_with('#'))
+        .unwrap_or("(document)")
+        .to_owned();
+    ConfigError::Invalid {
+        path: path.to_owned(),
+        line,
+        column,
+        key,
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, FromArgMatches, Parser};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn load(argv: &[&str], file: Option<&str>) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+        argv.insert(0, "rollcall-collector".into());
+        if let Some(text) = file {
+            let p = dir.path().join("collector.toml");
+            std::fs::write(&p, text).unwrap();
+            argv.push("--config".into());
+            argv.push(p.display().to_string());
+        }
+        let matches = Cli::command().try_get_matches_from(argv).unwrap();
+        let cli = Cli::from_arg_matches(&matches).unwrap();
+        Config::load(cli.args, &matches)
+    }
+
+    fn invalid(file: &str) -> (usize, usize, String, String) {
+        match load(&[], Some(file)) {
+            Err(ConfigError::Invalid {
+                line,
+                column,
+                key,
+                message,
+                ..
+            }) => (line, column, key, message),
+            other => panic!("expected an invalid config, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_shipped_file_parses_and_the_command_line_wins() {
+        let shipped = include_str!("../../packaging/collector.toml");
+        let c = load(&[], Some(shipped)).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:8443".parse().unwrap());
+        assert_eq!(c.grace, Duration::from_secs(120));
+        let c = load(
+            &["--listen", "127.0.0.1:9000", "--grace", "30s"],
+            Some(shipped),
+        )
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(c.grace, Duration::from_secs(30));
+        assert_eq!(c.probe_interval, Duration::from_secs(300), "from the file");
+    }
+
+    #[test]
+    fn a_bad_value_names_line_column_key_and_what_to_write() {
+        let (line, column, key, msg) = invalid("queue = 10\ngrace = \"two minutes\"\n");
+        assert_eq!((line, column, key.as_str()), (2, 9, "grace"));
+        assert!(msg.contains("\"120s\""), "{msg}");
+        let (line, _, key, msg) = invalid("listen = \"everywhere\"\n");
+        assert_eq!((line, key.as_str()), (1, "listen"));
+        assert!(msg.contains("0.0.0.0:8443"), "{msg}");
+    }
+
+    #[test]
+    fn an_unknown_key_is_named() {
+        let (line, _, key, msg) = invalid("grace = \"2m\"\nlisten_on = \"0.0.0.0:1\"\n");
+        assert_eq!((line, key.as_str()), (2, "listen_on"));
+        assert!(msg.contains("unknown field"), "{msg}");
+    }
+
+    #[test]
+    fn values_that_cannot_work_are_refused() {
+        assert_eq!(invalid("queue = 0\n").2, "queue");
+        assert_eq!(
+            invalid("event_retention_days = 0\n").2,
+            "event_retention_days"
+        );
+        assert_eq!(invalid("data_dir = \"data\"\n").2, "data_dir");
+        assert_eq!(
+            invalid("client_ca = \"/nonexistent/ca.pem\"\n").2,
+            "client_ca"
+        );
+    }
+
+    #[test]
+    fn a_missing_file_says_to_pass_the_right_path() {
+        let matches = Cli::command()
+            .try_get_matches_from(["rollcall-collector", "--config", "/nonexistent/c.toml"])
+            .unwrap();
+        let cli = Cli::from_arg_matches(&matches).unwrap();
+        let e = Config::load(cli.args, &matches).unwrap_err().to_string();
+        assert!(
+            e.contains("/nonexistent/c.toml") && e.contains("--config"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,170 @@
+//! What admins change: maintenance, lifecycle, credentials. Each is written through the
+//! operator connection before the registry changes.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{body, parse, ApiError, App, Result};
+use crate::auth::Role;
+use crate::state::Lifecycle;
+use crate::store::{CredentialRecord, Store, StoreError};
+use crate::{lock, read, write};
+
+pub async fn revoke(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Value>> {
+    app.require(&headers, Role::Admin)?;
+    let live = read(&app.credentials).live(&name);
+    if live == 0 {
+        return Err(ApiError::field(
+            StatusCode::NOT_FOUND,
+            "name",
+            format!("host {name:?} holds no live credential"),
+        ));
+    }
+    let now = app.now();
+    let r = CredentialRecord::RevokeHost {
+        host: name.clone(),
+        at: now,
+    };
+    app.write(r.clone()).await?;
+    write(&app.credentials).apply(&r);
+    log::info!("credentials of host {name} revoked ({live})");
+    Ok(Json(json!({ "host": name, "revoked": live })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MaintenanceBody {
+    until: Option<DateTime<Utc>>,
+    #[serde(rename = "for")]
+    for_: Option<String>,
+    reason: String,
+}
+
+pub async fn put_maintenance(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    b: std::result::Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>> {
+    app.require(&headers, Role::Admin)?;
+    let m: MaintenanceBody = parse(&body(b, &app.metrics)?)?;
+    let now = app.now();
+    let until = match (m.until, m.for_.as_deref()) {
+        (Some(u), None) => u,
+        (None, Some(d)) => {
+            let d = humantime::parse_duration(d).map_err(|e| {
+                ApiError::bad(
+                    "for",
+                    format!("invalid duration {d:?} ({e}); write it like \"2h\""),
+                )
+            })?;
+            now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+        }
+        _ => {
+            return Err(ApiError::bad(
+                "until",
+                "give exactly one of \"until\" (RFC 3339 time) or \"for\" (duration)",
+            ))
+        }
+    };
+    if until <= now {
+        return Err(ApiError::bad("until", "maintenance must end in the future"));
+    }
+    if until > now + chrono::Duration::days(90) {
+        return Err(ApiError::bad(
+            "until",
+            "maintenance longer than 90 days: mark the host 'available' instead",
+        ));
+    }
+    if m.reason.trim().is_empty() || m.reason.len() > 500 {
+        return Err(ApiError::bad(
+            "reason",
+            "a reason of 1 to 500 characters is required",
+        ));
+    }
+    operator_write(&app, &name, |st| {
+        st.set_maintenance(&name, Some((until, m.reason.trim())))
+    })?;
+    lock(&app.registry).set_maintenance(&name, Some((until, m.reason.trim().to_owned())), now);
+    Ok(Json(
+        json!({ "host": name, "maintenance_until": until, "reason": m.reason.trim() }),
+    ))
+}
+
+/// An operator's change, written through the operator connection: 503 if the store fails,
+/// 404 if there is no such host. The registry is updated by the caller afterwards.
+fn operator_write(
+    app: &App,
+    name: &str,
+    change: impl FnOnce(&mut dyn Store) -> std::result::Result<bool, StoreError>,
+) -> Result<()> {
+    let known = change(lock(&app.store).as_mut())
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).retry(5))?;
+    if !known {
+        return Err(ApiError::field(
+            StatusCode::NOT_FOUND,
+            "name",
+            format!("no host named {name:?}"),
+        ));
+    }
+    Ok(())
+}
+
+pub async fn delete_maintenance(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Value>> {
+    app.require(&headers, Role::Admin)?;
+    operator_write(&app, &name, |st| st.set_maintenance(&name, None))?;
+    lock(&app.registry).set_maintenance(&name, None, app.now());
+    Ok(Json(json!({ "host": name, "maintenance_until": null })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LifecycleBody {
+    lifecycle: String,
+}
+
+pub async fn put_lifecycle(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    b: std::result::Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>> {
+    app.require(&headers, Role::Admin)?;
+    let l: LifecycleBody = parse(&body(b, &app.metrics)?)?;
+    let lifecycle =
+        match Lifecycle::parse(&l.lifecycle) {
+            Some(Lifecycle::Build) => return Err(ApiError::bad(
+                "lifecycle",
+                "build is derived from first contact (under 48 h); set live, available or retired",
+            )),
+            Some(x) => x,
+            None => {
+                return Err(ApiError::bad(
+                    "lifecycle",
+                    format!(
+                        "unknown lifecycle {:?}; one of live, available, retired",
+                        l.lifecycle
+                    ),
+                ))
+            }
+        };
+    operator_write(&app, &name, |st| st.set_lifecycle(&name, Some(lifecycle)))?;
+    lock(&app.registry).set_lifecycle(&name, Some(lifecycle), app.now());
+    Ok(Json(json!({ "host": name, "lifecycle": lifecycle })))
+}

@@ -1,0 +1,213 @@
+//! The collector's shared state as the HTTP handlers see it, and what every handler needs:
+//! token and credential checks, per-host rate limits, durable writes through ingest.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, RwLock};
+
+use axum::http::{header, HeaderMap, StatusCode};
+use chrono::{DateTime, Utc};
+
+use super::{ApiError, Result};
+use crate::auth::{Credential, Credentials, Role, Tokens};
+use crate::clock::Clock;
+use crate::ingest::{Ingest, SubmitError};
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::server::Peer;
+use crate::store::{CommitStats, Store, Write};
+use crate::{lock, read};
+
+pub struct App {
+    pub registry: Arc<Mutex<Registry>>,
+    pub ingest: Ingest,
+    /// A second connection: reads of stored detail, and operators' writes.
+    pub store: Mutex<Box<dyn Store>>,
+    /// Reloaded from `tokens.json` on SIGHUP.
+    pub tokens: RwLock<Tokens>,
+    /// Per-host credentials, by hash.
+    pub credentials: RwLock<Credentials>,
+    pub metrics: Arc<Metrics>,
+    /// Per-host heartbeat budget.
+    pub rate: Mutex<HashMap<String, Bucket>>,
+    /// Per-host enrollment budget, apart: enrolling does not cost a heartbeat.
+    pub enroll_rate: Mutex<HashMap<String, Bucket>>,
+    pub ready: AtomicBool,
+    /// Agents must present a client certificate signed by the collector's client CA.
+    pub require_client_cert: bool,
+    /// The collector's clock: every "now" a handler uses.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Per-host token bucket: a burst of 20, refilled one every 3 s.
+#[derive(Debug, Clone, Copy)]
+pub struct Bucket {
+    tokens: f64,
+    at: DateTime<Utc>,
+}
+
+const BURST: f64 = 20.0;
+const REFILL_PER_SEC: f64 = 1.0 / 3.0;
+
+impl App {
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    pub fn role(&self, headers: &HeaderMap) -> Result<Role> {
+        let Some(v) = headers.get(header::AUTHORIZATION) else {
+            self.metrics.rejected("unauthenticated");
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing API token: send the header 'Authorization: Bearer <token>'",
+            ));
+        };
+        let token = v
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let role = read(&self.tokens).role(token);
+        role.ok_or_else(|| {
+            self.metrics.rejected("unauthenticated");
+            ApiError::new(StatusCode::UNAUTHORIZED, "unknown API token")
+        })
+    }
+
+    pub fn require(&self, headers: &HeaderMap, need: Role) -> Result<Role> {
+        let role = self.role(headers)?;
+        let ok = match need {
+            Role::Enroll => role == Role::Enroll,
+            Role::Read => role >= Role::Read,
+            Role::Admin => role == Role::Admin,
+        };
+        if !ok {
+            self.metrics.rejected("forbidden");
+            let what = match need {
+                Role::Enroll => "enrolling needs an enrollment secret",
+                Role::Read => "this call needs a read or admin token",
+                Role::Admin => "this call needs an admin token",
+            };
+            return Err(ApiError::new(StatusCode::FORBIDDEN, what));
+        }
+        Ok(role)
+    }
+
+    /// The host a heartbeat's credential belongs to.
+    /// With `--client-ca`, agents' calls need a verified client certificate (refused with
+    /// 403, not 401: an agent drops its credential on 401, and the credential is fine).
+    pub fn client_cert(&self, peer: Option<&Peer>) -> Result<()> {
+        if !self.require_client_cert || peer.is_some_and(|p| p.client_cert) {
+            return Ok(());
+        }
+        self.metrics.rejected("no_client_cert");
+        Err(ApiError::field(
+            StatusCode::FORBIDDEN,
+            "client_cert",
+            "this collector requires agents to present a client certificate signed by its client CA; set collector.client_cert and collector.client_key in the agent's config",
+        ))
+    }
+
+    pub fn host_credential(&self, headers: &HeaderMap) -> Result<String> {
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let Some(token) = token else {
+            self.metrics.rejected("unauthenticated");
+            return Err(ApiError::field(
+                StatusCode::UNAUTHORIZED,
+                "credential",
+                "missing host credential: send 'Authorization: Bearer <credential>' (agents get one by enrolling)",
+            ));
+        };
+        let creds = read(&self.credentials);
+        match creds.check(token) {
+            Credential::Host(h) => Ok(h.to_owned()),
+            Credential::Revoked(h) => {
+                self.metrics.rejected("revoked");
+                Err(ApiError::field(
+                    StatusCode::UNAUTHORIZED,
+                    "credential",
+                    format!("the credential of host {h} was revoked; enroll again with an enrollment secret"),
+                ))
+            }
+            Credential::Unknown => {
+                self.metrics.rejected("unauthenticated");
+                let secret = read(&self.tokens).role(token) == Some(Role::Enroll);
+                Err(ApiError::field(
+                    StatusCode::UNAUTHORIZED,
+                    "credential",
+                    if secret {
+                        "an enrollment secret cannot send heartbeats: exchange it for a host credential at POST /api/v1/enroll"
+                    } else {
+                        "unknown host credential: enroll again with an enrollment secret"
+                    },
+                ))
+            }
+        }
+    }
+
+    /// Queues a write and waits until it is durable.
+    pub async fn write(&self, w: impl Into<Write>) -> Result<CommitStats> {
+        let ack = self.ingest.submit(w).map_err(|e| {
+            self.metrics.rejected("queue_full");
+            match e {
+                SubmitError::QueueFull(_) => ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "collector busy: ingest queue full; retry later",
+                )
+                .retry(1),
+                SubmitError::Stopped => ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "collector is shutting down",
+                )
+                .retry(5),
+            }
+        })?;
+        match ack.await {
+            Ok(Ok(stats)) => Ok(stats),
+            Ok(Err(e)) => {
+                log::error!("storing failed: {e}");
+                Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage failed; nothing was acknowledged, retry later",
+                )
+                .retry(5))
+            }
+            Err(_) => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "collector is shutting down",
+            )
+            .retry(5)),
+        }
+    }
+
+    /// Takes one token from the host's bucket, or says when to come back.
+    pub fn rate_check(
+        &self,
+        buckets: &Mutex<HashMap<String, Bucket>>,
+        host: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut rate = lock(buckets);
+        let b = rate.entry(host.to_owned()).or_insert(Bucket {
+            tokens: BURST,
+            at: now,
+        });
+        let elapsed = (now - b.at).num_milliseconds().max(0) as f64 / 1000.0;
+        b.tokens = (b.tokens + elapsed * REFILL_PER_SEC).min(BURST);
+        b.at = now;
+        if b.tokens < 1.0 {
+            let wait = ((1.0 - b.tokens) / REFILL_PER_SEC).ceil() as u64;
+            self.metrics.rejected("rate_limited");
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("host {host} calls too often; retry in {wait}s"),
+            )
+            .retry(wait));
+        }
+        b.tokens -= 1.0;
+        Ok(())
+    }
+}

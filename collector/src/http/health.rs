@@ -1,0 +1,43 @@
+//! `/metrics` (no per-host labels), `/healthz`, `/readyz`.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::{ApiError, App};
+use crate::lock;
+
+pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+    let (states, lifecycles, flagged, zones) = {
+        let r = lock(&app.registry);
+        let (states, flagged) = r.counts();
+        let zones = r.zones();
+        (states, r.lifecycles(), flagged, zones)
+    };
+    let zones_flagged = zones.iter().filter(|z| z.flagged).count();
+    let mut text = app
+        .metrics
+        .render(&states, &lifecycles, flagged, app.ingest.depth());
+    text.push_str(&format!(
+        "# HELP rollcall_zones Zones in use (host zone labels).\n# TYPE rollcall_zones gauge\nrollcall_zones {}\n# HELP rollcall_zones_flagged Scan zones with no working scanner.\n# TYPE rollcall_zones_flagged gauge\nrollcall_zones_flagged {zones_flagged}\n",
+        zones.len()
+    ));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+}
+
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+pub async fn readyz(State(app): State<Arc<App>>) -> Response {
+    if app.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "loading hosts")
+            .retry(1)
+            .into_response()
+    }
+}

@@ -1,0 +1,194 @@
+//! `POST /api/v1/heartbeat` and `POST /api/v1/enroll`: what agents send.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::{Extension, Json};
+use rollcall_proto::{EnrollRequest, EnrollResponse, Heartbeat, HeartbeatAck, PROTO_VERSION};
+
+use super::{body, parse, ApiError, App, Result};
+use crate::auth::Role;
+use crate::server::Peer;
+use crate::store::{CredentialRecord, HeartbeatRecord, HistoryRecord, StateJson};
+use crate::write;
+
+const MAX_EVENTS: usize = 1000;
+const MAX_LABELS: usize = 32;
+
+/// What enrollment and heartbeats share: version, host name, identity, labels.
+fn validate(
+    proto_version: u32,
+    host: &str,
+    identity: &rollcall_proto::Identity,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Result<()> {
+    if proto_version != PROTO_VERSION {
+        return Err(ApiError::bad("proto_version", format!("proto_version {proto_version} is not spoken here (this collector speaks {PROTO_VERSION}); upgrade the collector or the agent")));
+    }
+    if !rollcall_proto::valid_host_name(host) {
+        return Err(ApiError::bad(
+            "host",
+            format!("host must be {}", rollcall_proto::HOST_NAME_RULE),
+        ));
+    }
+    for (field, v) in [
+        ("identity.machine_id", &identity.machine_id),
+        ("identity.install_id", &identity.install_id),
+    ] {
+        if v.is_empty() || v.len() > 128 || !v.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ApiError::bad(
+                field,
+                format!("{field} must be 1 to 128 printable characters"),
+            ));
+        }
+    }
+    if labels.len() > MAX_LABELS {
+        return Err(ApiError::bad(
+            "labels",
+            format!("at most {MAX_LABELS} labels"),
+        ));
+    }
+    if let Some((k, _)) = labels
+        .iter()
+        .find(|(k, v)| k.is_empty() || k.len() > 64 || v.len() > 128)
+    {
+        return Err(ApiError::bad(
+            &format!("labels.{k}"),
+            "label names are 1 to 64 characters, values at most 128",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_heartbeat(hb: &Heartbeat) -> Result<()> {
+    if !(1..=86_400).contains(&hb.interval_secs) {
+        return Err(ApiError::bad(
+            "interval_secs",
+            "interval_secs must be between 1 and 86400",
+        ));
+    }
+    if hb.events.len() > MAX_EVENTS {
+        return Err(ApiError::bad(
+            "events",
+            format!("at most {MAX_EVENTS} events per heartbeat"),
+        ));
+    }
+    Ok(())
+}
+
+pub async fn heartbeat(
+    State(app): State<Arc<App>>,
+    peer: Option<Extension<Peer>>,
+    headers: HeaderMap,
+    b: std::result::Result<Bytes, BytesRejection>,
+) -> Result<Json<HeartbeatAck>> {
+    app.client_cert(peer.as_deref())?;
+    let owner = app.host_credential(&headers)?;
+    let b = body(b, &app.metrics)?;
+    let hb: Heartbeat = parse(&b).inspect_err(|_| app.metrics.rejected("bad_request"))?;
+    validate(hb.proto_version, &hb.host, &hb.identity, &hb.labels)
+        .inspect_err(|_| app.metrics.rejected("bad_request"))?;
+    validate_heartbeat(&hb).inspect_err(|_| app.metrics.rejected("bad_request"))?;
+    let now = app.now();
+    if hb.host != owner {
+        app.metrics.rejected("wrong_host");
+        log::warn!(
+            "security: the credential of host {owner} was used to write host {:?} (identity {}); refused",
+            hb.host,
+            hb.identity
+        );
+        // Recorded, but never waited for: a refusal must not cost the writer a commit each.
+        let _ = app.ingest.submit(HistoryRecord {
+            host: owner.clone(),
+            at: now,
+            kind: "security".into(),
+            message: format!(
+                "its credential was used to write host {:?} (identity {}); refused",
+                hb.host, hb.identity
+            ),
+        });
+        return Err(ApiError::field(
+            StatusCode::FORBIDDEN,
+            "host",
+            format!(
+                "this credential belongs to host {owner}; it cannot write host {:?}",
+                hb.host
+            ),
+        ));
+    }
+    app.rate_check(&app.rate, &hb.host, now)?;
+    if hb.events_dropped > 0 {
+        let _ = app.ingest.submit(HistoryRecord {
+            host: hb.host.clone(),
+            at: now,
+            kind: "spool".into(),
+            message: format!(
+                "the agent dropped {} event(s): its spool was full while it could not reach the collector",
+                hb.events_dropped
+            ),
+        });
+    }
+    let acked_seq = hb.events.iter().map(|e| e.seq).max().unwrap_or(0);
+    let (health, reason) = hb.state.overall();
+    let record = HeartbeatRecord {
+        identity: hb.identity.to_string(),
+        received_at: now,
+        interval_secs: hb.interval_secs,
+        health,
+        reason,
+        state_fingerprint: hb.state.fingerprint(),
+        state_json: StateJson::Parsed(Arc::new(hb.state)),
+        labels: hb.labels,
+        events: hb.events,
+        host: hb.host,
+        booted_at: hb.booted_at,
+    };
+    app.write(record).await?;
+    app.metrics.accepted();
+    Ok(Json(HeartbeatAck { acked_seq }))
+}
+
+pub async fn enroll(
+    State(app): State<Arc<App>>,
+    peer: Option<Extension<Peer>>,
+    headers: HeaderMap,
+    b: std::result::Result<Bytes, BytesRejection>,
+) -> Result<Json<EnrollResponse>> {
+    app.client_cert(peer.as_deref())?;
+    app.require(&headers, Role::Enroll)?;
+    let b = body(b, &app.metrics)?;
+    let req: EnrollRequest = parse(&b).inspect_err(|_| app.metrics.rejected("bad_request"))?;
+    validate(req.proto_version, &req.host, &req.identity, &req.labels)
+        .inspect_err(|_| app.metrics.rejected("bad_request"))?;
+    if let Some(a) = &req.bmc_address {
+        if a.parse::<std::net::IpAddr>().is_err() {
+            app.metrics.rejected("bad_request");
+            return Err(ApiError::bad(
+                "bmc_address",
+                format!("bmc_address {a:?} is not an IP address"),
+            ));
+        }
+    }
+    let now = app.now();
+    app.rate_check(&app.enroll_rate, &req.host, now)?;
+    let credential = crate::auth::new_token()
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).retry(5))?;
+    let issue = CredentialRecord::Issue {
+        sha256: crate::auth::hash(&credential),
+        host: req.host.clone(),
+        identity: req.identity.to_string(),
+        at: now,
+        bmc_address: req.bmc_address.clone(),
+    };
+    app.write(issue.clone()).await?;
+    write(&app.credentials).apply(&issue);
+    app.metrics.enrolled();
+    log::info!("host {} enrolled (identity {})", req.host, req.identity);
+    Ok(Json(EnrollResponse {
+        host: req.host,
+        credential,
+    }))
+}

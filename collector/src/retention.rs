@@ -1,0 +1,22 @@
+//! Deletes agent events and history older than the retention, once an hour.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::http::App;
+use crate::lock;
+
+const EVERY: Duration = Duration::from_secs(3600);
+
+/// Runs forever.
+pub async fn run(app: Arc<App>, days: u32) {
+    loop {
+        let before = app.now() - chrono::Duration::days(days as i64);
+        match lock(&app.store).prune_events(before) {
+            Ok(0) => {}
+            Ok(n) => log::info!("deleted {n} events older than {days} days"),
+            Err(e) => log::warn!("event retention: {e}"),
+        }
+        tokio::time::sleep(EVERY).await;
+    }
+}

@@ -1,0 +1,92 @@
+//! `rollcall-collector` as a child process on loopback, on its own data directory: the one
+//! harness the workspace's tests and benchmarks start it with. The collector itself does
+//! not use it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use crate::client::Client;
+
+pub struct Collector {
+    child: Child,
+    /// `https://127.0.0.1:PORT`.
+    pub url: String,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    pub data: PathBuf,
+}
+
+impl Collector {
+    /// Runs `exe` on `listen` (port 0: any) with `grace` (as the flag takes it, `2s`) and
+    /// returns once it serves. Its log goes to stderr with `ROLLCALL_TEST_ECHO` set.
+    pub fn spawn(exe: &Path, data: &Path, listen: &str, grace: &str, extra: &[&str]) -> Collector {
+        let mut child = Command::new(exe)
+            .args(["--listen", listen, "--grace", grace, "--data-dir"])
+            .arg(data)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(if std::env::var_os("ROLLCALL_TEST_ECHO").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", exe.display()));
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let url = loop {
+            let line = lines
+                .next()
+                .expect("collector exited before listening")
+                .expect("line");
+            if let Some(u) = line.strip_prefix("rollcall-collector listening on ") {
+                break u.to_owned();
+            }
+        };
+        // Keep reading stdout so the collector never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Collector {
+            child,
+            addr: url.trim_start_matches("https://").to_owned(),
+            url,
+            data: data.to_owned(),
+        }
+    }
+
+    /// A client holding the token in the data directory's `token_file`.
+    pub fn client_with(&self, token_file: &str) -> Client {
+        let token = std::fs::read_to_string(self.data.join(token_file))
+            .unwrap_or_else(|e| panic!("{token_file}: {e}"));
+        Client::new(
+            &self.url,
+            &self.data.join("ca.pem"),
+            Some(token.trim().to_owned()),
+        )
+        .expect("client")
+    }
+
+    /// A client with the admin token made at first start.
+    pub fn admin(&self) -> Client {
+        self.client_with("admin.token")
+    }
+
+    /// A client with the enrollment secret, as agents use to enroll.
+    pub fn enroller(&self) -> Client {
+        self.client_with("enroll.secret")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
