@@ -21,8 +21,7 @@ use crate::checks::nessusd::config::RawNessusd;
 pub use crate::report::config::CollectorConfig;
 use crate::report::config::RawCollector;
 
-/// Exit code for a configuration error (`EX_CONFIG` from sysexits.h).
-pub const EX_CONFIG: i32 = 78;
+pub use rollcall_support::EX_CONFIG;
 
 /// The agent's whole configuration.
 #[derive(Debug, Clone)]
@@ -70,36 +69,15 @@ pub struct RemediationConfig {
     pub reinstall: Vec<String>,
 }
 
-/// A configuration error, located in its file.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}; pass the right path with --config")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}:{line}:{column}: {key}: {message}")]
-    Invalid {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-        /// Dotted key, e.g. `besclient.stale_after`.
-        key: String,
-        message: String,
-    },
-}
+pub use rollcall_support::ConfigError;
 
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Config::parse(path, &text)
+        Config::parse(path, &ConfigError::read(path)?)
     }
 
-    /// The configuration used when no file is given: every default of DESIGN.md.
+    /// The configuration used when no file is given: every documented default.
     pub fn defaults() -> Config {
         match Config::parse(Path::new("<defaults>"), "") {
             Ok(c) => c,
@@ -119,48 +97,8 @@ impl Config {
     }
 }
 
-/// Turns a byte span into line, column and the dotted key that sits there.
 fn located(path: &Path, text: &str, span: Range<usize>, message: String) -> ConfigError {
-    let start = span.start.min(text.len());
-    let before = &text[..start];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let column = before[line_start..].chars().count() + 1;
-    ConfigError::Invalid {
-        path: path.to_owned(),
-        line,
-        column,
-        key: key_at(text, start),
-        message,
-    }
-}
-
-/// Best effort: the `[section]` header above `pos` and the key on `pos`'s line.
-fn key_at(text: &str, pos: usize) -> String {
-    let before = &text[..pos];
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let line_end = text[pos..].find('\n').map_or(text.len(), |i| pos + i);
-    let this_line = text[line_start..line_end].trim();
-    let section = before[..line_start]
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| l.starts_with('[') && l.ends_with(']'))
-        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
-    if this_line.starts_with('[') {
-        return this_line.trim_matches(|c| c == '[' || c == ']').to_owned();
-    }
-    let key = this_line
-        .split('=')
-        .next()
-        .map(|k| k.trim().trim_matches('"').to_owned())
-        .filter(|k| !k.is_empty());
-    match (section, key) {
-        (Some(s), Some(k)) => format!("{s}.{k}"),
-        (None, Some(k)) => k,
-        (Some(s), None) => s,
-        (None, None) => "(document)".to_owned(),
-    }
+    ConfigError::at(path, text, span, message)
 }
 
 impl fmt::Display for ManagerKind {
@@ -233,8 +171,46 @@ struct RawRemediation {
     reinstall: Option<Spanned<Vec<String>>>,
 }
 
+/// The keys every managed service's section has, as written.
+pub(crate) struct RawManaged {
+    pub service: Option<Spanned<String>>,
+    pub manager: Option<Spanned<ManagerKind>>,
+    pub init_script: Option<Spanned<PathBuf>>,
+    pub start: Option<Spanned<Vec<String>>>,
+    pub stop: Option<Spanned<Vec<String>>>,
+    pub command_timeout: Option<Spanned<HumanDuration>>,
+}
+
+impl RawManaged {
+    /// `section`'s service, `default_service` unless named.
+    pub(crate) fn validate(
+        self,
+        section: &'static str,
+        default_service: &str,
+    ) -> Result<crate::manager::Managed, Invalid> {
+        let service = service_name(self.service, default_service)?;
+        let init_default = format!("/etc/init.d/{service}");
+        let start = argv(self.start, "start")?;
+        let manager = manager_kind(self.manager, &start, section, &init_default)?;
+        Ok(crate::manager::Managed {
+            section,
+            manager,
+            init_script: absolute(self.init_script, &init_default, "init_script")?,
+            start,
+            stop: argv(self.stop, "stop")?,
+            command_timeout: duration(
+                self.command_timeout,
+                Duration::from_secs(90),
+                Duration::from_secs(1),
+            )?
+            .0,
+            service,
+        })
+    }
+}
+
 /// A plain service name (a unit or init script name), `default` when unset.
-pub(crate) fn service_name(v: Option<Spanned<String>>, default: &str) -> Result<String, Invalid> {
+fn service_name(v: Option<Spanned<String>>, default: &str) -> Result<String, Invalid> {
     match v {
         None => Ok(default.to_owned()),
         Some(s) => {
@@ -252,7 +228,7 @@ pub(crate) fn service_name(v: Option<Spanned<String>>, default: &str) -> Result<
 }
 
 /// The manager kind, and with `command` the start command it needs.
-pub(crate) fn manager_kind(
+fn manager_kind(
     v: Option<Spanned<ManagerKind>>,
     start: &[String],
     section: &str,
@@ -445,9 +421,12 @@ mod tests {
     fn empty_file_gives_the_documented_defaults() {
         let c = Config::defaults();
         assert_eq!(c.state_dir, Path::new("/var/lib/rollcall"));
-        assert_eq!(c.besclient.service, "besclient");
-        assert_eq!(c.besclient.manager, ManagerKind::Auto);
-        assert_eq!(c.besclient.init_script, Path::new("/etc/init.d/besclient"));
+        assert_eq!(c.besclient.managed.service, "besclient");
+        assert_eq!(c.besclient.managed.manager, ManagerKind::Auto);
+        assert_eq!(
+            c.besclient.managed.init_script,
+            Path::new("/etc/init.d/besclient")
+        );
         assert_eq!(
             c.besclient.log_dir,
             Path::new("/var/opt/BESClient/__BESData/__Global/Logs")

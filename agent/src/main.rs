@@ -176,7 +176,7 @@ fn main() -> ExitCode {
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|e| {
         eprintln!("rollcall-agent: {e}");
-        ExitCode::from(EX_CONFIG as u8)
+        ExitCode::from(EX_CONFIG)
     })
 }
 
@@ -239,7 +239,7 @@ fn run(config: Config) -> anyhow::Result<()> {
         }
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         let signalled = async {
-            shutdown().await;
+            rollcall_support::shutdown_signal().await;
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
             let _ = stop.send(true);
         };
@@ -256,20 +256,4 @@ fn run(config: Config) -> anyhow::Result<()> {
 /// Resolves once `stop` turns true (or its sender is gone).
 async fn until(mut stop: tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
-}
-
-async fn shutdown() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut t), Ok(mut i)) => {
-            tokio::select! {
-                _ = t.recv() => {}
-                _ = i.recv() => {}
-            }
-        }
-        _ => std::future::pending().await,
-    }
 }

@@ -12,8 +12,7 @@ use clap::ArgMatches;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
-/// Exit code for a configuration error (`EX_CONFIG` from sysexits.h).
-pub const EX_CONFIG: u8 = 78;
+pub use rollcall_support::{ConfigError, EX_CONFIG};
 
 /// The options, as flags and environment variables; each may also be in the file.
 #[derive(clap::Args, Debug, Clone)]
@@ -67,23 +66,6 @@ pub struct Config {
     pub queue: usize,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}; pass the right path with --config")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}:{line}:{column}: {key}: {message}")]
-    Invalid {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-        key: String,
-        message: String,
-    },
-}
-
 /// The file: the same options as the command line.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -119,10 +101,7 @@ impl Config {
             queue: args.queue,
         };
         if let Some(path) = args.config {
-            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
-                path: path.clone(),
-                source,
-            })?;
+            let text = ConfigError::read(&path)?;
             c.merge(&path, &text, &given)?;
         }
         c.probe_interval = c.probe_interval.max(Duration::from_secs(1));
@@ -136,7 +115,8 @@ impl Config {
         text: &str,
         given: &dyn Fn(&str) -> bool,
     ) -> Result<(), ConfigError> {
-        let invalid = |span: Range<usize>, message: String| located(path, text, span, message);
+        let invalid =
+            |span: Range<usize>, message: String| ConfigError::at(path, text, span, message);
         let f: FileConfig = toml::from_str(text)
             .map_err(|e| invalid(e.span().unwrap_or(0..0), e.message().to_owned()))?;
         if let Some(v) = f.listen.filter(|_| !given("listen")) {
@@ -217,30 +197,6 @@ impl Config {
             self.client_ca = Some(v.into_inner());
         }
         Ok(())
-    }
-}
-
-/// Turns a byte span into line, column and the key written on that line.
-fn located(path: &Path, text: &str, span: Range<usize>, message: String) -> ConfigError {
-    let start = span.start.min(text.len());
-    let before = &text[..start];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let column = before[line_start..].chars().count() + 1;
-    let this_line = text[line_start..].lines().next().unwrap_or("");
-    let key = this_line
-        .split('=')
-        .next()
-        .map(|k| k.trim().trim_matches('"'))
-        .filter(|k| !k.is_empty() && !k.starts_with('#'))
-        .unwrap_or("(document)")
-        .to_owned();
-    ConfigError::Invalid {
-        path: path.to_owned(),
-        line,
-        column,
-        key,
-        message,
     }
 }
 

@@ -261,7 +261,7 @@ fn run(cli: Config) -> anyhow::Result<()> {
             tls_config,
             http::router(app.clone()),
             metrics.clone(),
-            server::shutdown(),
+            rollcall_support::shutdown_signal(),
         )
         .await;
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);

@@ -69,20 +69,3 @@ pub async fn serve(
         });
     }
 }
-
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut t), Ok(mut i)) => {
-            tokio::select! {
-                _ = t.recv() => {}
-                _ = i.recv() => {}
-            }
-        }
-        _ => std::future::pending().await,
-    }
-}

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{heartbeat, Collector};
+use common::{heartbeat, Collector, Start};
 use rollcall_collector::client::{Client, Reply};
 use serde_json::{json, Value};
 

@@ -4,7 +4,7 @@ mod common;
 
 use std::process::{Command, Output};
 
-use common::{heartbeat, Collector};
+use common::{heartbeat, Collector, Start};
 
 fn rollcall(c: &Collector, token: Option<&str>, args: &[&str]) -> Output {
     let admin = std::fs::read_to_string(c.data.join("admin.token")).unwrap();

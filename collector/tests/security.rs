@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{enroll_body, expect_error as expect, heartbeat, Collector};
+use common::{enroll_body, expect_error as expect, heartbeat, Collector, Start};
 use rollcall_collector::client::{Client, Reply};
 use serde_json::{json, Value};
 

@@ -591,41 +591,28 @@ pub fn reap(child: &mut Child, within: Duration) {
     let _ = child.wait();
 }
 
-/// `rollcall-collector` as a child process on loopback, through the workspace's one
-/// harness, with the built binary and the `rollcall` CLI pointed at it.
-pub struct Collector(rollcall_collector::testing::Collector);
+pub use rollcall_collector::testing::Collector;
 
-impl std::ops::Deref for Collector {
-    type Target = rollcall_collector::testing::Collector;
-    fn deref(&self) -> &Self::Target {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Collector {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.0
-    }
-}
-
-impl Collector {
+/// The built `rollcall-collector`, started through the workspace's one harness, and the
+/// `rollcall` CLI pointed at it.
+pub trait Start {
     /// `listen` may be `127.0.0.1:0`; `grace` as the flag takes it (`2s`).
-    pub fn start(data: &Path, listen: &str, grace: &str) -> Collector {
+    fn start(data: &Path, listen: &str, grace: &str) -> Collector;
+    fn start_with(data: &Path, listen: &str, grace: &str, extra: &[&str]) -> Collector;
+    /// The `rollcall` CLI with the admin token; its stdout.
+    fn cli(&self, args: &[&str]) -> String;
+}
+
+impl Start for Collector {
+    fn start(data: &Path, listen: &str, grace: &str) -> Collector {
         Collector::start_with(data, listen, grace, &[])
     }
 
-    pub fn start_with(data: &Path, listen: &str, grace: &str, extra: &[&str]) -> Collector {
-        Collector(rollcall_collector::testing::Collector::spawn(
-            &bin("rollcall-collector"),
-            data,
-            listen,
-            grace,
-            extra,
-        ))
+    fn start_with(data: &Path, listen: &str, grace: &str, extra: &[&str]) -> Collector {
+        Collector::spawn(&bin("rollcall-collector"), data, listen, grace, extra)
     }
 
-    /// The `rollcall` CLI pointed at this collector with the admin token; its stdout.
-    pub fn cli(&self, args: &[&str]) -> String {
+    fn cli(&self, args: &[&str]) -> String {
         let token = std::fs::read_to_string(self.data.join("admin.token")).expect("admin.token");
         let o = Command::new(bin("rollcall"))
             .args(args)

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use rollcall_tests::bmc::{ipmiping, rmcpping, Bmc};
-use rollcall_tests::{bin, free_port, host_view, wait_until, Agent, Collector, SimHost};
+use rollcall_tests::{bin, free_port, host_view, wait_until, Agent, Collector, SimHost, Start};
 use serde_json::Value;
 
 /// A BMC that ignores ASF: a relay on `front`:623 passing only IPMI-class datagrams to the

@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use rollcall_tests::{free_port, host_view, wait_until, Agent, Collector, SimHost};
+use rollcall_tests::{free_port, host_view, wait_until, Agent, Collector, SimHost, Start};
 use serde_json::Value;
 
 fn signal(pid: u32, sig: &str) {

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use rollcall_tests::{free_port, host_view, wait_until, Agent, Collector, SimHost};
+use rollcall_tests::{free_port, host_view, wait_until, Agent, Collector, SimHost, Start};
 use serde_json::Value;
 
 fn nessusd(v: &Value) -> Value {

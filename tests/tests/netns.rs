@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use rollcall_tests::{free_port, host_view, wait_until, Agent, Collector, SimHost};
+use rollcall_tests::{free_port, host_view, wait_until, Agent, Collector, SimHost, Start};
 
 fn ip(args: &[&str]) {
     let out = Command::new("ip")

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rollcall_collector::store::Store;
-use rollcall_tests::{wait_until, Agent, Collector, SimHost};
+use rollcall_tests::{wait_until, Agent, Collector, SimHost, Start};
 use serde_json::Value;
 
 struct Ca {

@@ -11,7 +11,7 @@ pub mod scripted;
 mod systemd;
 mod sysv;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use command::CommandManager;
@@ -66,17 +66,22 @@ async fn checked(argv: &[String], timeout: Duration) -> Result<Output, ManagerEr
     })
 }
 
-/// What a backend is picked for: a service and the config's say on managing it.
+/// How a supervised service is managed: its section's say (`service`, `manager`,
+/// `init_script`, `start`, `stop`, `command_timeout`), the same keys in every section.
 #[derive(Debug, Clone)]
-pub struct Service<'a> {
+pub struct Managed {
     /// The config section it comes from, named in errors.
     pub section: &'static str,
-    pub kind: ManagerKind,
-    pub name: &'a str,
-    pub init_script: &'a Path,
-    pub start: &'a [String],
-    pub stop: &'a [String],
-    pub timeout: Duration,
+    /// Service name: the systemd unit `<service>.service` or `/etc/init.d/<service>`.
+    pub service: String,
+    pub manager: ManagerKind,
+    /// The SysV init script (default `/etc/init.d/<service>`).
+    pub init_script: PathBuf,
+    /// With `manager = "command"`: argv to start and stop the daemon (no shell).
+    pub start: Vec<String>,
+    pub stop: Vec<String>,
+    /// Longest any service-manager or remediation command may run before it is killed.
+    pub command_timeout: Duration,
 }
 
 /// One of the backends, picked from the config.
@@ -97,23 +102,23 @@ pub fn systemd_booted() -> bool {
 impl ServiceManager {
     /// Picks the backend. `auto`: configured commands if any, else systemd if the host runs
     /// it, else the SysV init script.
-    pub fn pick(c: &Service<'_>) -> Result<ServiceManager, ManagerError> {
-        let timeout = c.timeout;
-        let systemd = || Systemd::new(c.name, timeout);
-        let sysv = || Sysv::new(c.init_script, timeout);
-        let command = || CommandManager::new(c.start.to_vec(), c.stop.to_vec(), timeout);
-        match c.kind {
+    pub fn pick(c: &Managed) -> Result<ServiceManager, ManagerError> {
+        let timeout = c.command_timeout;
+        let systemd = || Systemd::new(&c.service, timeout);
+        let sysv = || Sysv::new(&c.init_script, timeout);
+        let command = || CommandManager::new(c.start.clone(), c.stop.clone(), timeout);
+        match c.manager {
             ManagerKind::Systemd => {
                 systemd()
                     .map(ServiceManager::Systemd)
                     .ok_or_else(|| ManagerError::Unusable {
-                        kind: c.kind,
+                        kind: c.manager,
                         what: "no systemctl was found in /usr/bin or /bin".to_owned(),
                     })
             }
             ManagerKind::Sysv if c.init_script.is_file() => Ok(ServiceManager::Sysv(sysv())),
             ManagerKind::Sysv => Err(ManagerError::Unusable {
-                kind: c.kind,
+                kind: c.manager,
                 what: format!(
                     "the init script {} does not exist; install the service or set {}.init_script",
                     c.init_script.display(),
@@ -133,7 +138,7 @@ impl ServiceManager {
                 }
                 Err(ManagerError::NotFound {
                     section: c.section,
-                    service: c.name.to_owned(),
+                    service: c.service.clone(),
                     init_script: c.init_script.display().to_string(),
                 })
             }

@@ -3,27 +3,23 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{body, parse, ApiError, App, Result};
-use crate::auth::Role;
+use super::{Admin, ApiError, App, Body, Result};
 use crate::state::Lifecycle;
 use crate::store::{CredentialRecord, Store, StoreError};
 use crate::{lock, read, write};
 
-pub async fn revoke(
+pub(super) async fn revoke(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    _: Admin,
     Path(name): Path<String>,
 ) -> Result<Json<Value>> {
-    app.require(&headers, Role::Admin)?;
     let live = read(&app.credentials).live(&name);
     if live == 0 {
         return Err(ApiError::field(
@@ -45,21 +41,19 @@ pub async fn revoke(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct MaintenanceBody {
+pub(super) struct MaintenanceBody {
     until: Option<DateTime<Utc>>,
     #[serde(rename = "for")]
     for_: Option<String>,
     reason: String,
 }
 
-pub async fn put_maintenance(
+pub(super) async fn put_maintenance(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    _: Admin,
     Path(name): Path<String>,
-    b: std::result::Result<Bytes, BytesRejection>,
+    Body(m): Body<MaintenanceBody>,
 ) -> Result<Json<Value>> {
-    app.require(&headers, Role::Admin)?;
-    let m: MaintenanceBody = parse(&body(b, &app.metrics)?)?;
     let now = app.now();
     let until = match (m.until, m.for_.as_deref()) {
         (Some(u), None) => u,
@@ -122,12 +116,11 @@ fn operator_write(
     Ok(())
 }
 
-pub async fn delete_maintenance(
+pub(super) async fn delete_maintenance(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    _: Admin,
     Path(name): Path<String>,
 ) -> Result<Json<Value>> {
-    app.require(&headers, Role::Admin)?;
     operator_write(&app, &name, |st| st.set_maintenance(&name, None))?;
     lock(&app.registry).set_maintenance(&name, None, app.now());
     Ok(Json(json!({ "host": name, "maintenance_until": null })))
@@ -135,18 +128,16 @@ pub async fn delete_maintenance(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct LifecycleBody {
+pub(super) struct LifecycleBody {
     lifecycle: String,
 }
 
-pub async fn put_lifecycle(
+pub(super) async fn put_lifecycle(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    _: Admin,
     Path(name): Path<String>,
-    b: std::result::Result<Bytes, BytesRejection>,
+    Body(l): Body<LifecycleBody>,
 ) -> Result<Json<Value>> {
-    app.require(&headers, Role::Admin)?;
-    let l: LifecycleBody = parse(&body(b, &app.metrics)?)?;
     let lifecycle =
         match Lifecycle::parse(&l.lifecycle) {
             Some(Lifecycle::Build) => return Err(ApiError::bad(

@@ -5,8 +5,12 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, RwLock};
 
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
 
 use super::{ApiError, Result};
 use crate::auth::{Credential, Credentials, Role, Tokens};
@@ -209,5 +213,37 @@ impl App {
         }
         b.tokens -= 1.0;
         Ok(())
+    }
+}
+
+/// A call that needs an admin token (403 with a read token, 401 without one).
+pub struct Admin;
+
+/// A call that needs a read or admin token.
+pub struct Reader;
+
+impl FromRequestParts<Arc<App>> for Admin {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self> {
+        app.require(&parts.headers, Role::Admin).map(|_| Admin)
+    }
+}
+
+impl FromRequestParts<Arc<App>> for Reader {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self> {
+        app.require(&parts.headers, Role::Read).map(|_| Reader)
+    }
+}
+
+/// A JSON body, size-checked and parsed with the offending field named (400, 413).
+pub struct Body<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<Arc<App>> for Body<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, app: &Arc<App>) -> Result<Self> {
+        let b = Bytes::from_request(req, app).await;
+        let b = super::body(b, &app.metrics)?;
+        super::parse(&b).map(Body)
     }
 }

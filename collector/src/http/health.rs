@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use super::{ApiError, App};
 use crate::lock;
 
-pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+pub(super) async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     let (states, lifecycles, flagged, zones) = {
         let r = lock(&app.registry);
         let (states, flagged) = r.counts();
@@ -28,11 +28,11 @@ pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
-pub async fn healthz() -> &'static str {
+pub(super) async fn healthz() -> &'static str {
     "ok\n"
 }
 
-pub async fn readyz(State(app): State<Arc<App>>) -> Response {
+pub(super) async fn readyz(State(app): State<Arc<App>>) -> Response {
     if app.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, "ready\n").into_response()
     } else {

@@ -79,7 +79,7 @@ fn validate_heartbeat(hb: &Heartbeat) -> Result<()> {
     Ok(())
 }
 
-pub async fn heartbeat(
+pub(super) async fn heartbeat(
     State(app): State<Arc<App>>,
     peer: Option<Extension<Peer>>,
     headers: HeaderMap,
@@ -151,7 +151,7 @@ pub async fn heartbeat(
     Ok(Json(HeartbeatAck { acked_seq }))
 }
 
-pub async fn enroll(
+pub(super) async fn enroll(
     State(app): State<Arc<App>>,
     peer: Option<Extension<Peer>>,
     headers: HeaderMap,

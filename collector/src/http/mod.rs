@@ -20,7 +20,7 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-pub use app::{App, Bucket};
+pub use app::{Admin, App, Body, Bucket, Reader};
 
 use crate::metrics::Metrics;
 

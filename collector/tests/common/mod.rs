@@ -7,39 +7,27 @@ use std::path::{Path, PathBuf};
 use rollcall_collector::client::{Client, Reply};
 use serde_json::{json, Value};
 
-/// The collector binary of this crate, through the workspace's one harness.
-pub struct Collector(rollcall_collector::testing::Collector);
+pub use rollcall_collector::testing::Collector;
 
-impl std::ops::Deref for Collector {
-    type Target = rollcall_collector::testing::Collector;
-    fn deref(&self) -> &Self::Target {
-        &self.0
-    }
+/// This crate's collector binary, started through the workspace's one harness.
+pub trait Start {
+    fn start(data: &Path, grace: &str) -> Collector;
+    fn start_with(data: &Path, grace: &str, extra: &[&str]) -> Collector;
+    /// Agents: each host enrolls on its first heartbeat and then uses its own credential.
+    fn agents(&self) -> Agents;
 }
 
-impl std::ops::DerefMut for Collector {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.0
-    }
-}
-
-impl Collector {
-    pub fn start(data: &Path, grace: &str) -> Collector {
+impl Start for Collector {
+    fn start(data: &Path, grace: &str) -> Collector {
         Collector::start_with(data, grace, &[])
     }
 
-    pub fn start_with(data: &Path, grace: &str, extra: &[&str]) -> Collector {
-        Collector(rollcall_collector::testing::Collector::spawn(
-            Path::new(env!("CARGO_BIN_EXE_rollcall-collector")),
-            data,
-            "127.0.0.1:0",
-            grace,
-            extra,
-        ))
+    fn start_with(data: &Path, grace: &str, extra: &[&str]) -> Collector {
+        let exe = Path::new(env!("CARGO_BIN_EXE_rollcall-collector"));
+        Collector::spawn(exe, data, "127.0.0.1:0", grace, extra)
     }
 
-    /// Agents: each host enrolls on its first heartbeat and then uses its own credential.
-    pub fn agents(&self) -> Agents {
+    fn agents(&self) -> Agents {
         Agents {
             enroller: self.enroller(),
             url: self.url.clone(),

@@ -35,7 +35,7 @@ use rollcall_proto::{
     AgentState, EnrollRequest, EnrollResponse, EventKind, Heartbeat, HeartbeatAck, Identity,
     PROTO_VERSION,
 };
-use rollcall_tests::{arg, free_port, Collector};
+use rollcall_tests::{arg, free_port, Collector, Start};
 use serde_json::json;
 
 /// Wall time read from tokio's clock: paused, it jumps with `sleep`, so an hour passes in

@@ -275,6 +275,7 @@ fn report() -> Result<()> {
     let kills = arg("--kills", 15);
     let gap = arg("--gap", 10);
     let data = tempfile::tempdir()?;
+    use rollcall_tests::Start;
     let c = rollcall_tests::Collector::start(data.path(), "127.0.0.1:0", "120s");
     let admin = c.admin();
     let h = SimHost::new();

@@ -8,7 +8,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use rollcall_tests::{bin, host_view, wait_until, Agent, Collector, SimHost};
+use rollcall_tests::{bin, host_view, wait_until, Agent, Collector, SimHost, Start};
 
 fn say(msg: &str) {
     eprintln!("\x1b[1mdemo:\x1b[0m {msg}");

@@ -6,22 +6,17 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
-use crate::config::{
-    absolute, argv, duration, manager_kind, service_name, HumanDuration, Invalid, ManagerKind,
-};
-use crate::manager::Service;
+use crate::config::{absolute, duration, HumanDuration, Invalid, ManagerKind, RawManaged};
+use crate::manager::Managed;
 
 #[derive(Debug, Clone)]
 pub struct BesclientConfig {
-    /// Service name: the systemd unit `<service>.service` or `/etc/init.d/<service>`.
-    pub service: String,
-    pub manager: ManagerKind,
+    /// How it is started, stopped and asked about.
+    pub managed: Managed,
     /// The daemon's executable; processes running it are BESClient.
     pub process: PathBuf,
     /// Optional pidfile written by the init script.
     pub pidfile: Option<PathBuf>,
-    /// The SysV init script (default `/etc/init.d/<service>`).
-    pub init_script: PathBuf,
     /// Directory of the daily `YYYYMMDD.log` files.
     pub log_dir: PathBuf,
     /// The client's data directory; the filesystem holding it is checked for space.
@@ -32,26 +27,6 @@ pub struct BesclientConfig {
     pub verify_within: Duration,
     /// Substrings that mark a log line as an error (case-sensitive).
     pub error_patterns: Vec<String>,
-    /// With `manager = "command"`: argv to start and stop the daemon (no shell).
-    pub start: Vec<String>,
-    pub stop: Vec<String>,
-    /// Longest any service-manager or remediation command may run before it is killed.
-    pub command_timeout: Duration,
-}
-
-impl BesclientConfig {
-    /// What the service manager is picked for.
-    pub fn service(&self) -> Service<'_> {
-        Service {
-            section: "besclient",
-            kind: self.manager,
-            name: &self.service,
-            init_script: &self.init_script,
-            start: &self.start,
-            stop: &self.stop,
-            timeout: self.command_timeout,
-        }
-    }
 }
 
 #[derive(Deserialize, Default)]
@@ -75,11 +50,15 @@ pub(crate) struct RawBesclient {
 impl RawBesclient {
     pub(crate) fn validate(self) -> Result<BesclientConfig, Invalid> {
         let b = self;
-        let service = service_name(b.service, "besclient")?;
-        let init_default = format!("/etc/init.d/{service}");
-        let start = argv(b.start, "start")?;
-        let stop = argv(b.stop, "stop")?;
-        let manager = manager_kind(b.manager, &start, "besclient", &init_default)?;
+        let managed = RawManaged {
+            service: b.service,
+            manager: b.manager,
+            init_script: b.init_script,
+            start: b.start,
+            stop: b.stop,
+            command_timeout: b.command_timeout,
+        }
+        .validate("besclient", "besclient")?;
         let (stale_after, stale_span) = duration(
             b.stale_after,
             Duration::from_secs(3600),
@@ -100,18 +79,12 @@ impl RawBesclient {
                 ),
             ));
         }
-        let (command_timeout, _) = duration(
-            b.command_timeout,
-            Duration::from_secs(90),
-            Duration::from_secs(1),
-        )?;
         Ok(BesclientConfig {
             process: absolute(b.process, "/opt/BESClient/bin/BESClient", "process")?,
             pidfile: match b.pidfile {
                 None => None,
                 Some(p) => Some(absolute(Some(p), "/var/run/BESClient.pid", "pidfile")?),
             },
-            init_script: absolute(b.init_script, &init_default, "init_script")?,
             log_dir: absolute(
                 b.log_dir,
                 "/var/opt/BESClient/__BESData/__Global/Logs",
@@ -126,11 +99,7 @@ impl RawBesclient {
                     "GetURL failed".to_owned(),
                 ]
             }),
-            start,
-            stop,
-            command_timeout,
-            service,
-            manager,
+            managed,
         })
     }
 }

@@ -71,12 +71,12 @@ fn build(
     daemon: Besclient,
 ) -> Result<Supervisor<Besclient>, ManagerError> {
     let cfg = &config.besclient;
-    let manager = ServiceManager::pick(&cfg.service())?;
+    let manager = ServiceManager::pick(&cfg.managed)?;
     let plan = Plan {
         remediation: config.remediation.clone(),
         verify_within: cfg.verify_within,
         reinstall: config.remediation.reinstall.clone(),
-        command_timeout: cfg.command_timeout,
+        command_timeout: cfg.managed.command_timeout,
         state_dir: config.state_dir.clone(),
         unit_every: Some(UNIT_EVERY),
     };

@@ -6,22 +6,15 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
-use crate::config::{
-    absolute, argv, duration, manager_kind, service_name, HumanDuration, Invalid, ManagerKind,
-};
-use crate::manager::Service;
+use crate::config::{absolute, duration, HumanDuration, Invalid, ManagerKind, RawManaged};
+use crate::manager::Managed;
 
 #[derive(Debug, Clone)]
 pub struct NessusdConfig {
     pub enabled: bool,
     pub status_url: String,
-    /// Service name: the systemd unit `<service>.service` or `/etc/init.d/<service>`.
-    pub service: String,
-    pub manager: ManagerKind,
-    pub init_script: PathBuf,
-    /// With `manager = "command"`: argv to start and stop nessusd (no shell).
-    pub start: Vec<String>,
-    pub stop: Vec<String>,
+    /// How it is started, stopped and asked about.
+    pub managed: Managed,
     /// nessusd's supervisor executable; leftovers running it are killed by a hard restart.
     pub process: PathBuf,
     /// Nessus's install directory; the filesystem holding it is checked for space.
@@ -32,22 +25,6 @@ pub struct NessusdConfig {
     pub timeout: Duration,
     /// After an action, nessusd must answer (`loading` or `ready`) within this.
     pub verify_within: Duration,
-    pub command_timeout: Duration,
-}
-
-impl NessusdConfig {
-    /// What the service manager is picked for.
-    pub fn service(&self) -> Service<'_> {
-        Service {
-            section: "nessusd",
-            kind: self.manager,
-            name: &self.service,
-            init_script: &self.init_script,
-            start: &self.start,
-            stop: &self.stop,
-            timeout: self.command_timeout,
-        }
-    }
 }
 
 #[derive(Deserialize, Default)]
@@ -92,17 +69,19 @@ impl RawNessusd {
                 ))
             }
         };
-        let service = service_name(n.service, "nessusd")?;
-        let init_default = format!("/etc/init.d/{service}");
-        let start = argv(n.start, "start")?;
-        let stop = argv(n.stop, "stop")?;
+        let managed = RawManaged {
+            service: n.service,
+            manager: n.manager,
+            init_script: n.init_script,
+            start: n.start,
+            stop: n.stop,
+            command_timeout: n.command_timeout,
+        }
+        .validate("nessusd", "nessusd")?;
         Ok(NessusdConfig {
             enabled: n.enabled.unwrap_or(false),
             status_url,
-            manager: manager_kind(n.manager, &start, "nessusd", &init_default)?,
-            init_script: absolute(n.init_script, &init_default, "init_script")?,
-            start,
-            stop,
+            managed,
             process: absolute(n.process, "/opt/nessus/sbin/nessus-service", "process")?,
             install_dir: absolute(n.install_dir, "/opt/nessus", "install_dir")?,
             interval: duration(
@@ -123,13 +102,6 @@ impl RawNessusd {
                 Duration::from_millis(100),
             )?
             .0,
-            command_timeout: duration(
-                n.command_timeout,
-                Duration::from_secs(90),
-                Duration::from_secs(1),
-            )?
-            .0,
-            service,
         })
     }
 }

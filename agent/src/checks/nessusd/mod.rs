@@ -44,13 +44,13 @@ impl Status for NessusdStatus {
 /// nessusd's supervisor, built from the config: its manager, its plan, its prober.
 pub fn supervisor(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Supervisor<Nessusd>> {
     let cfg = &config.nessusd;
-    let manager = ServiceManager::pick(&cfg.service())?;
+    let manager = ServiceManager::pick(&cfg.managed)?;
     let plan = Plan {
         remediation: config.remediation.clone(),
         verify_within: cfg.verify_within,
         // The configured reinstall is besclient's.
         reinstall: Vec::new(),
-        command_timeout: cfg.command_timeout,
+        command_timeout: cfg.managed.command_timeout,
         state_dir: config.state_dir.clone(),
         unit_every: None,
     };

@@ -1,0 +1,122 @@
+//! What `rollcall-agent` and `rollcall-collector` share that is not on the wire (that is
+//! `rollcall-proto`'s): how a daemon is told to stop, and how a config file's errors are
+//! located for the person who has to fix them.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+/// Exit code for a configuration error (`EX_CONFIG` from sysexits.h).
+pub const EX_CONFIG: u8 = 78;
+
+/// Resolves on SIGTERM (systemd's stop) or SIGINT (a terminal's ^C).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! {
+                _ = t.recv() => {}
+                _ = i.recv() => {}
+            }
+        }
+        // No signal handling: run until killed.
+        _ => std::future::pending().await,
+    }
+}
+
+/// A configuration error, located in its file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}; pass the right path with --config")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        /// Dotted key, e.g. `besclient.stale_after`.
+        key: String,
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// Reads a config file, or says which and why not.
+    pub fn read(path: &Path) -> Result<String, ConfigError> {
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// `message` about the byte span `span` of `text`: its line, column and the dotted key
+    /// written there.
+    pub fn at(path: &Path, text: &str, span: Range<usize>, message: String) -> ConfigError {
+        let start = span.start.min(text.len());
+        let before = &text[..start];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = before[line_start..].chars().count() + 1;
+        ConfigError::Invalid {
+            path: path.to_owned(),
+            line,
+            column,
+            key: key_at(text, start),
+            message,
+        }
+    }
+}
+
+/// Best effort: the `[section]` header above `pos` and the key on `pos`'s line.
+fn key_at(text: &str, pos: usize) -> String {
+    let before = &text[..pos];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[pos..].find('\n').map_or(text.len(), |i| pos + i);
+    let this_line = text[line_start..line_end].trim();
+    let section = before[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && l.ends_with(']'))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
+    if this_line.starts_with('[') {
+        return this_line.trim_matches(|c| c == '[' || c == ']').to_owned();
+    }
+    let key = this_line
+        .split('=')
+        .next()
+        .map(|k| k.trim().trim_matches('"').to_owned())
+        .filter(|k| !k.is_empty() && !k.starts_with('#'));
+    match (section, key) {
+        (Some(s), Some(k)) => format!("{s}.{k}"),
+        (None, Some(k)) => k,
+        (Some(s), None) => s,
+        (None, None) => "(document)".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn located(text: &str, at: &str) -> String {
+        let pos = text.find(at).unwrap();
+        ConfigError::at(Path::new("a.toml"), text, pos..pos + 1, "bad".into()).to_string()
+    }
+
+    #[test]
+    fn errors_name_file_line_column_and_dotted_key() {
+        let text = "state_dir = \"/x\"\n[besclient]\nstale_after = \"soon\"\n";
+        assert_eq!(
+            located(text, "\"soon\""),
+            "a.toml:3:15: besclient.stale_after: bad"
+        );
+        assert_eq!(located(text, "\"/x\""), "a.toml:1:13: state_dir: bad");
+        assert_eq!(located(text, "[besclient]"), "a.toml:2:1: besclient: bad");
+    }
+}
