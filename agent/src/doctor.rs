@@ -82,6 +82,16 @@ pub struct NessusdCheck {
 }
 
 impl Report {
+    /// Prints the report (JSON with `json`); the exit code: 2 if anything is critical.
+    pub fn print(&self, json: bool) -> u8 {
+        if json {
+            println!("{}", serde_json::to_string_pretty(self).unwrap_or_default());
+        } else {
+            print!("{}", self.human());
+        }
+        self.exit_code() as u8
+    }
+
     pub fn exit_code(&self) -> i32 {
         match self.health {
             Health::Critical => 2,

@@ -3,6 +3,7 @@
 //! The binary (`main.rs`) only wires these together; see ARCHITECTURE.md for the map.
 
 pub mod checks;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod disk;

@@ -1,14 +1,13 @@
-use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
-use std::sync::Arc;
-
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use futures_util::future::{join_all, LocalBoxFuture};
 use rollcall_agent::checks::bmc::probe::{self, ProbeConfig};
 use rollcall_agent::checks::{besclient, nessusd};
+use rollcall_agent::cli::{Cli, Command};
 use rollcall_agent::clock::{Clock, SystemClock};
 use rollcall_agent::config::{Config, EX_CONFIG};
 use rollcall_agent::events::EventLog;
@@ -16,77 +15,6 @@ use rollcall_agent::identity::HostIdentity;
 use rollcall_agent::publish::Board;
 use rollcall_agent::report::{self, Reporter};
 use rollcall_agent::{doctor, logging, pause};
-
-const DEFAULT_CONFIG: &str = "/etc/rollcall/agent.toml";
-
-#[derive(Parser)]
-#[command(
-    name = "rollcall-agent",
-    version,
-    about = "Keeps the BigFix client alive on this host and reports its health"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Supervise and heal (the daemon systemd runs).
-    Run {
-        #[arg(long, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
-        /// auto: journald when started by systemd, else text on stderr.
-        #[arg(long, value_enum, default_value = "auto")]
-        log_format: logging::Format,
-    },
-    /// Run every check once and report; exit 2 if anything is critical.
-    Doctor {
-        #[arg(long, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Validate a config file; exit 78 with the key and line on error.
-    CheckConfig {
-        #[arg(long, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
-    },
-    /// Suspend remediation (observation goes on) until a time.
-    Pause {
-        #[arg(long, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
-        /// How long, e.g. 2h.
-        #[arg(long = "for", value_parser = humantime::parse_duration)]
-        duration: Duration,
-        #[arg(long)]
-        reason: String,
-    },
-    /// Lift a pause now.
-    Resume {
-        #[arg(long, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
-    },
-    /// Is this BMC reachable from here? ASF Presence Ping, then IPMI Get Channel
-    /// Authentication Capabilities, as a scanner probes; exit 1 if any is unreachable.
-    ProbeBmc {
-        /// BMC addresses.
-        #[arg(required = true)]
-        address: Vec<std::net::IpAddr>,
-        #[arg(long, default_value_t = 623)]
-        port: u16,
-        /// Tries per probe kind, each waiting --spacing for an answer.
-        #[arg(long, default_value_t = 3)]
-        tries: u32,
-        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
-        spacing: Duration,
-        /// Packets per second over all addresses.
-        #[arg(long, default_value_t = 500)]
-        rate: u32,
-        #[arg(long)]
-        json: bool,
-    },
-}
 
 fn main() -> ExitCode {
     match Cli::parse().command {
@@ -112,14 +40,7 @@ fn main() -> ExitCode {
             match runtime()
                 .and_then(|rt| rt.block_on(doctor::collect(&config, Arc::new(SystemClock))))
             {
-                Ok(r) if json => {
-                    println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
-                    ExitCode::from(r.exit_code() as u8)
-                }
-                Ok(r) => {
-                    print!("{}", r.human());
-                    ExitCode::from(r.exit_code() as u8)
-                }
+                Ok(r) => ExitCode::from(r.print(json)),
                 Err(e) => report(Err(e)),
             }
         }

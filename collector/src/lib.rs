@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod client;
 pub mod clock;
+pub mod command;
 pub mod config;
 pub mod http;
 pub mod index;

@@ -1,14 +1,13 @@
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use chrono::Utc;
-use clap::{CommandFactory, FromArgMatches, Parser};
-use rollcall_collector::auth::{self, Credentials, Role, Tokens};
+use clap::{CommandFactory, FromArgMatches};
+use rollcall_collector::auth::{self, Credentials, Tokens};
 use rollcall_collector::clock::{Clock, SystemClock};
-use rollcall_collector::config::{Args, Config, EX_CONFIG};
+use rollcall_collector::command::{create_private_dir, first_start, token, Cli, Stderr, Sub};
+use rollcall_collector::config::{Config, EX_CONFIG};
 use rollcall_collector::http::{self, App};
 use rollcall_collector::ingest::Ingest;
 use rollcall_collector::metrics::Metrics;
@@ -21,70 +20,6 @@ use rollcall_collector::{lock, retention, server, sweeper, tls};
 /// collector did 28–33k durable heartbeats/s with mimalloc, 26–29k with glibc's malloc.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-#[derive(Parser)]
-#[command(
-    name = "rollcall-collector",
-    version,
-    about = "Stores host heartbeats and flags silent or unhealthy hosts"
-)]
-struct Cli {
-    #[command(flatten)]
-    args: Args,
-    #[command(subcommand)]
-    command: Option<Sub>,
-}
-
-#[derive(clap::Subcommand)]
-enum Sub {
-    /// Validate the configuration (flags, environment, --config file); exit 78 with the
-    /// file, line, column and key on error.
-    CheckConfig,
-    /// Make an API token for an SRE or a script; printed once, only its hash is kept.
-    /// A running collector picks it up on SIGHUP.
-    Token {
-        #[command(subcommand)]
-        action: TokenAction,
-    },
-}
-
-#[derive(clap::Subcommand)]
-enum TokenAction {
-    Add {
-        /// Who or what uses it, e.g. alice or grafana.
-        #[arg(long)]
-        name: String,
-        #[arg(long, value_enum)]
-        role: Role,
-    },
-    /// Remove a token by name (rotate an enrollment secret out; enrolled hosts are not
-    /// affected).
-    Remove {
-        #[arg(long)]
-        name: String,
-    },
-    /// Names and roles of the tokens (never the tokens).
-    List,
-}
-
-struct Stderr;
-
-impl log::Log for Stderr {
-    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
-        m.level() <= log::Level::Info
-    }
-    fn log(&self, r: &log::Record<'_>) {
-        if self.enabled(r.metadata()) {
-            eprintln!(
-                "{} {:<5} {}",
-                Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                r.level(),
-                r.args()
-            );
-        }
-    }
-    fn flush(&self) {}
-}
 
 fn main() -> ExitCode {
     rollcall_collector::no_huge_pages();
@@ -122,49 +57,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn token(dir: &Path, action: TokenAction) -> anyhow::Result<()> {
-    create_private_dir(dir)?;
-    match action {
-        TokenAction::Add { name, role } => {
-            let token = Tokens::add(dir, &name, role)?;
-            println!("{token}");
-            eprintln!("token {name:?} ({role:?}) added to {}/tokens.json; send SIGHUP to a running collector to load it", dir.display());
-        }
-        TokenAction::Remove { name } => {
-            let role = Tokens::remove(dir, &name)?;
-            eprintln!("token {name:?} ({role:?}) removed from {}/tokens.json; send SIGHUP to a running collector to apply it", dir.display());
-        }
-        TokenAction::List => {
-            for (name, role) in Tokens::load_or_init(dir)?.0.list() {
-                println!("{name}\t{role:?}");
-            }
-        }
-    }
-    Ok(())
-}
-
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("creating data directory {}", dir.display()))
-}
-
 fn run(cli: Config) -> anyhow::Result<()> {
     let dir = &cli.data_dir;
     create_private_dir(dir)?;
-    let mut names = vec![
-        "localhost".to_owned(),
-        "127.0.0.1".to_owned(),
-        "::1".to_owned(),
-    ];
-    if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
-        names.push(h.trim().to_owned());
-    }
-    names.extend(cli.sans.iter().cloned());
-    tls::ensure(dir, &names)?;
+    tls::ensure_for_this_host(dir, &cli.sans)?;
     let tls_config = tls::server_config(dir, cli.client_ca.as_deref())?;
     let (tokens, new_admin) = Tokens::load_or_init(dir)?;
 
@@ -232,19 +128,7 @@ fn run(cli: Config) -> anyhow::Result<()> {
         app.ready.store(true, Ordering::Relaxed);
         println!("rollcall-collector listening on https://{addr}");
         if let Some(token) = new_admin {
-            println!(
-                "first start: made a CA, a server certificate and tokens in {}",
-                dir.display()
-            );
-            println!("point the CLI at it:");
-            println!(
-                "  export ROLLCALL_URL=https://{addr} ROLLCALL_CA={}/ca.pem ROLLCALL_TOKEN={token}",
-                dir.display()
-            );
-            println!(
-                "agents enroll with the secret in {}/enroll.secret",
-                dir.display()
-            );
+            first_start(&addr, dir, &token);
         }
         tokio::spawn(sweeper::run(
             registry.clone(),

@@ -136,6 +136,21 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// [`ensure`] with the names this host answers to: localhost, its loopback addresses, its
+/// kernel host name, and `sans`.
+pub fn ensure_for_this_host(dir: &Path, sans: &[String]) -> Result<bool, TlsError> {
+    let mut names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        names.push(h.trim().to_owned());
+    }
+    names.extend(sans.iter().cloned());
+    ensure(dir, &names)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

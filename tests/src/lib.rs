@@ -27,18 +27,34 @@ static BUILD: Once = Once::new();
 
 /// Path of a workspace binary, built first (once per process) so it is never stale.
 pub fn bin(name: &str) -> PathBuf {
+    build_binaries(false);
+    bin_dir().join(name)
+}
+
+/// Builds every binary of the workspace in this build's profile, once per process. With
+/// `show`, says so and lets cargo show its progress (a first build takes minutes); tests
+/// build quietly.
+pub fn build_binaries(show: bool) {
     BUILD.call_once(|| {
         let dir = bin_dir();
+        let release = dir.file_name().is_some_and(|n| n == "release");
         let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.args(["build", "--quiet", "--workspace", "--bins"]);
-        if dir.file_name().is_some_and(|n| n == "release") {
+        cmd.args(["build", "--workspace", "--bins"]);
+        if release {
             cmd.arg("--release");
+        }
+        if show {
+            eprintln!(
+                "building rollcall-agent, rollcall-collector, rollcall and the simulators: cargo build --workspace --bins{}",
+                if release { " --release" } else { "" }
+            );
+        } else {
+            cmd.arg("--quiet");
         }
         cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
         let status = cmd.status().expect("running cargo build");
         assert!(status.success(), "cargo build --workspace --bins failed");
     });
-    bin_dir().join(name)
 }
 
 /// Waits for `cond` up to `timeout`, polling every 20 ms. Panics with `what` on time-out.

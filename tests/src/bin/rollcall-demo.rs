@@ -49,6 +49,8 @@ fn cli(c: &Collector, args: &[&str]) {
 
 fn main() {
     let forever = std::env::args().any(|a| a == "--forever");
+    // The binaries it runs, built before anything starts, with cargo's progress shown.
+    rollcall_tests::build_binaries(true);
     let data = tempfile::tempdir().expect("temporary directory");
     say("starting rollcall-collector on 127.0.0.1 (no config: it makes its CA, certificate and tokens)");
     let c = Collector::start(data.path(), "127.0.0.1:0", "5s");
