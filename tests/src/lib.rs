@@ -3,6 +3,7 @@
 
 pub mod bmc;
 pub mod container;
+pub mod sim;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

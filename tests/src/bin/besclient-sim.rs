@@ -16,13 +16,12 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use chrono::Local;
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::process::CommandExt;
 
 const VERSION: &str = "9.5.13.130";
 
@@ -31,16 +30,10 @@ struct Layout {
 }
 
 impl Layout {
-    /// The root is four levels above `<root>/opt/BESClient/bin/BESClient`.
     fn from_exe() -> Layout {
-        let exe = std::env::current_exe()
-            .unwrap_or_else(|_| PathBuf::from("/opt/BESClient/bin/BESClient"));
-        let root = exe
-            .ancestors()
-            .nth(4)
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("/"));
-        Layout { root }
+        Layout {
+            root: rollcall_tests::sim::root_of_exe("/opt/BESClient/bin/BESClient"),
+        }
     }
     fn p(&self, rel: &str) -> PathBuf {
         self.root.join(rel)
@@ -122,22 +115,9 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(1);
     }
-    // Daemonize without unsafe: re-exec ourselves detached, and exit.
-    let exe = std::env::current_exe().unwrap_or_else(|_| l.p("opt/BESClient/bin/BESClient"));
-    let child = Command::new(&exe)
-        .arg("--daemon")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .current_dir("/")
-        .spawn();
-    match child {
-        Ok(c) => {
-            let _ = fs::create_dir_all(l.pidfile().parent().unwrap_or(Path::new("/")));
-            let _ = fs::write(l.pidfile(), format!("{}\n", c.id()));
-            ExitCode::SUCCESS
-        }
+    let exe = l.p("opt/BESClient/bin/BESClient");
+    match rollcall_tests::sim::daemonize(&exe, &["--daemon"], &l.pidfile()) {
+        Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("BESClient failed to start: {e}");
             ExitCode::from(1)

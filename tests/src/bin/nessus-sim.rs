@@ -22,12 +22,11 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use std::os::unix::process::CommandExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const VERSION: &str = "10.8.3";
@@ -37,16 +36,10 @@ struct Layout {
 }
 
 impl Layout {
-    /// The root is four levels above `<root>/opt/nessus/sbin/nessus-service`.
     fn from_exe() -> Layout {
-        let exe = std::env::current_exe()
-            .unwrap_or_else(|_| PathBuf::from("/opt/nessus/sbin/nessus-service"));
-        let root = exe
-            .ancestors()
-            .nth(4)
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("/"));
-        Layout { root }
+        Layout {
+            root: rollcall_tests::sim::root_of_exe("/opt/nessus/sbin/nessus-service"),
+        }
     }
     fn p(&self, rel: &str) -> PathBuf {
         self.root.join(rel)
@@ -115,21 +108,9 @@ fn main() -> ExitCode {
         eprintln!("nessusd: could not start: /opt/nessus/lib/nessus/plugins is unreadable");
         return ExitCode::from(1);
     }
-    let exe = std::env::current_exe().unwrap_or_else(|_| l.p("opt/nessus/sbin/nessus-service"));
-    let child = Command::new(&exe)
-        .args(["--daemon", "-q"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .current_dir("/")
-        .spawn();
-    match child {
-        Ok(c) => {
-            let _ = fs::create_dir_all(l.pidfile().parent().unwrap_or(Path::new("/")));
-            let _ = fs::write(l.pidfile(), format!("{}\n", c.id()));
-            ExitCode::SUCCESS
-        }
+    let exe = l.p("opt/nessus/sbin/nessus-service");
+    match rollcall_tests::sim::daemonize(&exe, &["--daemon", "-q"], &l.pidfile()) {
+        Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("nessusd: could not start: {e}");
             ExitCode::from(1)
