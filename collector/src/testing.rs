@@ -1,6 +1,6 @@
 //! `rollcall-collector` as a child process on loopback, on its own data directory: the one
-//! harness the workspace's tests and benchmarks start it with. The collector itself does
-//! not use it.
+//! harness the workspace's tests and benchmarks start it with, and what they measure it by.
+//! The collector itself does not use it.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -89,4 +89,16 @@ impl Drop for Collector {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// Resident memory of process `pid`, KiB (`VmRSS` in `/proc/PID/status`), for benchmarks.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
 }
