@@ -52,6 +52,25 @@ pub fn build_binaries(show: bool) {
         } else {
             cmd.arg("--quiet");
         }
+        // What `cargo run` and `cargo test` set for the program they run is not this
+        // build's environment: ring's build script watches CARGO_MANIFEST_DIR, and a changed
+        // value would rebuild the TLS stack here and again in the next plain build.
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy();
+            if k.starts_with("CARGO_PKG_")
+                || matches!(
+                    k.as_ref(),
+                    "CARGO_MANIFEST_DIR"
+                        | "CARGO_MANIFEST_PATH"
+                        | "CARGO_CRATE_NAME"
+                        | "CARGO_BIN_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                        | "CARGO_TARGET_TMPDIR"
+                )
+            {
+                cmd.env_remove(k.as_ref());
+            }
+        }
         cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
         let status = cmd.status().expect("running cargo build");
         assert!(status.success(), "cargo build --workspace --bins failed");
