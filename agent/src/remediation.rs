@@ -110,7 +110,7 @@ impl Policy {
 /// Recoveries within `per` from which a service counts as flapping.
 const FLAPPING_RECOVERIES: usize = 3;
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct RemediationLadder {
     policy: Policy,
     phase: Phase,
