@@ -4,6 +4,7 @@
 //! Invariant: nothing here waits on the network. Every wait is on the daemon's pidfd, the
 //! log directory's inotify, a timer, or a bounded local command.
 
+pub mod checkin;
 pub mod config;
 pub mod logs;
 
