@@ -569,6 +569,28 @@ service = "nessusd"
     }
 
     #[test]
+    fn checkin_settings_are_located_in_their_table() {
+        let (line, key, msg) = invalid("[besclient.checkin]\nwarn_after = \"soon\"\n");
+        assert_eq!((line, key.as_str()), (2, "besclient.checkin.warn_after"));
+        assert!(msg.contains("\"90s\""), "{msg}");
+        let (_, key, msg) =
+            invalid("[besclient.checkin]\nwarn_after = \"12h\"\ncritical_after = \"6h\"\n");
+        assert_eq!(key, "besclient.checkin.critical_after");
+        assert!(msg.contains("longer than warn_after"), "{msg}");
+        let (_, key, _) = invalid("[besclient.checkin]\nrelay = \"relay-dal10\"\n");
+        assert_eq!(key, "besclient.checkin.relay");
+        let c = Config::defaults();
+        assert_eq!(
+            c.besclient.checkin.warn_after,
+            Duration::from_secs(6 * 3600)
+        );
+        assert_eq!(
+            c.besclient.checkin.patterns,
+            crate::checks::besclient::checkin::Patterns::default()
+        );
+    }
+
+    #[test]
     fn zero_budget_points_to_observe_only() {
         let (_, key, msg) = invalid("[remediation]\nmax_restarts = 0\n");
         assert_eq!(key, "remediation.max_restarts");

@@ -163,6 +163,32 @@ impl Report {
                 if d.full { " — FULL" } else { "" }
             );
         }
+        if let Some(c) = &b.checkin {
+            let _ = writeln!(
+                o,
+                "       BigFix check-in: {} — {}",
+                c.verdict.as_str(),
+                c.reason
+            );
+            let when = |t: &Option<chrono::DateTime<chrono::Utc>>| {
+                t.map_or("none seen".to_owned(), |t| {
+                    format!("{} ({} ago)", t.to_rfc3339(), ago(now - t))
+                })
+            };
+            let _ = writeln!(
+                o,
+                "       relay {}; last success {}{}; last failure {}{}",
+                c.relay.as_deref().unwrap_or("not named yet"),
+                when(&c.last_success_at),
+                c.last_success_via
+                    .as_deref()
+                    .map_or(String::new(), |v| format!(" by {v}")),
+                when(&c.last_failure_at),
+                c.last_failure
+                    .as_deref()
+                    .map_or(String::new(), |l| format!(": {l}"))
+            );
+        }
         let r = &b.remediation;
         let mode = match (&r.paused_until, r.enabled) {
             (_, false) => "disabled (observe only)".to_owned(),

@@ -66,12 +66,14 @@ impl Significant for BesclientState {
             errors,
             disk,
             remediation,
+            checkin,
         } = self;
         (health, status, reason, since, pid, manager, unit_state).hash(h);
         log.significant(h);
         errors.hash(h);
         disk.significant(h);
         remediation.hash(h);
+        checkin.hash(h);
     }
 }
 

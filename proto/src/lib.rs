@@ -201,6 +201,53 @@ pub struct BesclientState {
     pub errors: ErrorMatches,
     pub disk: Option<DiskState>,
     pub remediation: RemediationState,
+    /// BigFix check-in, from the client's own records; absent from older agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkin: Option<CheckinState>,
+}
+
+/// Whether the client checks into BigFix: its registrations and reports, by its own
+/// RelayChain files and log lines.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CheckinState {
+    pub verdict: CheckinVerdict,
+    /// In words, e.g. "not checked into BigFix for 1d 3h: General transport failure
+    /// talking to relay relay-dal10 since 2026-12-01 09:12 UTC".
+    pub reason: String,
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// Which record showed it: `relay chain`, `registration`, `report`.
+    pub last_success_via: Option<String>,
+    /// The relay in use, by the latest record that named one.
+    pub relay: Option<String>,
+    pub last_failure_at: Option<DateTime<Utc>>,
+    pub last_failure: Option<String>,
+    /// The first failure after the last success.
+    pub failing_since: Option<DateTime<Utc>>,
+    /// Records that could not be read (truncated, garbage, stamped in the future).
+    pub bad_records: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckinVerdict {
+    Ok,
+    /// `warn_after` without a success.
+    Warn,
+    /// `critical_after` without a success.
+    Critical,
+    /// Nothing seen yet, and not watched for `warn_after` yet.
+    Unknown,
+}
+
+impl CheckinVerdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckinVerdict::Ok => "ok",
+            CheckinVerdict::Warn => "warn",
+            CheckinVerdict::Critical => "critical",
+            CheckinVerdict::Unknown => "unknown",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -98,6 +98,12 @@ fn stamp(date: NaiveDate, text: &str) -> Option<DateTime<Utc>> {
     Some(local.with_timezone(&Utc))
 }
 
+/// A RelayChain file: `YYYYMMDD.txt`.
+pub fn is_relay_chain_name(name: &std::ffi::OsStr) -> bool {
+    let p = Path::new(name);
+    p.extension().is_some_and(|x| x == "txt") && file_date(p).is_some()
+}
+
 /// The day a `YYYYMMDD.txt` or `YYYYMMDD.log` file is of.
 pub fn file_date(path: &Path) -> Option<NaiveDate> {
     let stem = path.file_stem()?.to_str()?;
@@ -218,17 +224,7 @@ impl LogReader {
     }
 }
 
-/// How the client's check-in stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    Ok,
-    /// `warn_after` without a success.
-    Warn,
-    /// `critical_after` without a success.
-    Critical,
-    /// Nothing seen yet, and not watched for `warn_after` yet.
-    Unknown,
-}
+pub use rollcall_proto::CheckinVerdict as Verdict;
 
 /// What the records seen so far add up to.
 #[derive(Debug, Clone)]
@@ -381,6 +377,47 @@ impl Checkin {
     }
 }
 
+impl Checkin {
+    /// The state the heartbeat carries.
+    pub fn state(
+        &self,
+        now: DateTime<Utc>,
+        warn_after: std::time::Duration,
+        critical_after: std::time::Duration,
+    ) -> rollcall_proto::CheckinState {
+        let (verdict, reason) = self.verdict(now, warn_after, critical_after);
+        rollcall_proto::CheckinState {
+            verdict,
+            reason,
+            last_success_at: self.last_success.map(|(t, _)| t),
+            last_success_via: self.last_success.map(|(_, via)| via.to_owned()),
+            relay: self.relay.clone(),
+            last_failure_at: self.last_failure.as_ref().map(|(t, _)| *t),
+            last_failure: self.last_failure.as_ref().map(|(_, l)| l.clone()),
+            failing_since: self.failing_since,
+            bad_records: self.bad_records,
+        }
+    }
+
+    /// When the verdict next changes by time alone (a threshold passed), if it can.
+    pub fn next_change(
+        &self,
+        now: DateTime<Utc>,
+        warn_after: std::time::Duration,
+        critical_after: std::time::Duration,
+    ) -> Option<DateTime<Utc>> {
+        let since = self
+            .last_success
+            .map(|(t, _)| t)
+            .or(self.first_seen)
+            .unwrap_or(self.watching_since);
+        [warn_after, critical_after]
+            .into_iter()
+            .map(|d| since + crate::clock::to_chrono(d))
+            .find(|t| *t > now)
+    }
+}
+
 /// What the kept records say, read back at start so that a restarted or reinstalled agent
 /// does not forget the last check-in: the daily logs in `log_dir` and the RelayChain files
 /// in `relay_dir`, newest day first, back to the newest day that holds a success (older
@@ -455,6 +492,10 @@ fn failure_words(line: &str) -> &str {
         if line.contains(known) {
             return known;
         }
+    }
+    // A RelayChain `F` line: its words are all identifiers.
+    if line.contains(" - F - ") {
+        return "registration failed";
     }
     line
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
+use super::checkin::Patterns;
 use crate::config::{absolute, duration, HumanDuration, Invalid, ManagerKind, RawManaged};
 use crate::manager::Managed;
 
@@ -27,6 +28,74 @@ pub struct BesclientConfig {
     pub verify_within: Duration,
     /// Substrings that mark a log line as an error (case-sensitive).
     pub error_patterns: Vec<String>,
+    /// `[besclient.checkin]`: whether the client checks into BigFix.
+    pub checkin: CheckinConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct CheckinConfig {
+    /// The client's registration records, `YYYYMMDD.txt`.
+    pub relay_chain_dir: PathBuf,
+    /// Without a successful check-in this long: warn.
+    pub warn_after: Duration,
+    /// Without a successful check-in this long: critical.
+    pub critical_after: Duration,
+    /// Which log lines are registrations, reports and failures (substrings,
+    /// case-sensitive); the wording varies across client versions.
+    pub patterns: Patterns,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCheckin {
+    relay_chain_dir: Option<Spanned<PathBuf>>,
+    warn_after: Option<Spanned<HumanDuration>>,
+    critical_after: Option<Spanned<HumanDuration>>,
+    attempt_patterns: Option<Vec<String>>,
+    registered_patterns: Option<Vec<String>>,
+    report_patterns: Option<Vec<String>>,
+    failure_patterns: Option<Vec<String>>,
+}
+
+impl RawCheckin {
+    fn validate(self) -> Result<CheckinConfig, Invalid> {
+        let d = Patterns::default();
+        let (warn_after, _) = duration(
+            self.warn_after,
+            Duration::from_secs(6 * 3600),
+            Duration::from_secs(60),
+        )?;
+        let (critical_after, span) = duration(
+            self.critical_after,
+            Duration::from_secs(24 * 3600),
+            Duration::from_secs(60),
+        )?;
+        if critical_after <= warn_after {
+            return Err((
+                span,
+                format!(
+                    "critical_after ({}) must be longer than warn_after ({})",
+                    humantime::format_duration(critical_after),
+                    humantime::format_duration(warn_after)
+                ),
+            ));
+        }
+        Ok(CheckinConfig {
+            relay_chain_dir: absolute(
+                self.relay_chain_dir,
+                "/var/opt/BESClient/__BESData/__Global/RelayChain",
+                "relay_chain_dir",
+            )?,
+            warn_after,
+            critical_after,
+            patterns: Patterns {
+                attempting: self.attempt_patterns.unwrap_or(d.attempting),
+                registered: self.registered_patterns.unwrap_or(d.registered),
+                report_posted: self.report_patterns.unwrap_or(d.report_posted),
+                failure: self.failure_patterns.unwrap_or(d.failure),
+            },
+        })
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -42,6 +111,8 @@ pub(crate) struct RawBesclient {
     stale_after: Option<Spanned<HumanDuration>>,
     verify_within: Option<Spanned<HumanDuration>>,
     error_patterns: Option<Vec<String>>,
+    #[serde(default)]
+    checkin: RawCheckin,
     start: Option<Spanned<Vec<String>>>,
     stop: Option<Spanned<Vec<String>>>,
     command_timeout: Option<Spanned<HumanDuration>>,
@@ -100,6 +171,7 @@ impl RawBesclient {
                 ]
             }),
             managed,
+            checkin: b.checkin.validate()?,
         })
     }
 }

@@ -144,6 +144,22 @@ impl Tail {
     /// well before the event announcing it is handled. A different file, a new inode
     /// (recreated at the size cap) or a shorter file (truncated) is read from its start.
     pub fn poll(&mut self, path: &Path) -> (Vec<ErrorLine>, Option<DateTime<Utc>>) {
+        let (lines, mtime) = self.poll_lines(path);
+        (lines.iter().filter_map(|l| self.error(l)).collect(), mtime)
+    }
+
+    /// The line, if it matches an error pattern.
+    pub fn error(&self, line: &str) -> Option<ErrorLine> {
+        self.patterns
+            .iter()
+            .any(|p| line.contains(p.as_str()))
+            .then(|| ErrorLine {
+                line: line.trim().chars().take(MAX_LINE).collect(),
+            })
+    }
+
+    /// As [`Tail::poll`], with every complete new line (each at most 4 KiB).
+    pub fn poll_lines(&mut self, path: &Path) -> (Vec<String>, Option<DateTime<Utc>>) {
         let Ok(f) = File::open(path) else {
             return (Vec::new(), None);
         };
@@ -154,7 +170,7 @@ impl Tail {
         (self.read_new(f, &meta, path), mtime)
     }
 
-    fn read_new(&mut self, mut f: File, meta: &std::fs::Metadata, path: &Path) -> Vec<ErrorLine> {
+    fn read_new(&mut self, mut f: File, meta: &std::fs::Metadata, path: &Path) -> Vec<String> {
         if self.path.as_deref() != Some(path) || meta.ino() != self.ino || meta.len() < self.offset
         {
             self.path = Some(path.to_owned());
@@ -186,10 +202,7 @@ impl Tail {
         let complete: Vec<u8> = self.partial.drain(..=end).collect();
         String::from_utf8_lossy(&complete)
             .lines()
-            .filter(|l| self.patterns.iter().any(|p| l.contains(p.as_str())))
-            .map(|l| ErrorLine {
-                line: l.trim().chars().take(MAX_LINE).collect(),
-            })
+            .map(|l| l.chars().take(MAX_LINE).collect())
             .collect()
     }
 }
@@ -208,6 +221,8 @@ pub enum Change {
 /// re-created directory (a reinstall) is followed.
 pub struct LogWatcher {
     dir: PathBuf,
+    /// Which file names in it matter.
+    names: fn(&OsStr) -> bool,
     watches: Watches,
     stream: EventStream<Vec<u8>>,
     dir_wd: Option<WatchDescriptor>,
@@ -216,11 +231,17 @@ pub struct LogWatcher {
 
 impl LogWatcher {
     pub fn new(dir: &Path) -> std::io::Result<LogWatcher> {
+        LogWatcher::for_files(dir, is_log_name)
+    }
+
+    /// Watches `dir` for the files whose names `names` accepts.
+    pub fn for_files(dir: &Path, names: fn(&OsStr) -> bool) -> std::io::Result<LogWatcher> {
         let inotify = Inotify::init()?;
         let watches = inotify.watches();
         let stream = inotify.into_event_stream(vec![0u8; 4096])?;
         let mut w = LogWatcher {
             dir: dir.to_owned(),
+            names,
             watches,
             stream,
             dir_wd: None,
@@ -293,7 +314,7 @@ impl LogWatcher {
                 let Some(name) = ev.name.as_deref() else {
                     continue;
                 };
-                if !is_log_name(name) {
+                if !(self.names)(name) {
                     continue;
                 }
                 if ev.mask.intersects(EventMask::MODIFY | EventMask::CREATE) {

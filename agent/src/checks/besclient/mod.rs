@@ -29,7 +29,9 @@ use crate::process::{self, ExitWatch, Proc};
 use crate::publish::Envelope;
 use crate::remediation::{Problem, Step};
 use crate::supervisor::{hms, Core, Daemon, Plan, Status, Supervisor, Verdict, PERIODIC};
+use checkin::{Checkin, LogReader};
 use logs::{Change, LogWatcher, Tail};
+use rollcall_proto::CheckinVerdict;
 
 const CHECK: &str = "besclient";
 /// The service manager's view costs a process spawn: asked rarely, and after every action.
@@ -97,6 +99,16 @@ pub struct Besclient {
     errors: ErrorMatches,
     last_error_event: Option<DateTime<Utc>>,
     disk: Option<DiskState>,
+    /// BigFix check-in, from the RelayChain files and the log's check-in lines.
+    checkin: Checkin,
+    /// The log whose check-in lines are being read, with the block time under way.
+    checkin_log: Option<(PathBuf, LogReader)>,
+    relay_watcher: Option<LogWatcher>,
+    relay_tail: Tail,
+    /// The verdict last announced.
+    checkin_said: CheckinVerdict,
+    /// Unreadable check-in records were mentioned (once).
+    said_bad_records: bool,
 }
 
 /// besclient's own wakes.
@@ -105,6 +117,8 @@ pub enum Signal {
     Exit,
     /// The log directory changed; `None` when inotify stopped.
     Log(Option<Change>),
+    /// The RelayChain directory changed; `None` when inotify stopped.
+    Relay(Option<Change>),
 }
 
 impl Besclient {
@@ -119,6 +133,12 @@ impl Besclient {
             errors: ErrorMatches::default(),
             last_error_event: None,
             disk: None,
+            checkin: Checkin::new(DateTime::<Utc>::MIN_UTC),
+            checkin_log: None,
+            relay_watcher: None,
+            relay_tail: Tail::new(Vec::new()),
+            checkin_said: CheckinVerdict::Unknown,
+            said_bad_records: false,
             cfg,
         }
     }
@@ -130,6 +150,91 @@ impl Besclient {
         if let Some(newest) = self.logs.newest.clone() {
             self.match_errors(&self.cfg.log_dir.join(newest), core);
         }
+        if let Some(newest) = self.newest_relay_chain() {
+            self.read_relay_chain(&newest, core);
+        }
+    }
+
+    /// Says once that unreadable check-in records were ignored.
+    fn say_bad_records(&mut self) {
+        if self.checkin.bad_records > 0 && !std::mem::replace(&mut self.said_bad_records, true) {
+            log::warn!(target: CHECK, "{} check-in record(s) in {} or {} could not be read (truncated, garbage or stamped in the future) and were ignored", self.checkin.bad_records, self.cfg.checkin.relay_chain_dir.display(), self.cfg.log_dir.display());
+        }
+    }
+
+    /// The check-in verdict now; a change is announced as an event.
+    fn checkin_verdict(&mut self, core: &mut Core<DaemonStatus>) -> (CheckinVerdict, String) {
+        let ci = &self.cfg.checkin;
+        let (v, why) = self
+            .checkin
+            .verdict(core.now(), ci.warn_after, ci.critical_after);
+        if v != self.checkin_said {
+            let was = std::mem::replace(&mut self.checkin_said, v);
+            let level = match v {
+                CheckinVerdict::Warn | CheckinVerdict::Critical => Some(log::Level::Warn),
+                CheckinVerdict::Ok if was != CheckinVerdict::Unknown => Some(log::Level::Info),
+                _ => None,
+            };
+            if let Some(level) = level {
+                let msg = format!("BigFix check-in {}: {why}", v.as_str());
+                let f = Fields {
+                    level: Some(level),
+                    ..Fields::default()
+                };
+                core.emit(CHECK, EventKind::Observed, msg, f);
+            }
+        }
+        (v, why)
+    }
+
+    /// The newest `YYYYMMDD.txt` in the RelayChain directory.
+    fn newest_relay_chain(&self) -> Option<PathBuf> {
+        std::fs::read_dir(&self.cfg.checkin.relay_chain_dir)
+            .ok()?
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| checkin::is_relay_chain_name(n))
+            .max()
+            .map(|n| self.cfg.checkin.relay_chain_dir.join(n))
+    }
+
+    /// New lines of a RelayChain file; whether the check-in changed.
+    fn read_relay_chain(&mut self, path: &Path, core: &mut Core<DaemonStatus>) -> bool {
+        let Some(date) = checkin::file_date(path) else {
+            return false;
+        };
+        let (lines, _) = self.relay_tail.poll_lines(path);
+        let now = core.now();
+        let mut changed = false;
+        for line in lines.iter().filter(|l| !l.trim().is_empty()) {
+            changed |= self
+                .checkin
+                .note(checkin::relay_chain_line(date, line), now);
+        }
+        changed
+    }
+
+    /// New lines of the daily log `path`, read for check-in records; whether they changed
+    /// the check-in.
+    fn read_checkin_lines(&mut self, path: &Path, lines: &[String], now: DateTime<Utc>) -> bool {
+        let Some(date) = checkin::file_date(path) else {
+            return false;
+        };
+        if self.checkin_log.as_ref().is_none_or(|(p, _)| p != path) {
+            self.checkin_log = Some((path.to_owned(), LogReader::new(date)));
+        }
+        let Some((_, reader)) = self.checkin_log.as_mut() else {
+            return false;
+        };
+        let mut changed = false;
+        for line in lines {
+            match reader.line(line, &self.cfg.checkin.patterns) {
+                Ok(None) => {}
+                Ok(Some(s)) => changed |= self.checkin.note(Ok(s), now),
+                Err(e) => changed |= self.checkin.note(Err(e), now),
+            }
+        }
+        changed
     }
 
     fn on_exit(&mut self, core: &mut Core<DaemonStatus>) {
@@ -163,6 +268,8 @@ impl Besclient {
     fn on_written(&mut self, path: PathBuf, core: &mut Core<DaemonStatus>) -> bool {
         self.logs.dir_exists = true;
         let errors = self.errors.count;
+        let checkin = self.checkin.last_success.map(|(t, _)| t);
+        let failing = self.checkin.failing_since;
         let mtime = self.match_errors(&path, core);
         if let Some(t) = mtime {
             self.logs.last_write = self.logs.last_write.max(Some(t));
@@ -182,6 +289,8 @@ impl Besclient {
             self.find_process(core);
         }
         self.errors.count != errors
+            || self.checkin.last_success.map(|(t, _)| t) != checkin
+            || self.checkin.failing_since != failing
             || core.status != DaemonStatus::Running
             || core.ladder.verifying().is_some()
             || self.proc.is_none()
@@ -193,11 +302,13 @@ impl Besclient {
         path: &Path,
         core: &mut Core<DaemonStatus>,
     ) -> Option<DateTime<Utc>> {
-        let (found, mtime) = self.tail.poll(path);
+        let (lines, mtime) = self.tail.poll_lines(path);
+        let now = core.now();
+        self.read_checkin_lines(path, &lines, now);
+        let found: Vec<_> = lines.iter().filter_map(|l| self.tail.error(l)).collect();
         let Some(last) = found.last() else {
             return mtime;
         };
-        let now = core.now();
         self.errors.count += found.len() as u64;
         self.errors.last_line = Some(last.line.clone());
         self.errors.last_at = Some(now);
@@ -244,6 +355,27 @@ impl Daemon for Besclient {
                 }
             };
         }
+        let ci = &self.cfg.checkin;
+        self.checkin = checkin::read_back(
+            &self.cfg.log_dir,
+            &ci.relay_chain_dir,
+            &ci.patterns,
+            core.now(),
+        );
+        self.say_bad_records();
+        if let Some(newest) = self.newest_relay_chain() {
+            self.relay_tail.follow_from_end(newest);
+        }
+        if !self.one_shot {
+            let dir = &self.cfg.checkin.relay_chain_dir;
+            self.relay_watcher = match LogWatcher::for_files(dir, checkin::is_relay_chain_name) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    log::warn!(target: CHECK, "cannot watch {} with inotify ({e}); checking it every {}s instead", dir.display(), PERIODIC.as_secs());
+                    None
+                }
+            };
+        }
         self.logs = logs::scan(&self.cfg.log_dir, &core.clock.today_log_name());
         if let Some(newest) = self.logs.newest.clone() {
             let path = self.cfg.log_dir.join(newest);
@@ -273,6 +405,7 @@ impl Daemon for Besclient {
         tokio::select! {
             _ = async { match &self.exit { Some(x) => x.exited().await, None => std::future::pending().await } } => Signal::Exit,
             c = async { match self.watcher.as_mut() { Some(w) => w.next().await, None => std::future::pending().await } } => Signal::Log(c),
+            c = async { match self.relay_watcher.as_mut() { Some(w) => w.next().await, None => std::future::pending().await } } => Signal::Relay(c),
         }
     }
 
@@ -285,7 +418,22 @@ impl Daemon for Besclient {
                 log::warn!(target: CHECK, "inotify stopped; checking the log directory every {}s instead", PERIODIC.as_secs());
                 self.watcher = None;
             }
+            Signal::Relay(Some(Change::Written(path))) => {
+                let changed = self.read_relay_chain(&path, core);
+                self.say_bad_records();
+                return changed;
+            }
+            Signal::Relay(Some(Change::Rescan)) => {
+                if let Some(newest) = self.newest_relay_chain() {
+                    self.read_relay_chain(&newest, core);
+                }
+            }
+            Signal::Relay(None) => {
+                log::warn!(target: CHECK, "inotify stopped; checking the RelayChain directory every {}s instead", PERIODIC.as_secs());
+                self.relay_watcher = None;
+            }
         }
+        self.say_bad_records();
         true
     }
 
@@ -376,6 +524,10 @@ impl Daemon for Besclient {
             }
             Some(p) => {
                 let mut warnings = Vec::new();
+                let (checkin, checkin_why) = self.checkin_verdict(core);
+                if checkin == CheckinVerdict::Warn {
+                    warnings.push(checkin_why.clone());
+                }
                 if core.flapping() {
                     warnings
                         .push("flapping: recovered 3+ times within the budget window".to_owned());
@@ -386,12 +538,18 @@ impl Daemon for Besclient {
                 if !disk_note.is_empty() {
                     warnings.push(disk_note.trim_start_matches("; ").to_owned());
                 }
-                let health = if warnings.is_empty() {
+                let health = if checkin == CheckinVerdict::Critical {
+                    Health::Critical
+                } else if warnings.is_empty() {
                     Health::Ok
                 } else {
                     Health::Warn
                 };
                 let mut reason = format!("BESClient (pid {}) is running and logging", p.pid);
+                if checkin == CheckinVerdict::Critical {
+                    reason.push_str(", but ");
+                    reason.push_str(&checkin_why);
+                }
                 for w in warnings {
                     reason.push_str("; ");
                     reason.push_str(&w);
@@ -447,6 +605,15 @@ impl Daemon for Besclient {
             let stale_at = self.log_reference(core) + to_chrono(self.cfg.stale_after);
             let in_ = (stale_at - core.now()).to_std().unwrap_or(Duration::ZERO);
             wake = wake.min(now_i + in_ + Duration::from_millis(1));
+            // The check-in verdict worsens by time alone.
+            let ci = &self.cfg.checkin;
+            if let Some(t) = self
+                .checkin
+                .next_change(core.now(), ci.warn_after, ci.critical_after)
+            {
+                let in_ = (t - core.now()).to_std().unwrap_or(Duration::ZERO);
+                wake = wake.min(now_i + in_ + Duration::from_millis(1));
+            }
         }
         wake
     }
@@ -482,11 +649,16 @@ impl Daemon for Besclient {
             errors: self.errors.clone(),
             disk: self.disk.clone(),
             remediation: core.remediation_state(),
+            checkin: Some(self.checkin.state(
+                core.now(),
+                self.cfg.checkin.warn_after,
+                self.cfg.checkin.critical_after,
+            )),
         }
     }
 
     /// Timestamps and routine log writes are not news; status, process, steps, error
-    /// counts, pause, flapping, the manager's word and a full disk are.
+    /// counts, pause, flapping, the manager's word, a full disk and the check-in are.
     fn sees_change(old: &BesclientState, new: &BesclientState) -> bool {
         let key = |s: &BesclientState| {
             (
@@ -500,6 +672,14 @@ impl Daemon for Besclient {
                 s.remediation.flapping,
                 s.unit_state.clone(),
                 s.disk.as_ref().is_some_and(|d| d.full),
+                s.checkin.as_ref().map(|c| {
+                    (
+                        c.verdict,
+                        c.last_success_at,
+                        c.relay.clone(),
+                        c.failing_since,
+                    )
+                }),
             )
         };
         key(old) != key(new)

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use rollcall_proto::{DaemonStatus, Health};
 
-use super::Besclient;
+use super::{logs, Besclient};
 use crate::clock::{Clock, ManualClock};
 use crate::config::Config;
 use crate::events::EventLog;
@@ -32,15 +32,17 @@ fn write_log(dir: &Path, name: &str, text: &str, clock: &ManualClock) -> std::pa
     p
 }
 
-/// Takes this very test process for BESClient: it is alive throughout.
+/// Takes this very test process for BESClient: it is alive throughout. Its RelayChain
+/// directory is `state/RelayChain`.
 fn config(state: &Path, logs: &Path) -> Config {
     let exe = std::env::current_exe().unwrap();
     let text = format!(
-        "state_dir = \"{}\"\n[besclient]\nmanager = \"command\"\nstart = [\"/bin/true\"]\nprocess = \"{}\"\nlog_dir = \"{}\"\ndata_dir = \"{}\"\nstale_after = \"1h\"\nverify_within = \"2m\"\n",
+        "state_dir = \"{}\"\n[besclient]\nmanager = \"command\"\nstart = [\"/bin/true\"]\nprocess = \"{}\"\nlog_dir = \"{}\"\ndata_dir = \"{}\"\nstale_after = \"1h\"\nverify_within = \"2m\"\n[besclient.checkin]\nrelay_chain_dir = \"{}\"\n",
         state.display(),
         exe.display(),
         logs.display(),
-        logs.display()
+        logs.display(),
+        state.join("RelayChain").display()
     );
     Config::parse(Path::new("test.toml"), &text).unwrap()
 }
@@ -191,4 +193,99 @@ async fn a_one_shot_look_reports_the_errors_already_in_the_newest_log() {
     assert_eq!(s.errors.count, 1);
     assert!(s.errors.last_line.unwrap().contains("GetURL failed"));
     assert_eq!(s.health, Health::Warn);
+}
+
+/// Writes RelayChain lines for `day` (YYYYMMDD) into the fixture's RelayChain directory.
+fn relay_chain(f: &Fixture, day: &str, lines: &[&str]) -> std::path::PathBuf {
+    let dir = f.state.path().join("RelayChain");
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(format!("{day}.txt"));
+    let mut text = std::fs::read_to_string(&p).unwrap_or_default();
+    for l in lines {
+        text.push_str(&format!(
+            "At {l} - s:1(bigfix-server) - r:2112(relay-dal10) - c:5551(web-1)\n"
+        ));
+    }
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[tokio::test]
+async fn alive_and_logging_but_not_checking_in_is_critical_and_names_the_relay() {
+    let f = fixture(
+        at(2026, 11, 22, 12, 0, 0),
+        Some("At 11:59:50 +0000 -\n   ActiveDirectory: Refreshed Computer Information\n"),
+    );
+    relay_chain(&f, "20261121", &["09:00:00 +0000 - S"]);
+    relay_chain(
+        &f,
+        "20261122",
+        &["09:12:00 +0000 - F", "10:12:00 +0000 - F"],
+    );
+    let s = f.supervisor().observe_once().await;
+    assert_eq!(s.status, DaemonStatus::Running);
+    assert_eq!(s.health, Health::Critical, "{}", s.reason);
+    assert!(
+        s.reason.ends_with(
+            "is running and logging, but not checked into BigFix for 1day 3h: registration failed talking to relay relay-dal10 since 2026-11-22 09:12 UTC"
+        ),
+        "{}",
+        s.reason
+    );
+    let c = s.checkin.unwrap();
+    assert_eq!(c.verdict, rollcall_proto::CheckinVerdict::Critical);
+    assert_eq!(c.relay.as_deref(), Some("relay-dal10"));
+    assert_eq!(c.last_success_at, Some(at(2026, 11, 21, 9, 0, 0)));
+    assert_eq!(c.failing_since, Some(at(2026, 11, 22, 9, 12, 0)));
+}
+
+#[tokio::test]
+async fn a_new_registration_line_ends_the_failure_at_once() {
+    let f = fixture(
+        at(2026, 11, 22, 12, 0, 0),
+        Some("At 11:59:50 +0000 -\n   ActiveDirectory: Refreshed Computer Information\n"),
+    );
+    relay_chain(
+        &f,
+        "20261122",
+        &["05:00:00 +0000 - S", "06:00:00 +0000 - F"],
+    );
+    let mut sup = f.supervisor();
+    let (d, core) = sup.parts();
+    d.start(core).await;
+    let v = d.classify(core).await.unwrap();
+    assert_eq!(v.health, Health::Warn, "6h without a success: {}", v.reason);
+    assert!(
+        v.reason.contains("not checked into BigFix for 7h"),
+        "{}",
+        v.reason
+    );
+
+    // The client registers: a RelayChain line, seen through the directory's watch.
+    let p = relay_chain(&f, "20261122", &["11:59:58 +0000 - S"]);
+    let changed = d.on_signal(super::Signal::Relay(Some(logs::Change::Written(p))), core);
+    assert!(changed, "a check-in is news");
+    let v = d.classify(core).await.unwrap();
+    assert_eq!(v.health, Health::Ok, "{}", v.reason);
+    let c = d.state(core).checkin.unwrap();
+    assert_eq!(c.verdict, rollcall_proto::CheckinVerdict::Ok);
+    assert_eq!(c.failing_since, None);
+
+    // A report in the log counts too; one before any block header is refused and counted.
+    f.clock.advance(Duration::from_secs(8 * 3600));
+    let p = write_log(
+        f.logs.path(),
+        "20261122.log",
+        "At 19:59:59 +0000 -\n   Report posted successfully\n",
+        &f.clock,
+    );
+    assert!(d.on_signal(super::Signal::Log(Some(logs::Change::Written(p))), core));
+    let c = d.state(core).checkin.unwrap();
+    assert_eq!(
+        c.verdict,
+        rollcall_proto::CheckinVerdict::Ok,
+        "{}",
+        c.reason
+    );
+    assert_eq!(c.last_success_via.as_deref(), Some("report"));
 }
