@@ -348,6 +348,17 @@ command_timeout = "20s"
         path
     }
 
+    /// `[besclient.checkin]` for this host's RelayChain directory, with `extra` settings
+    /// (`warn_after = "3s"`...), to append to its agent config.
+    pub fn checkin_section(&self, extra: &str) -> String {
+        format!(
+            "\n[besclient.checkin]\nrelay_chain_dir = \"{}\"\n{extra}\n",
+            self.root()
+                .join("var/opt/BESClient/__BESData/__Global/RelayChain")
+                .display()
+        )
+    }
+
     /// Adds `[host]` (name, labels) and `[collector]` to this host's agent config.
     pub fn report_to(
         &self,

@@ -11,8 +11,16 @@
 //! Its faults are set in `<root>/etc/besclient-sim.conf` (re-read every tick), outside the
 //! client's own trees so that a reinstall keeps them:
 //!   start = ok | fail | slow:SECS      refuse to start, or start silently for SECS
-//!   run = ok | hang | crash:SECS | errors
+//!   run = ok | hang | crash:SECS | errors | relay-down
+//!   relay = relay.example              the relay it registers with
 //!   interval_ms = 1000                 how often it logs
+//!
+//! It registers with its relay at start (and again after the relay comes back): the log's
+//! `RegisterOnce: Attempting secure registration with '<url>'` and `Registered with url
+//! '<url>'`, and a line in `__BESData/__Global/RelayChain/YYYYMMDD.txt`
+//! (`At HH:MM:SS +ZZZZ - S - s:ID(server) - r:ID(relay) - c:ID(client)`), then posts a
+//! report every tick. With `relay-down` every tick is a failed registration: the log's
+//! `GetURL failed - General transport failure` and an `F` RelayChain line, no reports.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -44,6 +52,9 @@ impl Layout {
     fn pidfile(&self) -> PathBuf {
         self.p("var/run/BESClient.pid")
     }
+    fn relay_chain_dir(&self) -> PathBuf {
+        self.p("var/opt/BESClient/__BESData/__Global/RelayChain")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +62,7 @@ struct Faults {
     start: String,
     run: String,
     interval: Duration,
+    relay: String,
 }
 
 fn faults(l: &Layout) -> Faults {
@@ -58,6 +70,7 @@ fn faults(l: &Layout) -> Faults {
         start: "ok".into(),
         run: "ok".into(),
         interval: Duration::from_millis(1000),
+        relay: "relay.example".into(),
     };
     let text = fs::read_to_string(l.p("etc/besclient-sim.conf")).unwrap_or_default();
     for line in text.lines() {
@@ -68,6 +81,7 @@ fn faults(l: &Layout) -> Faults {
         match k.trim() {
             "start" => f.start = v,
             "run" => f.run = v,
+            "relay" if !v.is_empty() => f.relay = v,
             "interval_ms" => {
                 if let Ok(ms) = v.parse() {
                     f.interval = Duration::from_millis(ms);
@@ -169,6 +183,35 @@ impl Logger<'_> {
         }
     }
 
+    /// One registration with `relay`: its log lines and its RelayChain line.
+    fn register(&self, relay: &str, ok: bool) {
+        let url = format!("https://{relay}:52311/cgi-bin/bfenterprise/clientregister.exe");
+        let outcome = if ok {
+            format!("Registered with url '{url}'")
+        } else {
+            format!("RegisterOnce: GetURL failed - General transport failure. - '{url}' (winsock error 4294967295 - registration url - {url})")
+        };
+        self.block(&[
+            format!("RegisterOnce: Attempting secure registration with '{url}?RequestType=RegisterMe60'"),
+            outcome,
+        ]);
+        let dir = self.l.relay_chain_dir();
+        if fs::create_dir_all(&dir).is_err() {
+            return;
+        }
+        let now = Local::now();
+        let line = format!(
+            "At {} - {} - s:1(bigfix-server) - r:2112({relay}) - c:{}(client)\n",
+            now.format("%H:%M:%S %z"),
+            if ok { "S" } else { "F" },
+            std::process::id()
+        );
+        let path = dir.join(format!("{}.txt", now.format("%Y%m%d")));
+        if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(path) {
+            let _ = f.write_all(line.as_bytes());
+        }
+    }
+
     /// `_BESClient_Log_Days`, applied when a day's file is created: keep that many days of
     /// files (by their date), delete the rest.
     fn retention(&self) {
@@ -214,11 +257,23 @@ fn run(l: &Layout) -> ExitCode {
         "Using crypto library libBEScrypto - OpenSSL".into(),
         "Client has an AuthenticationCertificate".into(),
     ]);
+    let mut registered = f.run != "relay-down";
+    log.register(&f.relay, registered);
     let started = Instant::now();
     let mut n: u64 = 0;
     loop {
         std::thread::sleep(f.interval);
         f = faults(l);
+        if f.run == "relay-down" {
+            registered = false;
+            log.register(&f.relay, false);
+            continue;
+        }
+        if !registered && f.run != "hang" {
+            // The relay is back: register again before reporting.
+            registered = true;
+            log.register(&f.relay, true);
+        }
         if let Some(after) = secs(&f.run, "crash:") {
             if started.elapsed() >= after {
                 std::process::abort();

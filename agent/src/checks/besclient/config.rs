@@ -63,12 +63,12 @@ impl RawCheckin {
         let (warn_after, _) = duration(
             self.warn_after,
             Duration::from_secs(6 * 3600),
-            Duration::from_secs(60),
+            Duration::from_secs(1),
         )?;
         let (critical_after, span) = duration(
             self.critical_after,
             Duration::from_secs(24 * 3600),
-            Duration::from_secs(60),
+            Duration::from_secs(1),
         )?;
         if critical_after <= warn_after {
             return Err((
