@@ -39,6 +39,10 @@ pub enum Problem {
     Dead,
     /// Running but silent: a plain stop usually hangs on it, so the first step kills it.
     Hung,
+    /// Running and logging, but its work does not get through (BigFix check-in): one
+    /// restart a round, verified over `checkin_verify_within`, never escalated — a relay
+    /// that is down is not mended by a reinstall.
+    NotCheckingIn,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +95,8 @@ pub struct Policy {
     pub backoff_base: Duration,
     pub backoff_max: Duration,
     pub verify_within: Duration,
+    /// How long a restart for [`Problem::NotCheckingIn`] has to show a new check-in.
+    pub checkin_verify_within: Duration,
     pub has_reinstall: bool,
 }
 
@@ -102,6 +108,7 @@ impl Policy {
             backoff_base: r.backoff_base,
             backoff_max: r.backoff_max,
             verify_within,
+            checkin_verify_within: verify_within,
             has_reinstall: !r.reinstall.is_empty(),
         }
     }
@@ -121,6 +128,8 @@ pub struct RemediationLadder {
     exhausted_rounds: u32,
     recoveries: VecDeque<Instant>,
     last_step: Option<Step>,
+    /// What the current round acts on.
+    problem: Option<Problem>,
 }
 
 impl RemediationLadder {
@@ -133,7 +142,13 @@ impl RemediationLadder {
             exhausted_rounds: 0,
             recoveries: VecDeque::new(),
             last_step: None,
+            problem: None,
         }
+    }
+
+    /// What the current (or last) round acts on.
+    pub fn problem(&self) -> Option<Problem> {
+        self.problem
     }
 
     fn prune(&mut self, now: Instant) {
@@ -157,13 +172,24 @@ impl RemediationLadder {
     /// What to do about `problem` now.
     pub fn decide(&mut self, now: Instant, problem: Problem) -> Decision {
         self.prune(now);
+        // A check-in round never keeps a dead or hung client waiting: that is a round of
+        // its own, at once.
+        let other =
+            self.problem == Some(Problem::NotCheckingIn) && problem != Problem::NotCheckingIn;
         match self.phase {
-            Phase::Verifying { step, deadline } => return Decision::Verifying { step, deadline },
-            Phase::Waiting { until, why } if now < until => return Decision::Wait { until, why },
+            Phase::Verifying { step, deadline } if !other => {
+                return Decision::Verifying { step, deadline }
+            }
+            Phase::Waiting { until, why }
+                if now < until && (why == WaitReason::Budget || !other) =>
+            {
+                return Decision::Wait { until, why }
+            }
+            _ if other => self.abandon(),
             _ => {}
         }
         let step = self.next.unwrap_or(match problem {
-            Problem::Dead => Step::Restart,
+            Problem::Dead | Problem::NotCheckingIn => Step::Restart,
             Problem::Hung => Step::HardRestart,
         });
         if self.attempts.len() >= self.policy.max_restarts as usize {
@@ -178,7 +204,14 @@ impl RemediationLadder {
             };
         }
         self.attempts.push_back(now);
-        let deadline = now + self.policy.verify_within;
+        if self.next.is_none() {
+            self.problem = Some(problem);
+        }
+        let deadline = now
+            + match self.problem {
+                Some(Problem::NotCheckingIn) => self.policy.checkin_verify_within,
+                _ => self.policy.verify_within,
+            };
         self.phase = Phase::Verifying { step, deadline };
         self.next = Some(step);
         self.last_step = Some(step);
@@ -214,6 +247,7 @@ impl RemediationLadder {
             _ => self.next.unwrap_or(Step::Restart),
         };
         let next = match step {
+            _ if self.problem == Some(Problem::NotCheckingIn) => None,
             Step::Restart => Some(Step::HardRestart),
             Step::HardRestart if self.policy.has_reinstall => Some(Step::Reinstall),
             Step::HardRestart | Step::Reinstall => None,
@@ -234,6 +268,12 @@ impl RemediationLadder {
             round: self.exhausted_rounds,
             retry_at,
         }
+    }
+
+    /// Drops the round under way (its attempts still count against the budget).
+    pub fn abandon(&mut self) {
+        self.phase = Phase::Idle;
+        self.next = None;
     }
 
     /// The service came back by itself (or by someone else's hand): forget the round.
@@ -295,8 +335,59 @@ mod tests {
             backoff_base: Duration::from_secs(60),
             backoff_max: Duration::from_secs(3600),
             verify_within: Duration::from_secs(120),
+            checkin_verify_within: Duration::from_secs(120),
             has_reinstall,
         }
+    }
+
+    #[test]
+    fn not_checking_in_is_one_restart_a_round_never_escalated() {
+        let mut p = policy(true);
+        p.checkin_verify_within = Duration::from_secs(1800);
+        let mut l = RemediationLadder::new(p);
+        let t0 = Instant::now();
+        match l.decide(t0, Problem::NotCheckingIn) {
+            Decision::Act { step, deadline } => {
+                assert_eq!(step, Step::Restart);
+                assert_eq!(deadline, t0 + Duration::from_secs(1800), "its own window");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(l.problem(), Some(Problem::NotCheckingIn));
+        let t1 = t0 + Duration::from_secs(1800);
+        match l.verify_failed(t1) {
+            Failed::Exhausted { round, retry_at } => {
+                assert_eq!(round, 1);
+                assert_eq!(retry_at, t1 + Duration::from_secs(60));
+            }
+            other => panic!("no hard restart, no reinstall: {other:?}"),
+        }
+        // Once per backoff period: nothing before it, a restart after.
+        assert!(matches!(
+            l.decide(t1 + Duration::from_secs(59), Problem::NotCheckingIn),
+            Decision::Wait { .. }
+        ));
+        assert_eq!(
+            act(l.decide(t1 + Duration::from_secs(60), Problem::NotCheckingIn)),
+            Step::Restart
+        );
+        // A death while a check-in round waits out its backoff is acted on at once.
+        l.verify_failed(t1 + Duration::from_secs(61));
+        assert_eq!(
+            act(l.decide(t1 + Duration::from_secs(62), Problem::Dead)),
+            Step::Restart
+        );
+        assert_eq!(l.problem(), Some(Problem::Dead));
+        // A death meanwhile is a round of its own, with the whole ladder.
+        l.verified(t1 + Duration::from_secs(61));
+        assert_eq!(
+            act(l.decide(t1 + Duration::from_secs(62), Problem::Dead)),
+            Step::Restart
+        );
+        assert!(matches!(
+            l.verify_failed(t1 + Duration::from_secs(70)),
+            Failed::Escalate(Step::HardRestart)
+        ));
     }
 
     fn act(d: Decision) -> Step {

@@ -1,7 +1,8 @@
 //! BigFix check-in, end to end: the simulated client's relay goes down while it stays alive
 //! and logging; the agent sees check-in go warn then critical from the client's own records,
-//! the collector flags the host with the relay in the reason, a restarted agent remembers
-//! the last success, and the relay's return clears it all.
+//! restarts the client once, then holds with the relay named instead of escalating; the
+//! collector flags the host with the relay in the reason; a restarted agent remembers the
+//! last success; the relay's return clears it all.
 
 use std::time::Duration;
 
@@ -15,17 +16,23 @@ fn checkin(v: &Value) -> &Value {
 }
 
 #[test]
-fn a_relay_that_goes_down_is_seen_in_the_check_in_and_at_the_collector() {
+fn a_relay_that_goes_down_gets_one_restart_then_a_hold_that_names_it() {
     let data = tempfile::tempdir().unwrap();
     let c = Collector::start(data.path(), &format!("127.0.0.1:{}", free_port()), "5s");
     let admin = c.admin();
     let h = SimHost::new();
     h.faults("relay = relay-dal10.example\n");
     h.start_client();
-    let config = h.agent_config("sysv", "", "");
+    let config = h.agent_config(
+        "sysv",
+        "",
+        "max_restarts = 20\nbackoff_base = \"4s\"\nbackoff_max = \"4s\"",
+    );
     h.report_to(&config, &c, "web-1", "1s", "region = \"us-south\"");
     let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(&h.checkin_section("warn_after = \"3s\"\ncritical_after = \"6s\""));
+    text.push_str(
+        &h.checkin_section("warn_after = \"3s\"\ncritical_after = \"6s\"\nverify_within = \"2s\""),
+    );
     std::fs::write(&config, text).unwrap();
     let agent = Agent::start(&config);
     let view = || host_view(&admin, "web-1");

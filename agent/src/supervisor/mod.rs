@@ -106,6 +106,16 @@ pub trait Daemon {
         step: Step,
         issued: DateTime<Utc>,
     ) -> Result<String, String>;
+    /// The words for a round that ended without bringing the daemon back, when the daemon
+    /// knows better than "every step failed" (a relay that is down); `retry_at` is when
+    /// the next round may start.
+    fn exhausted_words(
+        &self,
+        _core: &Core<Self::Status>,
+        _retry_at: DateTime<Utc>,
+    ) -> Option<String> {
+        None
+    }
     /// The processes a hard restart kills.
     fn leftovers(&self) -> Vec<Proc>;
     /// When the daemon wants a routine look, even if nothing happens.
@@ -126,6 +136,8 @@ pub trait Daemon {
 pub struct Plan {
     pub remediation: RemediationConfig,
     pub verify_within: Duration,
+    /// How long a restart for [`Problem::NotCheckingIn`] has to show a new check-in.
+    pub checkin_verify_within: Duration,
     /// The reinstall command; empty: the ladder has no reinstall step.
     pub reinstall: Vec<String>,
     pub command_timeout: Duration,
@@ -260,6 +272,7 @@ impl<D: Daemon> Supervisor<D> {
         let now = clock.now();
         let policy = Policy {
             has_reinstall: !plan.reinstall.is_empty(),
+            checkin_verify_within: plan.checkin_verify_within,
             ..Policy::new(&plan.remediation, plan.verify_within)
         };
         Supervisor {
@@ -396,6 +409,20 @@ impl<D: Daemon> Supervisor<D> {
                         self.core.issued_at = None;
                         self.fail_step(step, why, now_i, now).await;
                     }
+                    Err(_) if self.core.ladder.problem() == Some(Problem::NotCheckingIn) => {
+                        // The client runs: its own state stands while the new check-in is
+                        // awaited, unless it died or hung meanwhile (a round of its own).
+                        let Some(v) = self.daemon.classify(&mut self.core).await else {
+                            return;
+                        };
+                        let other = v.problem.is_some_and(|p| p != Problem::NotCheckingIn);
+                        self.set_status(v.status, v.health, v.reason);
+                        if !other {
+                            return;
+                        }
+                        self.core.ladder.abandon();
+                        self.core.issued_at = None;
+                    }
                     Err(_) => {
                         let reason = format!(
                             "{} {} issued at {}; waiting up to {} for {}",
@@ -486,12 +513,15 @@ impl<D: Daemon> Supervisor<D> {
                 let msg = format!("{} {} did not bring it back: {why}", D::NAME, step.as_str());
                 self.emit_step(EventKind::VerifyFailed, msg, step);
                 let wait = retry_at.saturating_duration_since(now_i);
-                let msg = format!(
-                    "{} remediation exhausted (round {round}): every step failed; retrying from the first step at {} (in {})",
-                    D::NAME,
-                    (now + to_chrono(wait)).to_rfc3339(),
-                    humantime::format_duration(wait)
-                );
+                let at = now + to_chrono(wait);
+                let msg = self.daemon.exhausted_words(&self.core, at).unwrap_or_else(|| {
+                    format!(
+                        "{} remediation exhausted (round {round}): every step failed; retrying from the first step at {} (in {})",
+                        D::NAME,
+                        at.to_rfc3339(),
+                        humantime::format_duration(wait)
+                    )
+                });
                 self.emit_step(EventKind::Exhausted, msg, step);
             }
         }
@@ -506,6 +536,7 @@ impl<D: Daemon> Supervisor<D> {
         let cause = match problem {
             Problem::Dead => D::DEAD,
             Problem::Hung => "hung",
+            Problem::NotCheckingIn => "not checking in",
         };
         let what = match step {
             Step::Restart => format!("{name} restart issued via {via} ({cause})"),

@@ -178,6 +178,7 @@ fn supervise(setup: Setup) -> Harness {
             reinstall: setup.reinstall.clone(),
         },
         verify_within: VERIFY_WITHIN,
+        checkin_verify_within: VERIFY_WITHIN,
         reinstall: setup.reinstall,
         command_timeout: Duration::from_secs(5),
         state_dir: state_dir.path().to_owned(),

@@ -481,9 +481,17 @@ pub fn read_back(log_dir: &Path, relay_dir: &Path, p: &Patterns, now: DateTime<U
     c
 }
 
+impl Checkin {
+    /// Whether the failures since the last success are the client failing to reach its
+    /// relay or server (transport), as opposed to nothing said at all.
+    pub fn relay_unreachable(&self) -> bool {
+        self.failing_since.is_some()
+    }
+}
+
 /// The part of a failure line an SRE recognises (`General transport failure`), or the
 /// line.
-fn failure_words(line: &str) -> &str {
+pub fn failure_words(line: &str) -> &str {
     for known in [
         "General transport failure",
         "Unable to connect",

@@ -40,6 +40,8 @@ pub struct CheckinConfig {
     pub warn_after: Duration,
     /// Without a successful check-in this long: critical.
     pub critical_after: Duration,
+    /// After a restart for check-in, a new success must show within this.
+    pub verify_within: Duration,
     /// Which log lines are registrations, reports and failures (substrings,
     /// case-sensitive); the wording varies across client versions.
     pub patterns: Patterns,
@@ -51,6 +53,7 @@ pub(crate) struct RawCheckin {
     relay_chain_dir: Option<Spanned<PathBuf>>,
     warn_after: Option<Spanned<HumanDuration>>,
     critical_after: Option<Spanned<HumanDuration>>,
+    verify_within: Option<Spanned<HumanDuration>>,
     attempt_patterns: Option<Vec<String>>,
     registered_patterns: Option<Vec<String>>,
     report_patterns: Option<Vec<String>>,
@@ -88,6 +91,12 @@ impl RawCheckin {
             )?,
             warn_after,
             critical_after,
+            verify_within: duration(
+                self.verify_within,
+                Duration::from_secs(30 * 60),
+                Duration::from_millis(100),
+            )?
+            .0,
             patterns: Patterns {
                 attempting: self.attempt_patterns.unwrap_or(d.attempting),
                 registered: self.registered_patterns.unwrap_or(d.registered),

@@ -78,6 +78,7 @@ fn build(
     let plan = Plan {
         remediation: config.remediation.clone(),
         verify_within: cfg.verify_within,
+        checkin_verify_within: cfg.checkin.verify_within,
         reinstall: config.remediation.reinstall.clone(),
         command_timeout: cfg.managed.command_timeout,
         state_dir: config.state_dir.clone(),
@@ -558,22 +559,49 @@ impl Daemon for Besclient {
                     status: DaemonStatus::Running,
                     health,
                     reason,
-                    problem: None,
+                    // Alive is not compliant: a client that cannot check in gets the
+                    // runbook's restart.
+                    problem: (checkin == CheckinVerdict::Critical)
+                        .then_some(Problem::NotCheckingIn),
                 }
             }
         })
     }
 
-    /// Verified: the process is up and today's log was written after the action.
+    /// Verified: the process is up and today's log was written after the action; for a
+    /// client that did not check in, a new check-in after it.
     fn verify(
         &self,
         core: &Core<DaemonStatus>,
-        _step: Step,
+        step: Step,
         issued: DateTime<Utc>,
     ) -> Result<String, String> {
         let Some(p) = self.proc.filter(|p| p.alive()) else {
             return Err("BESClient is not running".to_owned());
         };
+        if core.ladder.problem() == Some(Problem::NotCheckingIn) {
+            return match self.checkin.last_success {
+                Some((t, via)) if t >= issued => Ok(format!(
+                    "BESClient verified checking in: pid {} {via} {:.1}s after the {}{}",
+                    p.pid,
+                    (t - issued).num_milliseconds().max(0) as f64 / 1000.0,
+                    step.as_str(),
+                    self.checkin
+                        .relay
+                        .as_deref()
+                        .map_or(String::new(), |r| format!(" via relay {r}"))
+                )),
+                _ => Err(match &self.checkin.last_failure {
+                    Some((t, line)) if *t >= issued => format!(
+                        "no BigFix check-in since the {} ({} at {})",
+                        step.as_str(),
+                        checkin::failure_words(line),
+                        hms(*t)
+                    ),
+                    _ => format!("no BigFix check-in since the {}", step.as_str()),
+                }),
+            };
+        }
         let today = core.clock.today_log_name();
         match self.logs.today_write {
             Some(t) if t > issued => Ok(format!(
@@ -588,6 +616,27 @@ impl Daemon for Besclient {
             )),
             None => Err(format!("pid {} is up but {today} has not appeared", p.pid)),
         }
+    }
+
+    /// A restart that did not bring the check-in back: a relay this host cannot reach is
+    /// said as such, and held until the next round.
+    fn exhausted_words(
+        &self,
+        core: &Core<DaemonStatus>,
+        retry_at: DateTime<Utc>,
+    ) -> Option<String> {
+        if core.ladder.problem() != Some(Problem::NotCheckingIn) {
+            return None;
+        }
+        let next = format!("holding; next restart at {}", retry_at.to_rfc3339());
+        Some(match (&self.checkin.relay, self.checkin.failing_since, &self.checkin.last_failure) {
+            (Some(r), Some(since), Some((_, line))) if self.checkin.relay_unreachable() => format!(
+                "relay {r} unreachable from this host since {} ({}); a restart did not help; {next}",
+                since.format("%Y-%m-%d %H:%M UTC"),
+                checkin::failure_words(line)
+            ),
+            _ => format!("BigFix check-in still failing after a restart; {next}"),
+        })
     }
 
     /// Every process running the BESClient executable.

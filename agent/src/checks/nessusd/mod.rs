@@ -48,6 +48,7 @@ pub fn supervisor(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Supe
     let plan = Plan {
         remediation: config.remediation.clone(),
         verify_within: cfg.verify_within,
+        checkin_verify_within: cfg.verify_within,
         // The configured reinstall is besclient's.
         reinstall: Vec::new(),
         command_timeout: cfg.managed.command_timeout,
