@@ -16,7 +16,9 @@ use crate::index::{DeadlineIndex, HostId};
 use crate::state::{classify, explain, Facts, HostState, Lifecycle, Policy, Verdict};
 use crate::store::{HeartbeatRecord, HistoryRecord, HostRow, StateJson};
 
+mod relays;
 mod scan;
+pub use relays::RelayView;
 pub use scan::{ProbeAssignment, ScannerView, ZoneView};
 
 /// Label values repeat across thousands of hosts: each distinct one is stored once.
@@ -70,6 +72,8 @@ struct Host {
     nessusd_down: bool,
     /// Its BMC's address and what the scanners found there.
     bmc: Option<Box<scan::BmcWatch>>,
+    /// Its BigFix relay and since when it fails to check in through it.
+    checkin: Option<Box<relays::CheckinWatch>>,
     state: HostState,
     lifecycle: Lifecycle,
     flagged: bool,
@@ -164,6 +168,7 @@ pub struct Registry {
     changes: DeadlineIndex,
     by_state: [HashSet<HostId>; 6],
     notes: Vec<HistoryRecord>,
+    suspects: relays::Suspects,
 }
 
 fn slot(s: HostState) -> usize {
@@ -183,6 +188,7 @@ impl Registry {
             changes: DeadlineIndex::new(),
             by_state: Default::default(),
             notes: Vec::new(),
+            suspects: Default::default(),
         }
     }
 
@@ -232,6 +238,7 @@ impl Registry {
             boot_s: 0,
             nessusd_down: false,
             bmc: None,
+            checkin: None,
             state: HostState::Up,
             lifecycle: Lifecycle::Build,
             flagged: false,
@@ -349,6 +356,7 @@ impl Registry {
                 .is_some_and(|n| n.health == Health::Critical);
             let address = s.bmc.as_ref().and_then(|b| b.address);
             self.watch_bmc(id, address, r.received_at);
+            self.watch_checkin(id, s.besclient.checkin.as_ref());
         }
         let t = self.rejudge(id, r.received_at);
         match (new, t) {
@@ -493,7 +501,11 @@ impl Registry {
     /// one thing and explains another, whatever the sweeper has reached).
     fn reason(&self, id: HostId, now: DateTime<Utc>) -> String {
         let h = &self.hosts[id as usize];
-        explain(&self.facts(h, now), &self.policy, h.state, now)
+        let own = explain(&self.facts(h, now), &self.policy, h.state, now);
+        match self.relay_words(h) {
+            Some(relay) => format!("{relay}; {own}"),
+            None => own,
+        }
     }
 
     fn view(&self, id: HostId, now: DateTime<Utc>) -> HostView<'_> {

@@ -30,7 +30,9 @@ pub async fn run(
         tokio::time::sleep(wait).await;
         let (changes, notes) = {
             let mut r = lock(&registry);
-            (r.sweep(clock.now()), r.take_notes())
+            let now = clock.now();
+            r.refresh_relays(now);
+            (r.sweep(now), r.take_notes())
         };
         for t in changes {
             announce(&t, &metrics);

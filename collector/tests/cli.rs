@@ -208,3 +208,81 @@ fn the_collector_checks_its_configuration_and_exits_78_with_the_place() {
     let o = check(&["--probe-interval", "1m", "check-config"]);
     assert_eq!(o.status.code(), Some(0), "{}", out(&o));
 }
+
+#[test]
+fn a_relay_most_of_whose_hosts_fail_together_is_suspect_and_named() {
+    let d = tempfile::tempdir().unwrap();
+    let c = Collector::start(d.path(), "60s");
+    let (agents, admin) = (c.agents(), c.admin());
+    let since = "2026-12-01T09:12:00Z";
+    let hb = |host: &str, relay: &str, failing: bool| {
+        let mut v = heartbeat(host, 60, if failing { "critical" } else { "ok" }, &[]);
+        v["state"]["besclient"]["checkin"] = serde_json::json!({
+            "verdict": if failing { "critical" } else { "ok" },
+            "reason": if failing { "not checked into BigFix for 1day 3h" } else { "checked into BigFix 1m ago (report)" },
+            "last_success_at": "2026-11-30T06:00:00Z", "last_success_via": "report",
+            "relay": relay,
+            "last_failure_at": if failing { Some(since) } else { None },
+            "last_failure": if failing { Some("GetURL failed - General transport failure") } else { None },
+            "failing_since": if failing { Some(since) } else { None },
+            "bad_records": 0
+        });
+        v
+    };
+    let mut names = Vec::new();
+    for i in 0..6 {
+        for (relay, failing) in [("relay-a", i < 5), ("relay-b", i == 0)] {
+            let host = format!("{}{i}", &relay[6..]);
+            let r = agents.post(&hb(&host, relay, failing));
+            assert_eq!(r.status, 200, "{:?}", r.body);
+            names.push(host);
+        }
+    }
+    for h in &names {
+        let o = rollcall(&c, None, &["lifecycle", h, "live"]);
+        assert!(o.status.success(), "{}", out(&o));
+    }
+
+    let r = admin.get("/api/v1/relays").unwrap().body;
+    assert_eq!(r["suspect"], 1, "{r}");
+    let relay = |name: &str| {
+        r["relays"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["relay"] == name)
+            .cloned()
+            .unwrap()
+    };
+    let a = relay("relay-a");
+    assert_eq!(
+        (a["hosts"].as_u64(), a["failing"].as_u64()),
+        (Some(6), Some(5)),
+        "{a}"
+    );
+    assert_eq!(a["suspect"], true, "{a}");
+    assert_eq!(a["regions"], serde_json::json!(["us-south"]), "{a}");
+    assert_eq!(relay("relay-b")["suspect"], false, "{r}");
+
+    // The failing hosts of the suspect relay say so first; the other relay's do not.
+    common::wait(|| {
+        admin.get("/api/v1/hosts/a0").unwrap().body["host"]["reason"]
+            .as_str()
+            .is_some_and(|s| {
+                s.starts_with(
+                    "relay relay-a suspect: 5 of 6 hosts cannot check in through it since 2026-12-01 09:12 UTC; unhealthy",
+                )
+            })
+    });
+    let b0 = admin.get("/api/v1/hosts/b0").unwrap().body;
+    let b0 = b0["host"]["reason"].as_str().unwrap();
+    assert!(b0.starts_with("unhealthy"), "{b0}");
+
+    let o = rollcall(&c, None, &["relays"]);
+    assert_eq!(o.status.code(), Some(1), "a suspect relay: {}", out(&o));
+    let t = out(&o);
+    assert!(t.contains("relay-a") && t.contains("SUSPECT"), "{t}");
+    let o = rollcall(&c, None, &["relays", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["suspect"], 1);
+}

@@ -65,6 +65,12 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// BigFix relays: the live hosts checking in through each, how many fail to; exit 1 if
+    /// a relay is suspect.
+    Relays {
+        #[arg(long)]
+        json: bool,
+    },
     /// Put a host under maintenance (or end it with --end).
     Maintenance {
         name: String,
@@ -407,6 +413,43 @@ fn run(cli: Cli) -> Outcome {
                 );
             }
             Ok(if v["flagged"].as_u64().unwrap_or(0) > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Cmd::Relays { json } => {
+            let v = get(&c, "/api/v1/relays")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                let rows: Vec<Vec<String>> = v["relays"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|r| {
+                        let regions: Vec<&str> = r["regions"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|x| x.as_str())
+                            .collect();
+                        vec![
+                            r["relay"].as_str().unwrap_or("").to_owned(),
+                            r["hosts"].to_string(),
+                            r["failing"].to_string(),
+                            regions.join(","),
+                            if r["suspect"] == true { "SUSPECT" } else { "" }.to_owned(),
+                            r["reason"].as_str().unwrap_or("").to_owned(),
+                        ]
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    table(&["RELAY", "HOSTS", "FAILING", "REGIONS", "", "WHY"], &rows)
+                );
+            }
+            Ok(if v["suspect"].as_u64().unwrap_or(0) > 0 {
                 ExitCode::from(1)
             } else {
                 ExitCode::SUCCESS

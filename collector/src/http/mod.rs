@@ -6,6 +6,7 @@ mod app;
 mod health;
 mod hosts;
 mod ingest;
+mod relays;
 mod scan;
 
 use std::sync::Arc;
@@ -116,7 +117,7 @@ pub fn body(b: std::result::Result<Bytes, BytesRejection>, metrics: &Metrics) ->
 async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        "no such endpoint; see /api/v1/hosts, /api/v1/summary, /metrics",
+        "no such endpoint; see /api/v1/hosts, /api/v1/summary, /api/v1/relays, /metrics",
     )
 }
 
@@ -136,6 +137,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/probe-targets", get(scan::probe_targets))
         .route("/api/v1/probe-results", post(scan::probe_results))
         .route("/api/v1/zones", get(scan::zones))
+        .route("/api/v1/relays", get(relays::relays))
         .route("/metrics", get(health::metrics))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
