@@ -103,7 +103,8 @@ impl Client {
         })
     }
 
-    /// The status and raw body, unparsed: for timing the server, not the client's JSON.
+    /// The status and raw body, unparsed: for timing the server, and for bodies that are
+    /// not JSON (a CSV export).
     pub fn get_bytes(&self, path: &str) -> Result<(u16, Vec<u8>), ClientError> {
         let url = format!("{}{path}", self.base);
         let mut rq = self.http.get(&url);

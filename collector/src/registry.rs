@@ -10,14 +10,16 @@ use std::hash::BuildHasher;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rollcall_proto::Health;
+use rollcall_proto::{DaemonStatus, Health};
 
 use crate::index::{DeadlineIndex, HostId};
 use crate::state::{classify, explain, Facts, HostState, Lifecycle, Policy, Verdict};
 use crate::store::{HeartbeatRecord, HistoryRecord, HostRow, StateJson};
 
+mod compliance;
 mod relays;
 mod scan;
+pub use compliance::{ComplianceRow, CSV_HEADER};
 pub use relays::RelayView;
 pub use scan::{ProbeAssignment, ScannerView, ZoneView};
 
@@ -70,6 +72,8 @@ struct Host {
     boot_s: u32,
     /// Its nessusd is critical (a scanner that scans nothing).
     nessusd_down: bool,
+    /// What its agent last said of the BigFix client.
+    besclient: DaemonStatus,
     /// Its BMC's address and what the scanners found there.
     bmc: Option<Box<scan::BmcWatch>>,
     /// Its BigFix relay and since when it fails to check in through it.
@@ -237,6 +241,7 @@ impl Registry {
             other: None,
             boot_s: 0,
             nessusd_down: false,
+            besclient: DaemonStatus::Unknown,
             bmc: None,
             checkin: None,
             state: HostState::Up,
@@ -350,6 +355,7 @@ impl Registry {
             h.health_reason = r.reason.as_str().into();
         }
         if let StateJson::Parsed(s) = &r.state_json {
+            h.besclient = s.besclient.status;
             h.nessusd_down = s
                 .nessusd
                 .as_ref()

@@ -286,3 +286,111 @@ fn a_relay_most_of_whose_hosts_fail_together_is_suspect_and_named() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["suspect"], 1);
 }
+
+/// RFC 4180 records: quoted fields may hold commas, quotes (doubled) and line breaks.
+fn csv_records(text: &str) -> Vec<Vec<String>> {
+    let (mut records, mut record, mut field) = (Vec::new(), Vec::new(), String::new());
+    let mut chars = text.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            (true, '"') => quoted = false,
+            (true, c) => field.push(c),
+            (false, '"') => quoted = true,
+            (false, ',') => record.push(std::mem::take(&mut field)),
+            (false, '\r') => {}
+            (false, '\n') => {
+                record.push(std::mem::take(&mut field));
+                records.push(std::mem::take(&mut record));
+            }
+            (false, c) => field.push(c),
+        }
+    }
+    assert!(
+        !quoted && field.is_empty() && record.is_empty(),
+        "unterminated record"
+    );
+    records
+}
+
+#[test]
+fn the_compliance_export_is_csv_with_a_header_and_a_row_per_host() {
+    let d = tempfile::tempdir().unwrap();
+    let c = Collector::start(d.path(), "60s");
+    let agents = c.agents();
+    for (host, health) in [("web-1", "ok"), ("web-2", "critical"), ("db-1", "ok")] {
+        let mut hb = heartbeat(host, 60, health, &[]);
+        hb["state"]["besclient"]["checkin"] = serde_json::json!({
+            "verdict": "ok", "reason": "checked into BigFix 1m ago (report)",
+            "last_success_at": "2026-12-01T09:00:00Z", "last_success_via": "report",
+            "relay": "relay-dal10", "last_failure_at": null, "last_failure": null,
+            "failing_since": null, "bad_records": 0
+        });
+        assert_eq!(agents.post(&hb).status, 200);
+    }
+    for h in ["web-1", "web-2"] {
+        assert!(rollcall(&c, None, &["lifecycle", h, "live"])
+            .status
+            .success());
+    }
+    let o = rollcall(
+        &c,
+        None,
+        &[
+            "maintenance",
+            "web-1",
+            "--for",
+            "2h",
+            "--reason",
+            "disk, \"quoted\"",
+        ],
+    );
+    assert!(o.status.success(), "{}", out(&o));
+
+    let o = rollcall(&c, None, &["compliance", "--csv"]);
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    let records = csv_records(&String::from_utf8(o.stdout).unwrap());
+    let header = &records[0];
+    assert_eq!(header[0], "name");
+    assert!(header.contains(&"last_checkin".to_owned()) && header.contains(&"relay".to_owned()));
+    assert!(
+        records.iter().all(|r| r.len() == header.len()),
+        "{records:?}"
+    );
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let row = |host: &str| records.iter().find(|r| r[0] == host).unwrap().clone();
+    let names: Vec<&str> = records[1..].iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(names, ["db-1", "web-1", "web-2"]);
+    assert_eq!(row("web-2")[col("in_scope")], "true");
+    assert_eq!(row("web-2")[col("state")], "unhealthy");
+    assert_eq!(row("web-1")[col("in_scope")], "false", "in maintenance");
+    assert!(
+        row("web-1")[col("reason")].contains("disk, \"quoted\""),
+        "{:?}",
+        row("web-1")
+    );
+    assert!(!row("web-1")[col("maintenance_until")].is_empty());
+    assert_eq!(row("db-1")[col("in_scope")], "false", "in build");
+    assert_eq!(row("web-2")[col("relay")], "relay-dal10");
+    assert_eq!(
+        row("web-2")[col("last_checkin")],
+        "2026-12-01T09:00:00+00:00"
+    );
+    assert_eq!(row("web-2")[col("besclient")], "dead");
+
+    let o = rollcall(&c, None, &["compliance", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (v["hosts"].as_u64(), v["in_scope"].as_u64()),
+        (Some(3), Some(1))
+    );
+    let o = rollcall(&c, None, &["compliance"]);
+    assert!(out(&o).contains("3 host(s), 1 in scope"), "{}", out(&o));
+    let bad = c.admin().get("/api/v1/compliance?format=xml").unwrap();
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.body["field"], "format");
+}

@@ -71,6 +71,14 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// One row per host for a compliance ticket: scope, state, BigFix check-in and relay,
+    /// nessusd, BMC and the zone's scanners (a table, --json, or --csv to attach).
+    Compliance {
+        #[arg(long, conflicts_with = "csv")]
+        json: bool,
+        #[arg(long)]
+        csv: bool,
+    },
     /// Put a host under maintenance (or end it with --end).
     Maintenance {
         name: String,
@@ -417,6 +425,60 @@ fn run(cli: Cli) -> Outcome {
             } else {
                 ExitCode::SUCCESS
             })
+        }
+        Cmd::Compliance { json, csv } => {
+            if csv {
+                let (status, body) = c
+                    .get_bytes("/api/v1/compliance?format=csv")
+                    .map_err(|e| Failure::Unreachable(e.to_string()))?;
+                if !(200..300).contains(&status) {
+                    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    return Err(Failure::Refused(
+                        v["error"].as_str().unwrap_or("refused").to_owned(),
+                    ));
+                }
+                print!("{}", String::from_utf8_lossy(&body));
+                return Ok(ExitCode::SUCCESS);
+            }
+            let v = get(&c, "/api/v1/compliance")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                let s = |r: &Value, k: &str| r[k].as_str().unwrap_or("").to_owned();
+                let rows: Vec<Vec<String>> = v["rows"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|r| {
+                        vec![
+                            s(r, "name"),
+                            if r["in_scope"] == true { "yes" } else { "no" }.to_owned(),
+                            s(r, "state"),
+                            s(r, "besclient"),
+                            s(r, "last_checkin"),
+                            s(r, "relay"),
+                            s(r, "bmc"),
+                        ]
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    table(
+                        &[
+                            "HOST",
+                            "IN SCOPE",
+                            "STATE",
+                            "BESCLIENT",
+                            "LAST CHECK-IN",
+                            "RELAY",
+                            "BMC"
+                        ],
+                        &rows
+                    )
+                );
+                println!("{} host(s), {} in scope", v["hosts"], v["in_scope"]);
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Relays { json } => {
             let v = get(&c, "/api/v1/relays")?;

@@ -3,6 +3,7 @@
 
 mod admin;
 mod app;
+mod compliance;
 mod health;
 mod hosts;
 mod ingest;
@@ -138,6 +139,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/probe-results", post(scan::probe_results))
         .route("/api/v1/zones", get(scan::zones))
         .route("/api/v1/relays", get(relays::relays))
+        .route("/api/v1/compliance", get(compliance::compliance))
         .route("/metrics", get(health::metrics))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

@@ -28,8 +28,9 @@ const REGION: usize = 1;
 #[derive(Debug)]
 pub(super) struct CheckinWatch {
     /// Interned relay name (in the label interner).
-    relay: u32,
-    failing_since_ms: Option<i64>,
+    pub(super) relay: u32,
+    pub(super) failing_since_ms: Option<i64>,
+    pub(super) last_success_ms: Option<i64>,
 }
 
 /// One relay as `GET /api/v1/relays` shows it.
@@ -57,14 +58,14 @@ pub(super) struct Suspects {
 impl Registry {
     /// Keeps what the agent said of its check-in.
     pub(super) fn watch_checkin(&mut self, id: HostId, c: Option<&CheckinState>) {
-        let relay = c
-            .and_then(|c| c.relay.as_deref())
-            .map(|r| self.labels.id(r));
+        // An unnamed relay is kept as "" (the host's check-in still counts for the export).
+        let relay = c.map(|c| self.labels.id(c.relay.as_deref().unwrap_or("")));
         let h = &mut self.hosts[id as usize];
         h.checkin = match (c, relay) {
             (Some(c), Some(relay)) => Some(Box::new(CheckinWatch {
                 relay,
                 failing_since_ms: c.failing_since.map(ms),
+                last_success_ms: c.last_success_at.map(ms),
             })),
             _ => None,
         };
@@ -82,6 +83,9 @@ impl Registry {
             let Some(c) = h.checkin.as_deref().filter(|_| in_scope(h)) else {
                 continue;
             };
+            if self.labels.get(c.relay).is_empty() {
+                continue;
+            }
             let a = by.entry(self.labels.get(c.relay)).or_insert(Acc {
                 hosts: 0,
                 failing: Vec::new(),
@@ -157,8 +161,9 @@ impl Registry {
     }
 }
 
-/// Live and not in maintenance: the hosts whose failures say something about a relay.
-fn in_scope(h: &Host) -> bool {
+/// Live and not in maintenance: the hosts whose failures say something about a relay, and
+/// the hosts a compliance report is about.
+pub(super) fn in_scope(h: &Host) -> bool {
     h.lifecycle == Lifecycle::Live && h.state != HostState::Maintenance
 }
 

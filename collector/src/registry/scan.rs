@@ -147,6 +147,22 @@ impl Registry {
     }
 
     /// The host's BMC address and each scanner's latest verdict on it, for its view.
+    /// The scanners' verdict on a host's BMC in words: `reachable`, `unreachable: …`,
+    /// `not probed yet`, or `no BMC address` (the agent reported none).
+    pub(super) fn bmc_verdict(&self, h: &Host, now: DateTime<Utc>) -> String {
+        let Some(b) = h.bmc.as_ref() else {
+            return "no BMC address".to_owned();
+        };
+        if let Some(why) = self.bmc_unreachable(h, now) {
+            return format!("unreachable: {why}");
+        }
+        if b.seen.is_empty() {
+            "not probed yet".to_owned()
+        } else {
+            "reachable".to_owned()
+        }
+    }
+
     pub fn bmc_probes(&self, name: &str) -> Option<serde_json::Value> {
         let h = &self.hosts[self.id(name)? as usize];
         let b = h.bmc.as_ref()?;
