@@ -120,6 +120,17 @@ pub struct HostView<'r> {
     /// The other identity, while the host is a duplicate.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duplicate_of: Option<&'r str>,
+    /// Its last BigFix check-in and relay, as its agent reported them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkin: Option<CheckinView<'r>>,
+}
+
+/// A host's BigFix check-in in a listing.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct CheckinView<'r> {
+    pub last_success: Option<DateTime<Utc>>,
+    pub relay: &'r str,
+    pub failing_since: Option<DateTime<Utc>>,
 }
 
 /// A host's non-empty labels, shown as a JSON object.
@@ -528,6 +539,11 @@ impl Registry {
                 .then(|| h.other.as_ref().map(|o| &*o.identity))
                 .flatten(),
             labels: Labels(h.labels.map(|v| self.labels.get(v))),
+            checkin: h.checkin.as_deref().map(|c| CheckinView {
+                last_success: c.last_success_ms.map(at),
+                relay: self.labels.get(c.relay),
+                failing_since: c.failing_since_ms.map(at),
+            }),
         }
     }
 

@@ -7,7 +7,9 @@
 
 use std::hash::{Hash, Hasher};
 
-use crate::{AgentState, BesclientState, BmcState, DiskState, LogState, NessusdState};
+use crate::{
+    AgentState, BesclientState, BmcState, CheckinState, DiskState, LogState, NessusdState,
+};
 
 /// Feeds what an SRE would call a change of state to `h`.
 pub trait Significant {
@@ -73,7 +75,26 @@ impl Significant for BesclientState {
         errors.hash(h);
         disk.significant(h);
         remediation.hash(h);
-        checkin.hash(h);
+        checkin.significant(h);
+    }
+}
+
+impl Significant for CheckinState {
+    fn significant<H: Hasher>(&self, h: &mut H) {
+        let CheckinState {
+            verdict,
+            relay,
+            failing_since,
+            bad_records,
+            // These move with every report or failed attempt; the verdict, the relay and
+            // when failing started are what change the picture.
+            reason: _,
+            last_success_at: _,
+            last_success_via: _,
+            last_failure_at: _,
+            last_failure: _,
+        } = self;
+        (verdict, relay, failing_since, bad_records).hash(h);
     }
 }
 

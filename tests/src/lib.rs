@@ -287,7 +287,18 @@ impl SimHost {
 
     /// Starts the client through its init script and waits for its first log block.
     pub fn start_client(&self) -> u32 {
-        let out = self.service("start");
+        let mut out = self.service("start");
+        // Just installed: a process another test thread forked while the copy's write fd was
+        // open may still hold it for an instant (ETXTBSY); that passes.
+        for _ in 0..20 {
+            if out.status.success()
+                || !String::from_utf8_lossy(&out.stderr).contains("Text file busy")
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            out = self.service("start");
+        }
         assert!(
             out.status.success(),
             "init script start failed: {}",

@@ -98,4 +98,173 @@ fn a_relay_that_goes_down_gets_one_restart_then_a_hold_that_names_it() {
         checkin(&v)["verdict"] == "ok" && v["host"]["state"] == "up"
     });
     assert!(checkin(&view())["failing_since"].is_null());
+
+    // Garbage in the client's records is ignored, and said once.
+    let chain = h
+        .root()
+        .join("var/opt/BESClient/__BESData/__Global/RelayChain");
+    let today = std::fs::read_dir(&chain)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .max()
+        .unwrap();
+    for junk in [
+        "At 25:99:00 +0000 - S - s:1(x",
+        "\u{1}\u{2}garbage",
+        "At 10:00:00 +0000 - Q - s:1(a) - r:2(b) - c:3(c)",
+    ] {
+        let mut text = std::fs::read_to_string(&today).unwrap();
+        text.push_str(junk);
+        text.push('\n');
+        std::fs::write(&today, text).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let said = |a: &Agent| {
+        a.lines()
+            .iter()
+            .filter(|l| {
+                l["msg"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("could not be read"))
+            })
+            .count()
+    };
+    wait_until("the garbage said", T, || said(&agent) >= 1);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(said(&agent), 1, "said once");
+    assert_eq!(checkin(&view())["verdict"], "ok", "still ok");
+}
+
+#[test]
+fn a_refused_registration_is_seen_in_the_relay_chain_alone() {
+    let data = tempfile::tempdir().unwrap();
+    let c = Collector::start(data.path(), &format!("127.0.0.1:{}", free_port()), "5s");
+    let admin = c.admin();
+    let (h, _agent) = relay_host(&c, "web-9", "relay-x.example", "us-south");
+    wait_until("check-in ok", T, || {
+        checkin(&host_view(&admin, "web-9"))["verdict"] == "ok"
+    });
+    h.faults("relay = relay-x.example\nrun = refused\n");
+    wait_until("check-in critical", T, || {
+        checkin(&host_view(&admin, "web-9"))["verdict"] == "critical"
+    });
+    let c9 = checkin(&host_view(&admin, "web-9")).clone();
+    assert_eq!(c9["relay"], "relay-x.example", "{c9}");
+    assert!(
+        c9["reason"]
+            .as_str()
+            .unwrap()
+            .contains("registration failed talking to relay relay-x.example"),
+        "{c9}"
+    );
+}
+
+/// A host with a running client registered with `relay`, and an agent reporting every
+/// second that only observes (remediation off) with short check-in thresholds.
+fn relay_host(c: &Collector, name: &str, relay: &str, region: &str) -> (SimHost, Agent) {
+    let h = SimHost::new();
+    h.faults(&format!("relay = {relay}\n"));
+    h.start_client();
+    let config = h.agent_config("sysv", "", "enabled = false");
+    h.report_to(&config, c, name, "1s", &format!("region = \"{region}\""));
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&h.checkin_section("warn_after = \"2s\"\ncritical_after = \"3s\""));
+    std::fs::write(&config, text).unwrap();
+    let a = Agent::start(&config);
+    (h, a)
+}
+
+#[test]
+fn a_relay_most_of_whose_hosts_fail_together_is_suspect_and_the_hosts_say_so() {
+    let data = tempfile::tempdir().unwrap();
+    let c = Collector::start(data.path(), &format!("127.0.0.1:{}", free_port()), "5s");
+    let admin = c.admin();
+    let mut fleet = Vec::new();
+    for i in 0..6 {
+        fleet.push(relay_host(
+            &c,
+            &format!("a{i}"),
+            "relay-a.example",
+            "us-south",
+        ));
+    }
+    for i in 0..2 {
+        fleet.push(relay_host(
+            &c,
+            &format!("b{i}"),
+            "relay-b.example",
+            "us-east",
+        ));
+    }
+    let names: Vec<String> = (0..6)
+        .map(|i| format!("a{i}"))
+        .chain((0..2).map(|i| format!("b{i}")))
+        .collect();
+    for n in &names {
+        wait_until(&format!("{n} checking in"), T, || {
+            checkin(&host_view(&admin, n))["verdict"] == "ok"
+        });
+        // Hosts are in build for their first 48 h: make them live, as the inventory would.
+        let r = admin
+            .send_json(
+                "PUT",
+                &format!("/api/v1/hosts/{n}/lifecycle"),
+                &serde_json::json!({"lifecycle": "live"}),
+            )
+            .unwrap();
+        assert_eq!(r.status, 200, "{:?}", r.body);
+    }
+    let relays = || admin.get("/api/v1/relays").unwrap().body;
+    assert_eq!(relays()["suspect"], 0, "{}", relays());
+
+    // relay-a goes down for five of its six hosts.
+    for (h, _) in &fleet[..5] {
+        h.faults("relay = relay-a.example\nrun = relay-down\n");
+    }
+    wait_until("relay-a suspect", T, || relays()["suspect"] == 1);
+    let r = relays();
+    let relay = |name: &str| {
+        r["relays"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["relay"] == name)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(relay("relay-a.example")["suspect"], true, "{r}");
+    assert_eq!(relay("relay-a.example")["failing"], 5, "{r}");
+    assert_eq!(relay("relay-a.example")["hosts"], 6, "{r}");
+    assert_eq!(relay("relay-b.example")["suspect"], false, "{r}");
+    wait_until("a failing host's reason names the relay", T, || {
+        host_view(&admin, "a0")["host"]["reason"]
+            .as_str()
+            .is_some_and(|s| {
+                s.starts_with(
+                    "relay relay-a.example suspect: 5 of 6 hosts cannot check in through it since",
+                )
+            })
+    });
+    assert_eq!(host_view(&admin, "a5")["host"]["state"], "up");
+    assert_eq!(host_view(&admin, "b0")["host"]["state"], "up");
+    let o = std::process::Command::new(rollcall_tests::bin("rollcall"))
+        .arg("relays")
+        .env("ROLLCALL_URL", &c.url)
+        .env("ROLLCALL_CA", c.data.join("ca.pem"))
+        .env(
+            "ROLLCALL_TOKEN",
+            std::fs::read_to_string(c.data.join("admin.token"))
+                .unwrap()
+                .trim(),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("SUSPECT"));
 }

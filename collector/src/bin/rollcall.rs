@@ -189,6 +189,14 @@ fn host_rows(v: &Value) -> Vec<Vec<String>> {
                         format!("{}{flag}", s("state")),
                         s("lifecycle"),
                         h["labels"]["zone"].as_str().unwrap_or("-").to_owned(),
+                        h["checkin"]["last_success"]
+                            .as_str()
+                            .map_or("-".to_owned(), |t| t.chars().take(16).collect()),
+                        h["checkin"]["relay"]
+                            .as_str()
+                            .filter(|r| !r.is_empty())
+                            .unwrap_or("-")
+                            .to_owned(),
                         s("reason"),
                     ]
                 })
@@ -204,7 +212,15 @@ fn print_hosts(v: &Value, json: bool) {
         println!(
             "{}",
             table(
-                &["NAME", "STATE", "LIFECYCLE", "ZONE", "WHY"],
+                &[
+                    "NAME",
+                    "STATE",
+                    "LIFECYCLE",
+                    "ZONE",
+                    "CHECK-IN",
+                    "RELAY",
+                    "WHY"
+                ],
                 &host_rows(v)
             )
         );

@@ -11,7 +11,7 @@
 //! Its faults are set in `<root>/etc/besclient-sim.conf` (re-read every tick), outside the
 //! client's own trees so that a reinstall keeps them:
 //!   start = ok | fail | slow:SECS      refuse to start, or start silently for SECS
-//!   run = ok | hang | crash:SECS | errors | relay-down
+//!   run = ok | hang | crash:SECS | errors | relay-down | refused
 //!   relay = relay.example              the relay it registers with
 //!   interval_ms = 1000                 how often it logs
 //!
@@ -20,7 +20,9 @@
 //! '<url>'`, and a line in `__BESData/__Global/RelayChain/YYYYMMDD.txt`
 //! (`At HH:MM:SS +ZZZZ - S - s:ID(server) - r:ID(relay) - c:ID(client)`), then posts a
 //! report every tick. With `relay-down` every tick is a failed registration: the log's
-//! `GetURL failed - General transport failure` and an `F` RelayChain line, no reports.
+//! `GetURL failed - General transport failure` and an `F` RelayChain line, no reports. With
+//! `refused` the relay answers but refuses it: an `F` RelayChain line and a log line in no
+//! documented wording, so only the RelayChain file tells.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -183,13 +185,15 @@ impl Logger<'_> {
         }
     }
 
-    /// One registration with `relay`: its log lines and its RelayChain line.
-    fn register(&self, relay: &str, ok: bool) {
+    /// One registration with `relay`: its log lines and its RelayChain line. `how`: `ok`,
+    /// `refused`, anything else a transport failure.
+    fn register(&self, relay: &str, how: &str) {
         let url = format!("https://{relay}:52311/cgi-bin/bfenterprise/clientregister.exe");
-        let outcome = if ok {
-            format!("Registered with url '{url}'")
-        } else {
-            format!("RegisterOnce: GetURL failed - General transport failure. - '{url}' (winsock error 4294967295 - registration url - {url})")
+        let ok = how == "ok";
+        let outcome = match how {
+            "ok" => format!("Registered with url '{url}'"),
+            "refused" => format!("RegisterOnce: registration refused by '{url}'"),
+            _ => format!("RegisterOnce: GetURL failed - General transport failure. - '{url}' (winsock error 4294967295 - registration url - {url})"),
         };
         self.block(&[
             format!("RegisterOnce: Attempting secure registration with '{url}?RequestType=RegisterMe60'"),
@@ -257,22 +261,23 @@ fn run(l: &Layout) -> ExitCode {
         "Using crypto library libBEScrypto - OpenSSL".into(),
         "Client has an AuthenticationCertificate".into(),
     ]);
-    let mut registered = f.run != "relay-down";
-    log.register(&f.relay, registered);
+    let failing = |run: &str| matches!(run, "relay-down" | "refused");
+    let mut registered = !failing(&f.run);
+    log.register(&f.relay, if registered { "ok" } else { &f.run });
     let started = Instant::now();
     let mut n: u64 = 0;
     loop {
         std::thread::sleep(f.interval);
         f = faults(l);
-        if f.run == "relay-down" {
+        if failing(&f.run) {
             registered = false;
-            log.register(&f.relay, false);
+            log.register(&f.relay, &f.run);
             continue;
         }
         if !registered && f.run != "hang" {
             // The relay is back: register again before reporting.
             registered = true;
-            log.register(&f.relay, true);
+            log.register(&f.relay, "ok");
         }
         if let Some(after) = secs(&f.run, "crash:") {
             if started.elapsed() >= after {

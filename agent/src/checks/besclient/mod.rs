@@ -156,6 +156,16 @@ impl Besclient {
         }
     }
 
+    /// What makes a check-in record news: the first success, a failure starting or ending,
+    /// another relay. A routine report from a client that checks in is not.
+    fn checkin_news_key(&self) -> (bool, Option<DateTime<Utc>>, Option<String>) {
+        (
+            self.checkin.last_success.is_some(),
+            self.checkin.failing_since,
+            self.checkin.relay.clone(),
+        )
+    }
+
     /// Says once that unreadable check-in records were ignored.
     fn say_bad_records(&mut self) {
         if self.checkin.bad_records > 0 && !std::mem::replace(&mut self.said_bad_records, true) {
@@ -206,13 +216,13 @@ impl Besclient {
         };
         let (lines, _) = self.relay_tail.poll_lines(path);
         let now = core.now();
-        let mut changed = false;
+        let before = self.checkin_news_key();
         for line in lines.iter().filter(|l| !l.trim().is_empty()) {
-            changed |= self
-                .checkin
+            self.checkin
                 .note(checkin::relay_chain_line(date, line), now);
         }
-        changed
+        // A routine registration of a client that checks in is no news.
+        self.checkin_news_key() != before
     }
 
     /// New lines of the daily log `path`, read for check-in records; whether they changed
@@ -269,8 +279,9 @@ impl Besclient {
     fn on_written(&mut self, path: PathBuf, core: &mut Core<DaemonStatus>) -> bool {
         self.logs.dir_exists = true;
         let errors = self.errors.count;
-        let checkin = self.checkin.last_success.map(|(t, _)| t);
-        let failing = self.checkin.failing_since;
+        // A routine report from a client that checks in is no news: only the first success,
+        // a failure starting or ending, or another relay is.
+        let before = self.checkin_news_key();
         let mtime = self.match_errors(&path, core);
         if let Some(t) = mtime {
             self.logs.last_write = self.logs.last_write.max(Some(t));
@@ -290,8 +301,7 @@ impl Besclient {
             self.find_process(core);
         }
         self.errors.count != errors
-            || self.checkin.last_success.map(|(t, _)| t) != checkin
-            || self.checkin.failing_since != failing
+            || self.checkin_news_key() != before
             || core.status != DaemonStatus::Running
             || core.ladder.verifying().is_some()
             || self.proc.is_none()
@@ -721,14 +731,9 @@ impl Daemon for Besclient {
                 s.remediation.flapping,
                 s.unit_state.clone(),
                 s.disk.as_ref().is_some_and(|d| d.full),
-                s.checkin.as_ref().map(|c| {
-                    (
-                        c.verdict,
-                        c.last_success_at,
-                        c.relay.clone(),
-                        c.failing_since,
-                    )
-                }),
+                s.checkin
+                    .as_ref()
+                    .map(|c| (c.verdict, c.relay.clone(), c.failing_since)),
             )
         };
         key(old) != key(new)
