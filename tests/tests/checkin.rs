@@ -130,6 +130,18 @@ fn a_relay_that_goes_down_gets_one_restart_then_a_hold_that_names_it() {
             })
             .count()
     };
+    // doctor walks the runbook's check: the check-in, the relay, the last success.
+    let o = std::process::Command::new(rollcall_tests::bin("rollcall-agent"))
+        .args(["doctor", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let doctor = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        doctor.contains("BigFix check-in: ok — checked into BigFix")
+            && doctor.contains("relay relay-dal10.example; last success 20"),
+        "{doctor}"
+    );
     wait_until("the garbage said", T, || said(&agent) >= 1);
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(said(&agent), 1, "said once");

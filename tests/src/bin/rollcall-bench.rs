@@ -218,15 +218,33 @@ fn sample(pid: u32) -> Result<(u64, u64)> {
     Ok((rss, ns))
 }
 
+/// Bytes in a host's log directory and RelayChain directory.
+fn logged_bytes(h: &SimHost) -> u64 {
+    let chain = h
+        .root()
+        .join("var/opt/BESClient/__BESData/__Global/RelayChain");
+    [h.log_dir(), chain]
+        .iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
 fn footprint() -> Result<()> {
     let seconds = arg("--seconds", 600);
+    // The client's pace: one log block a second by default; faster to measure the cost of
+    // reading (error lines, check-in lines) per MiB.
+    let interval_ms = arg("--interval-ms", 1000);
     let a = SimHost::new();
-    a.faults("interval_ms = 1000\n");
+    a.faults(&format!("interval_ms = {interval_ms}\n"));
     a.start_client();
     let agent = Agent::start(&a.agent_config("sysv", "stale_after = \"1h\"", ""));
     agent.wait_supervising();
     let m = SimHost::new();
-    m.faults("interval_ms = 1000\n");
+    m.faults(&format!("interval_ms = {interval_ms}\n"));
     m.start_client();
     let (monit, _dir) = Monit::start(&m)?;
     let monit_pid = monit.0.id();
@@ -237,6 +255,7 @@ fn footprint() -> Result<()> {
 
     let (_, a0) = sample(agent.pid())?;
     let (_, m0) = sample(monit_pid)?;
+    let bytes0 = logged_bytes(&a);
     let start = Instant::now();
     let (mut a_rss, mut m_rss) = (Vec::new(), Vec::new());
     while start.elapsed() < Duration::from_secs(seconds) {
@@ -249,7 +268,11 @@ fn footprint() -> Result<()> {
     let (_, m1) = sample(monit_pid)?;
     let max = |v: &[u64]| v.iter().copied().max().unwrap_or(0);
     let cpu = |t0: u64, t1: u64| (t1 - t0) as f64 / 1e9 / el * 100.0;
-    println!("{el:.0} s supervising a healthy simulated BESClient (one log block a second):");
+    let read_mib = logged_bytes(&a).saturating_sub(bytes0) as f64 / (1 << 20) as f64;
+    println!(
+        "{el:.0} s supervising a healthy simulated BESClient (a log block every {interval_ms} ms, a report and so a check-in each; {:.2} MiB of new log lines):",
+        read_mib
+    );
     println!(
         "  rollcall-agent  RSS max {:>6} KiB  CPU {:.4} % of one core ({:.1} ms)",
         max(&a_rss),
@@ -266,6 +289,12 @@ fn footprint() -> Result<()> {
         "  RSS ratio agent/monit: {:.2}",
         max(&a_rss) as f64 / max(&m_rss) as f64
     );
+    if read_mib > 0.0 {
+        println!(
+            "  rollcall-agent CPU per MiB of new log lines read: {:.0} ms (fixed costs included)",
+            (a1 - a0) as f64 / 1e6 / read_mib
+        );
+    }
     let restarts = agent.events().iter().filter(|e| is(e, "action")).count();
     println!("  agent actions during the run: {restarts} (expected 0)");
     Ok(())
@@ -356,6 +385,6 @@ fn main() -> Result<()> {
         Some("latency") => latency(),
         Some("footprint") => footprint(),
         Some("report") => report(),
-        _ => bail!("usage: rollcall-bench latency [--kills 50] [--monit-kills 10] | footprint [--seconds 600] | report [--kills 15] [--gap 10]"),
+        _ => bail!("usage: rollcall-bench latency [--kills 50] [--monit-kills 10] | footprint [--seconds 600] [--interval-ms 1000] | report [--kills 15] [--gap 10]"),
     }
 }
