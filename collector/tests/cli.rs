@@ -382,6 +382,13 @@ fn the_compliance_export_is_csv_with_a_header_and_a_row_per_host() {
     );
     assert_eq!(row("web-2")[col("besclient")], "dead");
 
+    let o = rollcall(&c, None, &["host", "web-2"]);
+    assert!(
+        out(&o).contains("BigFix check-in: ok — checked into BigFix 1m ago (report) (relay relay-dal10, last success 2026-12-01T09:00:00Z)"),
+        "{}",
+        out(&o)
+    );
+
     let o = rollcall(&c, None, &["compliance", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(

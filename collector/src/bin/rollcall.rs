@@ -348,6 +348,22 @@ fn run(cli: Cli) -> Outcome {
                     b["reason"].as_str().unwrap_or("")
                 );
             }
+            let ci = &b["checkin"];
+            if ci.is_object() {
+                // The registry's copy is updated by every heartbeat; the stored state only
+                // when the verdict, relay or failing-since change.
+                let fresh = &h["checkin"];
+                println!(
+                    "  BigFix check-in: {} — {} (relay {}, last success {})",
+                    ci["verdict"].as_str().unwrap_or(""),
+                    ci["reason"].as_str().unwrap_or(""),
+                    fresh["relay"]
+                        .as_str()
+                        .filter(|r| !r.is_empty())
+                        .unwrap_or("not named"),
+                    fresh["last_success"].as_str().unwrap_or("none seen")
+                );
+            }
             for check in ["nessusd", "bmc"] {
                 let c = &v["agent_state"][check];
                 if c.is_object() {
