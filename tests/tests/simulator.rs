@@ -1,4 +1,5 @@
-//! The BESClient simulator behaves as DOMAIN.md documents the real client.
+//! The BESClient simulator behaves as the vendor documents the real client: its paths, daily
+//! logs, size cap and retention, and LSB init script verbs.
 
 use std::process::Command;
 use std::time::Duration;

@@ -1,4 +1,5 @@
-//! A stand-in for the closed BigFix client daemon, behaving as DOMAIN.md documents.
+//! A stand-in for the closed BigFix client daemon, behaving as the vendor documents it
+//! (the layout, logs, settings and RelayChain records described below).
 //!
 //! Installed as `<root>/opt/BESClient/bin/BESClient` (root `/` on a real host or container)
 //! and started by the LSB init script `<root>/etc/init.d/besclient`. Run with no arguments

@@ -1,4 +1,5 @@
-//! A stand-in for the closed Nessus scanner daemon, behaving as DOMAIN.md documents.
+//! A stand-in for the closed Nessus scanner daemon, behaving as the vendor documents it
+//! (paths, LSB init script, `/server/status` JSON over HTTPS with a self-signed certificate).
 //!
 //! Installed as `<root>/opt/nessus/sbin/nessus-service` (root `/` on a real host) and
 //! started by the LSB init script `<root>/etc/init.d/nessusd` (verbs start, stop, restart,

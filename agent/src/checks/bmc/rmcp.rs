@@ -1,6 +1,8 @@
 //! RMCP on UDP 623, the two probes a scanner sends a BMC: the ASF Presence Ping and, for
 //! BMCs that ignore ASF, IPMI 1.5 "Get Channel Authentication Capabilities" without a
-//! session. Byte layouts as in DOMAIN.md; RMCP/ASF fields are big-endian. Pure: bytes in,
+//! session. Byte layouts are DMTF DSP0136 (ASF 2.0: RMCP header, class 0x06, IANA 4542,
+//! Presence Ping 0x80 / Pong 0x40) and IPMI 1.5 (message 0x38 on netfn App); RMCP/ASF fields
+//! are big-endian, IPMI's little-endian. Pure: bytes in,
 //! bytes out. Parsing is lenient about what does not matter (trailing bytes, OEM fields)
 //! and strict about what proves a BMC answered this probe (class, IANA, type, tag).
 
@@ -121,7 +123,7 @@ mod tests {
         );
     }
 
-    /// A pong as DOMAIN.md lays it out, from a BMC that supports IPMI.
+    /// A Presence Pong as ASF 2.0 lays it out, from a BMC that supports IPMI.
     fn pong(tag: u8, entities: u8) -> Vec<u8> {
         let mut p = vec![
             0x06, 0x00, 0xFF, 0x06, 0x00, 0x00, 0x11, 0xBE, 0x40, tag, 0x00, 0x10,

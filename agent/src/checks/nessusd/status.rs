@@ -10,8 +10,9 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::DigitallySignedStruct;
 
-/// What `/server/status` said, judged as DOMAIN.md says: `ready` ok, `loading` busy,
-/// anything else (or nothing) down.
+/// What `/server/status` said (Nessus answers `{"status": "ready"}`, `"loading"` with a
+/// `progress` while it compiles plugins, other words such as `"download-failed"` when it
+/// cannot scan): `ready` ok, `loading` busy, anything else (or nothing) down.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Status {
     Ready,
