@@ -45,6 +45,15 @@ pub enum Problem {
     NotCheckingIn,
 }
 
+impl Problem {
+    /// The daemon is up through this problem: its rounds are one restart, never escalated,
+    /// its own judgement stands while the restart is verified, and a death or hang meanwhile
+    /// is a round of its own.
+    pub fn daemon_runs(self) -> bool {
+        self == Problem::NotCheckingIn
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WaitReason {
     /// The ladder ran out; waiting before the next round.
@@ -174,8 +183,7 @@ impl RemediationLadder {
         self.prune(now);
         // A check-in round never keeps a dead or hung client waiting: that is a round of
         // its own, at once.
-        let other =
-            self.problem == Some(Problem::NotCheckingIn) && problem != Problem::NotCheckingIn;
+        let other = self.problem.is_some_and(Problem::daemon_runs) && !problem.daemon_runs();
         match self.phase {
             Phase::Verifying { step, deadline } if !other => {
                 return Decision::Verifying { step, deadline }
@@ -247,7 +255,7 @@ impl RemediationLadder {
             _ => self.next.unwrap_or(Step::Restart),
         };
         let next = match step {
-            _ if self.problem == Some(Problem::NotCheckingIn) => None,
+            _ if self.problem.is_some_and(Problem::daemon_runs) => None,
             Step::Restart => Some(Step::HardRestart),
             Step::HardRestart if self.policy.has_reinstall => Some(Step::Reinstall),
             Step::HardRestart | Step::Reinstall => None,

@@ -138,8 +138,6 @@ pub struct Plan {
     pub verify_within: Duration,
     /// How long a restart for [`Problem::NotCheckingIn`] has to show a new check-in.
     pub checkin_verify_within: Duration,
-    /// The reinstall command; empty: the ladder has no reinstall step.
-    pub reinstall: Vec<String>,
     pub command_timeout: Duration,
     pub state_dir: PathBuf,
     /// How often to ask the service manager while nothing happens; `None`: only around
@@ -271,7 +269,6 @@ impl<D: Daemon> Supervisor<D> {
     pub fn new(daemon: D, manager: ServiceManager, plan: Plan, clock: Arc<dyn Clock>) -> Self {
         let now = clock.now();
         let policy = Policy {
-            has_reinstall: !plan.reinstall.is_empty(),
             checkin_verify_within: plan.checkin_verify_within,
             ..Policy::new(&plan.remediation, plan.verify_within)
         };
@@ -409,13 +406,13 @@ impl<D: Daemon> Supervisor<D> {
                         self.core.issued_at = None;
                         self.fail_step(step, why, now_i, now).await;
                     }
-                    Err(_) if self.core.ladder.problem() == Some(Problem::NotCheckingIn) => {
+                    Err(_) if self.core.ladder.problem().is_some_and(Problem::daemon_runs) => {
                         // The client runs: its own state stands while the new check-in is
                         // awaited, unless it died or hung meanwhile (a round of its own).
                         let Some(v) = self.daemon.classify(&mut self.core).await else {
                             return;
                         };
-                        let other = v.problem.is_some_and(|p| p != Problem::NotCheckingIn);
+                        let other = v.problem.is_some_and(|p| !p.daemon_runs());
                         self.set_status(v.status, v.health, v.reason);
                         if !other {
                             return;
@@ -545,7 +542,7 @@ impl<D: Daemon> Supervisor<D> {
             ),
             Step::Reinstall => format!(
                 "{name} reinstall issued: {} ({cause})",
-                self.core.plan.reinstall.join(" ")
+                self.core.plan.remediation.reinstall.join(" ")
             ),
         };
         self.core.emit(
@@ -581,7 +578,10 @@ impl<D: Daemon> Supervisor<D> {
                     .map_err(|e| e.to_string())
             }
             Step::Reinstall => {
-                let (argv, timeout) = (&self.core.plan.reinstall, self.core.plan.command_timeout);
+                let (argv, timeout) = (
+                    &self.core.plan.remediation.reinstall,
+                    self.core.plan.command_timeout,
+                );
                 match pinging(dog, crate::exec::run(argv, timeout)).await {
                     Ok(out) if out.status.success() => pinging(dog, manager.start())
                         .await

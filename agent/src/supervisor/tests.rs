@@ -179,7 +179,6 @@ fn supervise(setup: Setup) -> Harness {
         },
         verify_within: VERIFY_WITHIN,
         checkin_verify_within: VERIFY_WITHIN,
-        reinstall: setup.reinstall,
         command_timeout: Duration::from_secs(5),
         state_dir: state_dir.path().to_owned(),
         unit_every: None,

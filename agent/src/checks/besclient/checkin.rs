@@ -256,7 +256,9 @@ impl Checkin {
         }
     }
 
-    /// Takes a record in, read at `now`; whether it changed anything.
+    /// Takes a record in, read at `now`; whether it is news: the first success, a failure
+    /// starting or ending, another relay. A routine report from a client that checks in is
+    /// not (it moves the last success, which the verdict reads on its own time).
     pub fn note(&mut self, r: Result<Signal, BadLine>, now: DateTime<Utc>) -> bool {
         let s = match r {
             Ok(s) if s.at() <= now + FUTURE_SLACK => s,
@@ -267,16 +269,17 @@ impl Checkin {
         };
         let at = s.at();
         self.first_seen = Some(self.first_seen.map_or(at, |t| t.min(at)));
-        match s {
+        let (first, failing) = (self.last_success.is_none(), self.failing_since);
+        let relay = match s {
             Signal::Success { at, via, relay } => {
                 if self.last_success.is_some_and(|(t, _)| t > at) {
                     return false;
                 }
                 self.last_success = Some((at, via));
-                self.relay = relay.or(self.relay.take());
                 if self.failing_since.is_some_and(|f| f <= at) {
                     self.failing_since = None;
                 }
+                relay
             }
             Signal::Failure { at, line, relay } => {
                 if self.last_failure.as_ref().is_some_and(|(t, _)| *t > at) {
@@ -286,16 +289,15 @@ impl Checkin {
                     self.failing_since = Some(at);
                 }
                 self.last_failure = Some((at, line));
-                self.relay = relay.or(self.relay.take());
+                relay
             }
-            Signal::Attempt { relay, .. } => {
-                if self.relay.as_deref() == Some(relay.as_str()) {
-                    return false;
-                }
-                self.relay = Some(relay);
-            }
+            Signal::Attempt { relay, .. } => Some(relay),
+        };
+        let new_relay = relay.is_some() && relay != self.relay;
+        if new_relay {
+            self.relay = relay;
         }
-        true
+        (first && self.last_success.is_some()) || failing != self.failing_since || new_relay
     }
 
     /// The verdict at `now`, and the reason in words.
@@ -481,14 +483,6 @@ pub fn read_back(log_dir: &Path, relay_dir: &Path, p: &Patterns, now: DateTime<U
     c
 }
 
-impl Checkin {
-    /// Whether the failures since the last success are the client failing to reach its
-    /// relay or server (transport), as opposed to nothing said at all.
-    pub fn relay_unreachable(&self) -> bool {
-        self.failing_since.is_some()
-    }
-}
-
 /// The part of a failure line an SRE recognises (`General transport failure`), or the
 /// line.
 pub fn failure_words(line: &str) -> &str {
@@ -640,7 +634,10 @@ mod tests {
 
         // The relay goes away.
         assert!(c.note(chain("09:12:00", "F"), utc(9, 12, 1)));
-        assert!(c.note(chain("10:12:00", "F"), utc(10, 12, 1)));
+        assert!(
+            !c.note(chain("10:12:00", "F"), utc(10, 12, 1)),
+            "still failing: no news"
+        );
         assert_eq!(c.failing_since, Some(utc(9, 12, 0)));
         assert_eq!(c.verdict(utc(13, 0, 0), warn, crit).0, Verdict::Ok);
         let (v, why) = c.verdict(utc(14, 0, 0), warn, crit);
@@ -662,6 +659,11 @@ mod tests {
         assert!(c.note(chain("20:00:00", "S"), utc(20, 0, 1)));
         assert_eq!(c.failing_since, None);
         assert_eq!(c.verdict(utc(20, 5, 0), warn, crit).0, Verdict::Ok);
+        assert!(
+            !c.note(chain("21:00:00", "S"), utc(21, 0, 1)),
+            "a routine success is no news"
+        );
+        assert_eq!(c.last_success.map(|(t, _)| t), Some(utc(21, 0, 0)));
     }
 
     #[test]

@@ -79,7 +79,6 @@ fn build(
         remediation: config.remediation.clone(),
         verify_within: cfg.verify_within,
         checkin_verify_within: cfg.checkin.verify_within,
-        reinstall: config.remediation.reinstall.clone(),
         command_timeout: cfg.managed.command_timeout,
         state_dir: config.state_dir.clone(),
         unit_every: Some(UNIT_EVERY),
@@ -149,21 +148,11 @@ impl Besclient {
         fresh.keep_times_if_unwritten(&self.logs);
         self.logs = fresh;
         if let Some(newest) = self.logs.newest.clone() {
-            self.match_errors(&self.cfg.log_dir.join(newest), core);
+            self.read_log(&self.cfg.log_dir.join(newest), core);
         }
         if let Some(newest) = self.newest_relay_chain() {
             self.read_relay_chain(&newest, core);
         }
-    }
-
-    /// What makes a check-in record news: the first success, a failure starting or ending,
-    /// another relay. A routine report from a client that checks in is not.
-    fn checkin_news_key(&self) -> (bool, Option<DateTime<Utc>>, Option<String>) {
-        (
-            self.checkin.last_success.is_some(),
-            self.checkin.failing_since,
-            self.checkin.relay.clone(),
-        )
     }
 
     /// Says once that unreadable check-in records were ignored.
@@ -209,24 +198,23 @@ impl Besclient {
             .map(|n| self.cfg.checkin.relay_chain_dir.join(n))
     }
 
-    /// New lines of a RelayChain file; whether the check-in changed.
+    /// New lines of a RelayChain file; whether they are news (see [`Checkin::note`]).
     fn read_relay_chain(&mut self, path: &Path, core: &mut Core<DaemonStatus>) -> bool {
         let Some(date) = checkin::file_date(path) else {
             return false;
         };
         let (lines, _) = self.relay_tail.poll_lines(path);
         let now = core.now();
-        let before = self.checkin_news_key();
+        let mut news = false;
         for line in lines.iter().filter(|l| !l.trim().is_empty()) {
-            self.checkin
+            news |= self
+                .checkin
                 .note(checkin::relay_chain_line(date, line), now);
         }
-        // A routine registration of a client that checks in is no news.
-        self.checkin_news_key() != before
+        news
     }
 
-    /// New lines of the daily log `path`, read for check-in records; whether they changed
-    /// the check-in.
+    /// New lines of the daily log `path`, read for check-in records; whether they are news.
     fn read_checkin_lines(&mut self, path: &Path, lines: &[String], now: DateTime<Utc>) -> bool {
         let Some(date) = checkin::file_date(path) else {
             return false;
@@ -237,15 +225,15 @@ impl Besclient {
         let Some((_, reader)) = self.checkin_log.as_mut() else {
             return false;
         };
-        let mut changed = false;
+        let mut news = false;
         for line in lines {
             match reader.line(line, &self.cfg.checkin.patterns) {
                 Ok(None) => {}
-                Ok(Some(s)) => changed |= self.checkin.note(Ok(s), now),
-                Err(e) => changed |= self.checkin.note(Err(e), now),
+                Ok(Some(s)) => news |= self.checkin.note(Ok(s), now),
+                Err(e) => news |= self.checkin.note(Err(e), now),
             }
         }
-        changed
+        news
     }
 
     fn on_exit(&mut self, core: &mut Core<DaemonStatus>) {
@@ -279,10 +267,7 @@ impl Besclient {
     fn on_written(&mut self, path: PathBuf, core: &mut Core<DaemonStatus>) -> bool {
         self.logs.dir_exists = true;
         let errors = self.errors.count;
-        // A routine report from a client that checks in is no news: only the first success,
-        // a failure starting or ending, or another relay is.
-        let before = self.checkin_news_key();
-        let mtime = self.match_errors(&path, core);
+        let (mtime, checkin_news) = self.read_log(&path, core);
         if let Some(t) = mtime {
             self.logs.last_write = self.logs.last_write.max(Some(t));
         }
@@ -301,24 +286,26 @@ impl Besclient {
             self.find_process(core);
         }
         self.errors.count != errors
-            || self.checkin_news_key() != before
+            || checkin_news
             || core.status != DaemonStatus::Running
             || core.ladder.verifying().is_some()
             || self.proc.is_none()
     }
 
-    /// Matches new lines of `path` against the error patterns; returns its mtime.
-    fn match_errors(
+    /// Reads the new lines of `path`: error lines matched and counted, check-in lines
+    /// noted. Returns its mtime, and whether the check-in lines were news.
+    fn read_log(
         &mut self,
         path: &Path,
         core: &mut Core<DaemonStatus>,
-    ) -> Option<DateTime<Utc>> {
+    ) -> (Option<DateTime<Utc>>, bool) {
         let (lines, mtime) = self.tail.poll_lines(path);
         let now = core.now();
-        self.read_checkin_lines(path, &lines, now);
+        // A one-shot look read the check-in records back already.
+        let news = !self.one_shot && self.read_checkin_lines(path, &lines, now);
         let found: Vec<_> = lines.iter().filter_map(|l| self.tail.error(l)).collect();
         let Some(last) = found.last() else {
-            return mtime;
+            return (mtime, news);
         };
         self.errors.count += found.len() as u64;
         self.errors.last_line = Some(last.line.clone());
@@ -334,7 +321,7 @@ impl Besclient {
             );
             core.emit(CHECK, EventKind::Observed, msg, Fields::default());
         }
-        mtime
+        (mtime, news)
     }
 
     /// The time freshness is measured from: the last log write, or the agent's start if
@@ -391,7 +378,7 @@ impl Daemon for Besclient {
         if let Some(newest) = self.logs.newest.clone() {
             let path = self.cfg.log_dir.join(newest);
             if self.one_shot {
-                self.match_errors(&path, core);
+                self.read_log(&path, core);
             } else {
                 self.tail.follow_from_end(path);
             }
@@ -640,7 +627,9 @@ impl Daemon for Besclient {
         }
         let next = format!("holding; next restart at {}", retry_at.to_rfc3339());
         Some(match (&self.checkin.relay, self.checkin.failing_since, &self.checkin.last_failure) {
-            (Some(r), Some(since), Some((_, line))) if self.checkin.relay_unreachable() => format!(
+            // Failing since: the failure lines (transport errors, `F` registrations) came
+            // after the last success, so the relay is not reached.
+            (Some(r), Some(since), Some((_, line))) => format!(
                 "relay {r} unreachable from this host since {} ({}); a restart did not help; {next}",
                 since.format("%Y-%m-%d %H:%M UTC"),
                 checkin::failure_words(line)

@@ -23,7 +23,7 @@ pub use config::NessusdConfig;
 use status::{judge, Prober, Status as Answer};
 
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, RemediationConfig};
 use crate::manager::ServiceManager;
 use crate::process::{self, Proc};
 use crate::publish::Envelope;
@@ -46,11 +46,13 @@ pub fn supervisor(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Supe
     let cfg = &config.nessusd;
     let manager = ServiceManager::pick(&cfg.managed)?;
     let plan = Plan {
-        remediation: config.remediation.clone(),
+        // The configured reinstall is besclient's: nessusd's ladder has no such step.
+        remediation: RemediationConfig {
+            reinstall: Vec::new(),
+            ..config.remediation.clone()
+        },
         verify_within: cfg.verify_within,
         checkin_verify_within: cfg.verify_within,
-        // The configured reinstall is besclient's.
-        reinstall: Vec::new(),
         command_timeout: cfg.managed.command_timeout,
         state_dir: config.state_dir.clone(),
         unit_every: None,
