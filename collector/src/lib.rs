@@ -7,6 +7,7 @@ pub mod clock;
 pub mod command;
 pub mod config;
 pub mod http;
+pub mod incidents;
 pub mod index;
 pub mod ingest;
 pub mod metrics;

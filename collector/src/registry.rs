@@ -17,6 +17,7 @@ use crate::state::{classify, explain, Facts, HostState, Lifecycle, Policy, Verdi
 use crate::store::{HeartbeatRecord, HistoryRecord, HostRow, StateJson};
 
 mod compliance;
+mod incidents;
 mod relays;
 mod scan;
 pub use compliance::{ComplianceRow, CSV_HEADER};
@@ -78,6 +79,10 @@ struct Host {
     bmc: Option<Box<scan::BmcWatch>>,
     /// Its BigFix relay and since when it fails to check in through it.
     checkin: Option<Box<relays::CheckinWatch>>,
+    /// The checks its agent says are critical, with their words (only while it says so).
+    critical: Option<incidents::CriticalChecks>,
+    /// When its flag last changed (for flapping), newest last.
+    flips: Option<Box<[i64]>>,
     state: HostState,
     lifecycle: Lifecycle,
     flagged: bool,
@@ -255,6 +260,8 @@ impl Registry {
             besclient: DaemonStatus::Unknown,
             bmc: None,
             checkin: None,
+            critical: None,
+            flips: None,
             state: HostState::Up,
             lifecycle: Lifecycle::Build,
             flagged: false,
@@ -308,6 +315,7 @@ impl Registry {
         let from = h.state;
         self.by_state[slot(from)].remove(&id);
         self.by_state[slot(j.state)].insert(id);
+        let flipped = h.flagged != j.flagged && j.lifecycle == Lifecycle::Live;
         h.state = j.state;
         h.flagged = j.flagged;
         h.lifecycle = j.lifecycle;
@@ -323,6 +331,9 @@ impl Registry {
         if let (true, Some(r)) = (worth_a_line, &reason) {
             let name = h.name.to_string();
             self.note(&name, now, "state", format!("{from} -> {r}"));
+        }
+        if flipped {
+            self.flipped(id, ms(now));
         }
         let h = &self.hosts[id as usize];
         reason.map(|reason| Transition {
@@ -374,6 +385,10 @@ impl Registry {
             let address = s.bmc.as_ref().and_then(|b| b.address);
             self.watch_bmc(id, address, r.received_at);
             self.watch_checkin(id, s.besclient.checkin.as_ref());
+            let critical = (r.health == Health::Critical)
+                .then(|| incidents::critical_checks(s))
+                .filter(|c| !c.is_empty());
+            self.hosts[id as usize].critical = critical.map(Vec::into_boxed_slice);
         }
         let t = self.rejudge(id, r.received_at);
         match (new, t) {

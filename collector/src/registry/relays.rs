@@ -51,7 +51,7 @@ pub struct RelayView {
 /// The suspect relays, by interned name, with the sentence their failing hosts carry.
 #[derive(Debug, Default)]
 pub(super) struct Suspects {
-    words: HashMap<u32, String>,
+    pub(super) words: HashMap<u32, String>,
     at_ms: i64,
 }
 
