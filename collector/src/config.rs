@@ -64,6 +64,8 @@ pub struct Config {
     pub sans: Vec<String>,
     pub client_ca: Option<PathBuf>,
     pub queue: usize,
+    /// `[incidents]` and `[[notify]]` (file only).
+    pub notify: crate::notify::NotifyConfig,
 }
 
 /// The file: the same options as the command line.
@@ -78,6 +80,9 @@ struct FileConfig {
     san: Option<Vec<String>>,
     queue: Option<Spanned<usize>>,
     client_ca: Option<Spanned<PathBuf>>,
+    incidents: Option<crate::notify::config::RawIncidents>,
+    #[serde(default)]
+    notify: Vec<crate::notify::config::RawReceiver>,
 }
 
 impl Config {
@@ -99,6 +104,7 @@ impl Config {
             sans: args.sans,
             client_ca: args.client_ca,
             queue: args.queue,
+            notify: Default::default(),
         };
         if let Some(path) = args.config {
             let text = ConfigError::read(&path)?;
@@ -196,6 +202,7 @@ impl Config {
             }
             self.client_ca = Some(v.into_inner());
         }
+        self.notify = crate::notify::config::build(path, text, f.incidents, f.notify)?;
         Ok(())
     }
 }

@@ -11,6 +11,7 @@ pub mod incidents;
 pub mod index;
 pub mod ingest;
 pub mod metrics;
+pub mod notify;
 pub mod registry;
 pub mod retention;
 pub mod server;

@@ -11,6 +11,7 @@ use rollcall_collector::config::{Config, EX_CONFIG};
 use rollcall_collector::http::{self, App};
 use rollcall_collector::ingest::Ingest;
 use rollcall_collector::metrics::Metrics;
+use rollcall_collector::notify::Notifier;
 use rollcall_collector::registry::Registry;
 use rollcall_collector::state::Policy;
 use rollcall_collector::store::{self, Store};
@@ -43,6 +44,23 @@ fn main() -> ExitCode {
                 config.listen,
                 config.data_dir.display()
             );
+            for r in &config.notify.receivers {
+                // Only the host: a Slack webhook URL is itself a secret.
+                let host = url::Url::parse(&r.url)
+                    .ok()
+                    .and_then(|u| u.host_str().map(str::to_owned))
+                    .unwrap_or_default();
+                println!(
+                    "receiver {}: {} to {host}{}",
+                    r.name,
+                    r.kind.as_str(),
+                    if r.secret.is_some() {
+                        " (secret read)"
+                    } else {
+                        ""
+                    }
+                );
+            }
             Ok(())
         }
         Some(Sub::Token { action }) => token(&config.data_dir, action),
@@ -73,6 +91,15 @@ fn run(cli: Config) -> anyhow::Result<()> {
         probe_interval: cli.probe_interval,
         ..Policy::default()
     };
+    let notifier = Arc::new(
+        Notifier::new(
+            cli.notify.clone(),
+            store::open_incidents(dir)?,
+            external_url(&cli.listen),
+        )
+        .map_err(anyhow::Error::msg)?,
+    );
+    let engine = notifier.engine()?;
     let credentials = Credentials::load(writer_store.load_credentials()?);
     let mut registry = Registry::new(policy, up_since);
     registry.load(writer_store.load_hosts()?, up_since);
@@ -115,6 +142,7 @@ fn run(cli: Config) -> anyhow::Result<()> {
         ready: Default::default(),
         require_client_cert: cli.client_ca.is_some(),
         clock: clock.clone(),
+        notifier: notifier.clone(),
     });
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -137,6 +165,14 @@ fn run(cli: Config) -> anyhow::Result<()> {
             clock.clone(),
         ));
         tokio::spawn(retention::run(app.clone(), cli.event_retention_days));
+        tokio::spawn(
+            notifier
+                .clone()
+                .run_incidents(engine, registry.clone(), clock.clone()),
+        );
+        for i in 0..notifier.config.receivers.len() {
+            tokio::spawn(notifier.clone().run_receiver(i, clock.clone()));
+        }
         tokio::spawn(auth::reload_on_hup(app.clone(), dir.clone()));
         // Under systemd (Type=notify): ready once the socket is bound and state loaded.
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -152,4 +188,17 @@ fn run(cli: Config) -> anyhow::Result<()> {
         log::info!("stopping");
         anyhow::Ok(())
     })
+}
+
+/// The collector's address in links: its listen address, or this host's name when it
+/// listens on every address.
+fn external_url(listen: &std::net::SocketAddr) -> String {
+    if listen.ip().is_unspecified() {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "localhost".into());
+        format!("https://{host}:{}", listen.port())
+    } else {
+        format!("https://{listen}")
+    }
 }

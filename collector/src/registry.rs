@@ -189,6 +189,9 @@ pub struct Registry {
     by_state: [HashSet<HostId>; 6],
     notes: Vec<HistoryRecord>,
     suspects: relays::Suspects,
+    /// Counts changes of any host's state, flag or lifecycle, and of the suspect relays:
+    /// the incident pass looks again only when it moved.
+    generation: u64,
 }
 
 fn slot(s: HostState) -> usize {
@@ -209,6 +212,7 @@ impl Registry {
             by_state: Default::default(),
             notes: Vec::new(),
             suspects: Default::default(),
+            generation: 0,
         }
     }
 
@@ -316,6 +320,9 @@ impl Registry {
         self.by_state[slot(from)].remove(&id);
         self.by_state[slot(j.state)].insert(id);
         let flipped = h.flagged != j.flagged && j.lifecycle == Lifecycle::Live;
+        if changed {
+            self.generation += 1;
+        }
         h.state = j.state;
         h.flagged = j.flagged;
         h.lifecycle = j.lifecycle;
@@ -514,6 +521,11 @@ impl Registry {
         let id = self.id(name)?;
         self.hosts[id as usize].lifecycle_override = l;
         Some(self.rejudge(id, now))
+    }
+
+    /// Moves whenever a host's state, flag or lifecycle, or the suspect relays, change.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// When the sweeper must next look, if ever.

@@ -79,6 +79,28 @@ enum Cmd {
         #[arg(long)]
         csv: bool,
     },
+    /// Incidents, newest first (open ones unless --resolved or --all); with an id, that
+    /// incident, its history and its notifications. Exit 1 if any listed is open.
+    Incidents {
+        /// One incident by id.
+        id: Option<String>,
+        #[arg(long, conflicts_with = "all")]
+        resolved: bool,
+        #[arg(long)]
+        all: bool,
+        /// Only this kind (`unhealthy` takes every unhealthy-…).
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long)]
+        region: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Notification receivers: `list` their state, `test NAME` sends a marked test.
+    Notify {
+        #[command(subcommand)]
+        action: NotifyCmd,
+    },
     /// Put a host under maintenance (or end it with --end).
     Maintenance {
         name: String,
@@ -99,6 +121,18 @@ enum Cmd {
     /// Print the manual page (roff).
     #[command(hide = true)]
     Manpage,
+}
+
+#[derive(Subcommand)]
+enum NotifyCmd {
+    /// Each receiver: ok, retrying or failed; notifications pending, sent, refused.
+    /// Exit 1 if a receiver has failed for good.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a clearly marked test notification to receiver NAME (admin token).
+    Test { name: String },
 }
 
 enum Failure {
@@ -549,6 +583,151 @@ fn run(cli: Cli) -> Outcome {
                 ExitCode::SUCCESS
             })
         }
+        Cmd::Incidents {
+            id: Some(id), json, ..
+        } => {
+            let v = get(&c, &format!("/api/v1/incidents/{}", encode(&id)))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                print_incident(&v);
+            }
+            Ok(if v["resolved_at"].is_null() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Cmd::Incidents {
+            id: None,
+            resolved,
+            all,
+            kind,
+            region,
+            json,
+        } => {
+            let state = if all {
+                "all"
+            } else if resolved {
+                "resolved"
+            } else {
+                "open"
+            };
+            let mut path = format!("/api/v1/incidents?state={state}");
+            for (k, v) in [("kind", &kind), ("region", &region)] {
+                if let Some(v) = v {
+                    path.push_str(&format!("&{k}={}", encode(v)));
+                }
+            }
+            let v = get(&c, &path)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                let s = |r: &Value, k: &str| r[k].as_str().unwrap_or("").to_owned();
+                let rows: Vec<Vec<String>> = v["incidents"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|i| {
+                        let hosts = i["hosts"].as_array().map_or(0, Vec::len);
+                        let told = if !i["covered_by"].is_null() {
+                            format!("in {}", s(i, "covered_by"))
+                        } else {
+                            i["notified"]
+                                .as_array()
+                                .map(|a| {
+                                    a.iter()
+                                        .filter_map(|x| x.as_str())
+                                        .collect::<Vec<_>>()
+                                        .join(",")
+                                })
+                                .unwrap_or_default()
+                        };
+                        vec![
+                            i["id"].to_string(),
+                            s(i, "state"),
+                            s(i, "kind"),
+                            s(i, "subject"),
+                            s(i, "severity"),
+                            hosts.to_string(),
+                            s(i, "opened_at"),
+                            told,
+                            s(i, "summary"),
+                        ]
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    table(
+                        &[
+                            "ID", "STATE", "KIND", "SUBJECT", "SEVERITY", "HOSTS", "OPENED",
+                            "TOLD", "SUMMARY"
+                        ],
+                        &rows
+                    )
+                );
+                println!("{} incident(s), {} open", rows.len(), v["open"]);
+            }
+            Ok(if v["open"].as_u64().unwrap_or(0) > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Cmd::Notify {
+            action: NotifyCmd::List { json },
+        } => {
+            let v = get(&c, "/api/v1/receivers")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                let s = |r: &Value, k: &str| r[k].as_str().unwrap_or("").to_owned();
+                let rows: Vec<Vec<String>> = v["receivers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|r| {
+                        vec![
+                            s(r, "name"),
+                            s(r, "kind"),
+                            s(r, "state"),
+                            r["pending"].to_string(),
+                            r["sent"].to_string(),
+                            r["failed"].to_string(),
+                            s(r, "last_error"),
+                        ]
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    table(
+                        &[
+                            "RECEIVER",
+                            "KIND",
+                            "STATE",
+                            "PENDING",
+                            "SENT",
+                            "REFUSED",
+                            "LAST ERROR"
+                        ],
+                        &rows
+                    )
+                );
+            }
+            Ok(if v["failed"].as_u64().unwrap_or(0) > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Cmd::Notify {
+            action: NotifyCmd::Test { name },
+        } => {
+            let path = format!("/api/v1/receivers/{}/test", encode(&name));
+            send(&c, "POST", &path, Some(json!({})))?;
+            println!("{name}: test notification sent and taken");
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Maintenance {
             name,
             duration,
@@ -589,6 +768,72 @@ fn run(cli: Cli) -> Outcome {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Completions { .. } | Cmd::Manpage => unreachable!("answered above"),
+    }
+}
+
+fn print_incident(v: &Value) {
+    let s = |k: &str| v[k].as_str().unwrap_or("").to_owned();
+    println!("incident {} ({}): {}", v["id"], s("key"), s("state"));
+    println!("  {}", s("summary"));
+    println!("  severity: {}", s("severity"));
+    println!("  opened:   {}", s("opened_at"));
+    if !v["resolved_at"].is_null() {
+        println!("  resolved: {} ({})", s("resolved_at"), s("resolution"));
+    }
+    if !v["covered_by"].is_null() {
+        println!("  listed in {}, not notified on its own", s("covered_by"));
+    }
+    println!("  next step: {}", s("next_step"));
+    if !v["runbook"].is_null() {
+        println!("  runbook:   {}", s("runbook"));
+    }
+    let hosts: Vec<&str> = v["hosts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|h| h.as_str())
+        .collect();
+    if hosts.len() > 1 {
+        let shown = hosts
+            .iter()
+            .take(40)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(", ");
+        let more = hosts.len().saturating_sub(40);
+        let more = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        println!("  hosts ({}): {shown}{more}", hosts.len());
+    }
+    println!("  history:");
+    for l in v["history"].as_array().into_iter().flatten() {
+        println!(
+            "    {}  {}: {}",
+            l["at"].as_str().unwrap_or(""),
+            l["what"].as_str().unwrap_or(""),
+            l["message"].as_str().unwrap_or("")
+        );
+    }
+    let deliveries = v["deliveries"].as_array().cloned().unwrap_or_default();
+    if !deliveries.is_empty() {
+        println!("  notifications:");
+        for d in &deliveries {
+            let err = d["last_error"]
+                .as_str()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default();
+            println!(
+                "    {} {} to {}: {} after {} attempt(s){err}",
+                d["queued_at"].as_str().unwrap_or(""),
+                d["action"].as_str().unwrap_or(""),
+                d["receiver"].as_str().unwrap_or(""),
+                d["state"].as_str().unwrap_or(""),
+                d["attempts"]
+            );
+        }
     }
 }
 

@@ -41,6 +41,8 @@ pub struct App {
     pub require_client_cert: bool,
     /// The collector's clock: every "now" a handler uses.
     pub clock: Arc<dyn Clock>,
+    /// Incidents and their notifications.
+    pub notifier: Arc<crate::notify::Notifier>,
 }
 
 /// Per-host token bucket: a burst of 20, refilled one every 3 s.

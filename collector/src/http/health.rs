@@ -25,6 +25,7 @@ pub(super) async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
         "# HELP rollcall_zones Zones in use (host zone labels).\n# TYPE rollcall_zones gauge\nrollcall_zones {}\n# HELP rollcall_zones_flagged Scan zones with no working scanner.\n# TYPE rollcall_zones_flagged gauge\nrollcall_zones_flagged {zones_flagged}\n",
         zones.len()
     ));
+    text.push_str(&app.notifier.render(app.now()));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 

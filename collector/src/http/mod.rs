@@ -6,6 +6,7 @@ mod app;
 mod compliance;
 mod health;
 mod hosts;
+mod incidents;
 mod ingest;
 mod relays;
 mod scan;
@@ -118,7 +119,7 @@ pub fn body(b: std::result::Result<Bytes, BytesRejection>, metrics: &Metrics) ->
 async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        "no such endpoint; see /api/v1/hosts, /api/v1/summary, /api/v1/relays, /metrics",
+        "no such endpoint; see /api/v1/hosts, /api/v1/summary, /api/v1/incidents, /api/v1/relays, /metrics",
     )
 }
 
@@ -140,6 +141,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/zones", get(scan::zones))
         .route("/api/v1/relays", get(relays::relays))
         .route("/api/v1/compliance", get(compliance::compliance))
+        .route("/api/v1/incidents", get(incidents::incidents))
+        .route("/api/v1/incidents/{id}", get(incidents::incident))
+        .route("/api/v1/receivers", get(incidents::receivers))
+        .route("/api/v1/receivers/{name}/test", post(incidents::test))
         .route("/metrics", get(health::metrics))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

@@ -202,15 +202,15 @@ impl Registry {
         Some(self.reason(id, now))
     }
 
-    /// When every host has had its chance to be heard since the collector came up: before
-    /// that, silence proves nothing and no incident is opened or resolved.
+    /// When every host loaded at start has had its chance to be heard since the collector
+    /// came up: before that, silence proves nothing and no incident is opened or resolved.
     pub fn settled_at(&self) -> DateTime<Utc> {
         let longest = self
             .hosts
             .iter()
             .map(|h| h.interval_s)
             .max()
-            .unwrap_or(60)
+            .unwrap_or(0)
             .min(3600);
         self.up_since
             + chrono::Duration::seconds(longest as i64)

@@ -144,6 +144,9 @@ impl Registry {
             .filter(|r| r.suspect)
             .filter_map(|r| self.labels.find(&r.relay).map(|id| (id, r.reason)))
             .collect();
+        if words != self.suspects.words {
+            self.generation += 1;
+        }
         self.suspects = Suspects {
             words,
             at_ms: ms(now),

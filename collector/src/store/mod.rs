@@ -1,6 +1,7 @@
 //! Durable storage behind one trait: SQLite (embedded, the default) now, PostgreSQL later
 //! as one more file passing the same [`suite`].
 
+mod outbox;
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -10,6 +11,7 @@ use rollcall_proto::{Event, Health};
 
 pub(crate) use sqlite::SqliteStore;
 
+use crate::incidents::{Action, Incident};
 use crate::state::Lifecycle;
 
 /// One heartbeat as it is made durable.
@@ -216,6 +218,75 @@ impl<S: Store + ?Sized> Store for Box<S> {
     }
 }
 
+/// A notification as the outbox holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub receiver: String,
+    pub incident: i64,
+    pub action: Action,
+    /// The incident as it is told.
+    pub body: Incident,
+    pub created_at: DateTime<Utc>,
+    pub attempts: u32,
+    /// Not to be tried before this.
+    pub next_at: DateTime<Utc>,
+    /// `pending`, `sent`, `failed`.
+    pub state: String,
+    pub last_error: Option<String>,
+    pub done_at: Option<DateTime<Utc>>,
+}
+
+/// How one attempt at a notification ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivery {
+    Sent,
+    /// Try again at `at`.
+    Retry {
+        at: DateTime<Utc>,
+        error: String,
+    },
+    /// The receiver refused it for good (for example a 400): kept, shown, not retried.
+    Failed {
+        error: String,
+    },
+}
+
+/// Notifications per receiver and state, and when the oldest of them was written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxTally {
+    pub receiver: String,
+    pub state: String,
+    pub count: u64,
+    pub oldest: DateTime<Utc>,
+}
+
+/// Incidents and the notification outbox.
+pub trait IncidentStore: Send {
+    /// The incidents still open, and the next free incident id.
+    fn load_open_incidents(&self) -> Result<(Vec<Incident>, i64), StoreError>;
+    /// Incident changes and the notifications they cause, in one transaction.
+    fn record(
+        &mut self,
+        changed: &[Incident],
+        outbox: &[(i64, String, Action, Incident)],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// A receiver's pending notifications, oldest first.
+    fn pending(&self, receiver: &str, limit: usize) -> Result<Vec<OutboxRow>, StoreError>;
+    fn delivered(&mut self, id: i64, d: &Delivery, now: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Newest first; `open` picks open or resolved ones.
+    fn incidents(&self, open: Option<bool>, limit: usize) -> Result<Vec<Incident>, StoreError>;
+    /// One incident and every notification made of it.
+    fn incident(&self, id: i64) -> Result<Option<(Incident, Vec<OutboxRow>)>, StoreError>;
+    fn outbox_tally(&self) -> Result<Vec<OutboxTally>, StoreError>;
+}
+
+/// Opens a connection for incidents and the outbox (the notifier's and the API's).
+pub fn open_incidents(data_dir: &std::path::Path) -> Result<Box<dyn IncidentStore>, StoreError> {
+    Ok(Box::new(SqliteStore::open(&data_dir.join(DB_FILE))?))
+}
+
 /// Opens a connection to the store in `data_dir` (the embedded SQLite database,
 /// `rollcall.db`). Call it once per connection the collector needs: the ingest writer's,
 /// and the operators'.
@@ -278,6 +349,115 @@ pub(crate) mod suite {
         maintenance_and_lifecycle(&open);
         pruning(&open);
         credentials(&open);
+    }
+
+    /// The incident and outbox checks every backend must pass.
+    pub fn run_incidents<S: IncidentStore>(open: impl Fn() -> S) {
+        use crate::incidents::{Kind, Severity};
+        let inc = |id: i64, key: &str, open: bool| Incident {
+            id,
+            key: key.into(),
+            kind: Kind::Silent,
+            subject: key.into(),
+            severity: Severity::Critical,
+            state: if open { "open" } else { "resolved" }.into(),
+            summary: format!("{key} silent"),
+            next_step: "look".into(),
+            runbook: None,
+            labels: BTreeMap::new(),
+            hosts: vec![key.into()],
+            covered_by: None,
+            opened_at: t(1),
+            updated_at: t(1),
+            notified_at: Some(t(1)),
+            resolved_at: (!open).then(|| t(2)),
+            resolution: None,
+            notified: vec!["hook".into()],
+            history: vec![],
+        };
+        let mut s = open();
+        assert_eq!(s.load_open_incidents().unwrap(), (vec![], 1));
+        let a = inc(1, "silent/a", true);
+        let b = inc(2, "silent/b", true);
+        s.record(
+            &[a.clone(), b.clone()],
+            &[
+                (1, "hook".into(), Action::Trigger, a.clone()),
+                (2, "hook".into(), Action::Trigger, b.clone()),
+                (1, "pager".into(), Action::Trigger, a.clone()),
+            ],
+            t(1),
+        )
+        .unwrap();
+        // Resolved across a reopen: open ones come back, ids go on.
+        let b2 = inc(2, "silent/b", false);
+        open()
+            .record(
+                std::slice::from_ref(&b2),
+                &[(2, "hook".into(), Action::Resolve, b2.clone())],
+                t(2),
+            )
+            .unwrap();
+        let s = open();
+        let (still, next) = s.load_open_incidents().unwrap();
+        assert_eq!((still, next), (vec![a.clone()], 3));
+        // In order per receiver; delivery outcomes kept.
+        let hook = s.pending("hook", 10).unwrap();
+        let order: Vec<(i64, Action)> = hook.iter().map(|r| (r.incident, r.action)).collect();
+        assert_eq!(
+            order,
+            [
+                (1, Action::Trigger),
+                (2, Action::Trigger),
+                (2, Action::Resolve)
+            ]
+        );
+        let mut s = open();
+        s.delivered(hook[0].id, &Delivery::Sent, t(3)).unwrap();
+        s.delivered(
+            hook[1].id,
+            &Delivery::Retry {
+                at: t(60),
+                error: "HTTP 503".into(),
+            },
+            t(3),
+        )
+        .unwrap();
+        let pending = open().pending("hook", 10).unwrap();
+        assert_eq!(pending.len(), 2);
+        assert_eq!((pending[0].attempts, pending[0].next_at), (1, t(60)));
+        assert_eq!(pending[0].last_error.as_deref(), Some("HTTP 503"));
+        s.delivered(
+            pending[0].id,
+            &Delivery::Failed {
+                error: "HTTP 400".into(),
+            },
+            t(4),
+        )
+        .unwrap();
+        let (one, deliveries) = open().incident(2).unwrap().unwrap();
+        assert_eq!(one, b2);
+        let states: Vec<&str> = deliveries.iter().map(|d| d.state.as_str()).collect();
+        assert_eq!(states, ["failed", "pending"]);
+        assert!(open().incident(99).unwrap().is_none());
+        let resolved = open().incidents(Some(false), 10).unwrap();
+        assert_eq!(resolved, vec![b2]);
+        assert_eq!(open().incidents(None, 10).unwrap().len(), 2);
+        let mut tally = open().outbox_tally().unwrap();
+        tally.sort_by(|x, y| (&x.receiver, &x.state).cmp(&(&y.receiver, &y.state)));
+        let t: Vec<(&str, &str, u64)> = tally
+            .iter()
+            .map(|x| (x.receiver.as_str(), x.state.as_str(), x.count))
+            .collect();
+        assert_eq!(
+            t,
+            [
+                ("hook", "failed", 1),
+                ("hook", "pending", 1),
+                ("hook", "sent", 1),
+                ("pager", "pending", 1)
+            ]
+        );
     }
 
     fn credentials<S: Store>(open: &impl Fn() -> S) {

@@ -68,6 +68,32 @@ CREATE TABLE IF NOT EXISTS history (
 );
 CREATE INDEX IF NOT EXISTS history_host ON history(host, at);
 CREATE INDEX IF NOT EXISTS history_at ON history(at);
+-- Incidents, each a JSON document; the columns are what listings filter on.
+CREATE TABLE IF NOT EXISTS incidents (
+    id        INTEGER PRIMARY KEY,
+    key       TEXT NOT NULL,
+    open      INTEGER NOT NULL,
+    opened_at INTEGER NOT NULL,
+    doc       TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS incidents_open ON incidents(open, id);
+-- Notifications, written with the incident change that caused them and before they are
+-- sent: `pending` until the receiver took it (`sent`) or refused it for good (`failed`).
+CREATE TABLE IF NOT EXISTS outbox (
+    id         INTEGER PRIMARY KEY,
+    receiver   TEXT NOT NULL,
+    incident   INTEGER NOT NULL,
+    action     TEXT NOT NULL,
+    body       TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    next_at    INTEGER NOT NULL,
+    state      TEXT NOT NULL DEFAULT 'pending',
+    last_error TEXT,
+    done_at    INTEGER
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(receiver, state, id);
+CREATE INDEX IF NOT EXISTS outbox_incident ON outbox(incident);
 ";
 
 /// `heard` is folded into `hosts` once it holds this many rows, or this long after the
@@ -96,7 +122,7 @@ fn row_fingerprint(hb: &HeartbeatRecord) -> u64 {
 
 pub struct SqliteStore {
     path: PathBuf,
-    conn: Connection,
+    pub(super) conn: Connection,
     /// Per host (by a hash of its name: no copy of a million names), the fingerprints of
     /// the state and of the host row last written, so that neither is rewritten unchanged.
     /// Two names sharing a hash only cost a rewrite: the row's fingerprint holds the name.
@@ -183,7 +209,11 @@ impl SqliteStore {
         Ok(())
     }
 
-    fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(super) fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
         move |source| StoreError::Sqlite {
             path: self.path.display().to_string(),
             source,
@@ -211,7 +241,7 @@ impl SqliteStore {
         Ok(latest)
     }
 
-    fn corrupt(&self, what: &'static str, detail: String) -> StoreError {
+    pub(super) fn corrupt(&self, what: &'static str, detail: String) -> StoreError {
         StoreError::Corrupt {
             path: self.path.display().to_string(),
             what,
@@ -623,6 +653,13 @@ mod tests {
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn passes_the_incident_suite_on_a_real_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rollcall.db");
+        suite::run_incidents(|| SqliteStore::open(&path).unwrap());
     }
 
     #[test]

@@ -103,6 +103,20 @@ impl Agents {
         Client::new(&self.url, &self.ca, Some(self.credential(host))).unwrap()
     }
 
+    /// Sends a heartbeat as `post` does; `None` while the collector cannot be reached.
+    pub fn try_post(&self, hb: &Value) -> Option<Reply> {
+        let host = hb["host"].as_str()?;
+        let cred = self.credential(host);
+        self.enroller
+            .request(
+                "POST",
+                "/api/v1/heartbeat",
+                Some(&cred),
+                Some(hb.to_string().into_bytes()),
+            )
+            .ok()
+    }
+
     /// Sends a heartbeat with the credential of the host it names.
     pub fn post(&self, hb: &Value) -> Reply {
         let host = hb["host"].as_str().unwrap();
@@ -140,3 +154,4 @@ pub fn wait(mut f: impl FnMut() -> bool) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+pub mod receiver;
