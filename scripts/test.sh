@@ -2,7 +2,7 @@
 # Every check a submission must pass: formatting, lints, then all tests (unit, end-to-end
 # against the BESClient simulator, CLI, fleets in network namespaces, BMC simulators, and
 # the packages under a real systemd booted with systemd-nspawn). Installs what it needs
-# (apt-get: iproute2, rpm, openipmi, freeipmi-tools, ipmitool, debootstrap; cargo install:
+# (apt-get: iproute2, rpm, openipmi, freeipmi-tools, ipmitool, prometheus-alertmanager, debootstrap; cargo install:
 # cargo-deb, cargo-generate-rpm). Needs root: tests mount a small tmpfs, boot a container,
 # make network namespaces, bind UDP 623 and read /proc of other processes.
 set -euo pipefail
@@ -10,10 +10,10 @@ cd "$(dirname "$0")/.."
 
 need() { command -v "$1" >/dev/null 2>&1; }
 if ! need mount || ! need dd || ! need kill || ! need readlink || ! need ip || ! need rpm \
-    || ! need ipmi_sim || ! need rmcpping; then
+    || ! need ipmi_sim || ! need rmcpping || ! need prometheus-alertmanager; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq util-linux coreutils procps iproute2 rpm \
-        openipmi freeipmi-tools ipmitool
+        openipmi freeipmi-tools ipmitool prometheus-alertmanager
 fi
 
 # A bookworm root for the real-systemd tests (cached after the first run).

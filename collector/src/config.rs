@@ -305,4 +305,112 @@ mod tests {
             "{e}"
         );
     }
+
+    #[test]
+    fn receivers_are_read_with_their_secrets_and_routes() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = |name: &str, v: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, v).unwrap();
+            p.display().to_string()
+        };
+        let file = format!(
+            r#"
+[incidents]
+flap_changes = 6
+runbooks = {{ silent = "https://wiki/silent" }}
+
+[[notify]]
+name = "hook"
+kind = "webhook"
+url = "https://hooks.example.com/x/"
+secret_file = "{}"
+match = {{ region = ["us-south", "eu-de"], env = "prod" }}
+kinds = ["silent", "unhealthy"]
+min_severity = "error"
+
+[[notify]]
+name = "pd"
+kind = "pagerduty"
+routing_key_file = "{}"
+
+[[notify]]
+name = "gh"
+kind = "github"
+base_url = "https://ghe.internal/api/v3"
+repo = "sre/fleet"
+token_file = "{}"
+
+[[notify]]
+name = "am"
+kind = "alertmanager"
+url = "http://10.1.2.3:9093"
+"#,
+            secret("hook", "s3cret\n"),
+            secret("pd", "KEY"),
+            secret("gh", "tok")
+        );
+        let c = load(&[], Some(&file)).unwrap();
+        let n = &c.notify;
+        assert_eq!(n.rules.flap_changes, 6);
+        assert_eq!(n.receivers.len(), 4);
+        let hook = &n.receivers[0];
+        assert_eq!(hook.url, "https://hooks.example.com/x");
+        assert_eq!(hook.secret.as_ref().unwrap().0, "s3cret");
+        assert!(!format!("{hook:?}").contains("s3cret"), "never printed");
+        assert_eq!(hook.route.labels["region"], ["us-south", "eu-de"]);
+        assert_eq!(hook.route.labels["env"], ["prod"]);
+        assert_eq!(n.receivers[1].url, crate::notify::config::PAGERDUTY_URL);
+        assert_eq!(n.receivers[2].repo.as_deref(), Some("sre/fleet"));
+    }
+
+    #[test]
+    fn a_bad_receiver_is_named_with_what_to_do() {
+        let cases = [
+            (
+                "[[notify]]\nname = \"x\"\nkind = \"email\"\nurl = \"https://a.b\"\n",
+                "kind",
+                "webhook, slack",
+            ),
+            (
+                "[[notify]]\nname = \"x\"\nkind = \"webhook\"\nurl = \"http://hooks.example.com/\"\n",
+                "url",
+                "allow_http",
+            ),
+            (
+                "[[notify]]\nname = \"x\"\nkind = \"pagerduty\"\n",
+                "kind",
+                "routing_key_file",
+            ),
+            (
+                "[[notify]]\nname = \"x\"\nkind = \"webhook\"\nurl = \"https://a.b\"\nsecret_file = \"/nonexistent/s\"\n",
+                "secret_file",
+                "/nonexistent/s",
+            ),
+            (
+                "[[notify]]\nname = \"x\"\nkind = \"webhook\"\nurl = \"https://a.b\"\nkinds = [\"silence\"]\n",
+                "kinds",
+                "region-dark",
+            ),
+            (
+                "[[notify]]\nname = \"x\"\nkind = \"github\"\ntoken_env = \"NO_SUCH_VAR_ROLLCALL\"\nrepo = \"a/b\"\n",
+                "token_env",
+                "NO_SUCH_VAR_ROLLCALL",
+            ),
+            (
+                "[incidents]\nrunbooks = { silence = \"https://w\" }\n",
+                "runbooks",
+                "unknown incident kind \"silence\"",
+            ),
+        ];
+        for (file, key, says) in cases {
+            let (_, _, k, msg) = invalid(file);
+            assert!(k.ends_with(key), "{file}: key {k}");
+            assert!(msg.contains(says), "{file}: {msg}");
+        }
+        // Loopback and private addresses may use plain http (as Alertmanager allows).
+        let ok =
+            "[[notify]]\nname = \"am\"\nkind = \"alertmanager\"\nurl = \"http://127.0.0.1:9093\"\n";
+        assert!(load(&[], Some(ok)).is_ok());
+    }
 }

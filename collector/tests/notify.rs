@@ -601,3 +601,125 @@ fn a_dark_region_is_one_incident_with_its_hosts_inside_and_one_resolve() {
     assert!(incidents(&admin, "state=open").is_empty());
     drop(fleet);
 }
+
+/// A plain HTTP client for the test's own calls to Alertmanager.
+fn http() -> reqwest::blocking::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::blocking::Client::new()
+}
+
+/// The real Alertmanager (Debian's prometheus-alertmanager) on a free loopback port.
+struct Alertmanager {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Alertmanager {
+    fn start() -> Alertmanager {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.path().join("alertmanager.yml");
+        std::fs::write(
+            &config,
+            "route:\n  receiver: sre\n  group_wait: 1s\nreceivers:\n  - name: sre\n",
+        )
+        .unwrap();
+        let child = Command::new("prometheus-alertmanager")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.path={}", dir.path().display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("prometheus-alertmanager (apt-get install prometheus-alertmanager; scripts/test.sh does)");
+        let url = format!("http://127.0.0.1:{port}");
+        let http = http();
+        wait_for("Alertmanager ready", Duration::from_secs(20), || {
+            http.get(format!("{url}/-/ready"))
+                .send()
+                .is_ok_and(|r| r.status().is_success())
+        });
+        Alertmanager {
+            child,
+            url,
+            _dir: dir,
+        }
+    }
+
+    /// The alerts it holds as active, by their `incident` label.
+    fn active(&self) -> Vec<Value> {
+        let v: Value = http()
+            .get(format!("{}/api/v2/alerts", self.url))
+            .send()
+            .and_then(|r| r.json())
+            .unwrap_or(Value::Null);
+        v.as_array().cloned().unwrap_or_default()
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn alertmanager_holds_the_alert_while_it_fires_and_lets_it_go_on_resolve() {
+    let am = Alertmanager::start();
+    let d = tempfile::tempdir().unwrap();
+    let c = collector(
+        d.path(),
+        &format!(
+            "[[notify]]\nname = \"am\"\nkind = \"alertmanager\"\nurl = \"{}\"\nmatch = {{ region = \"sa-east\" }}\n",
+            am.url
+        ),
+    );
+    let fleet = Fleet::start(
+        &c,
+        &[("sp-1", "sa-east"), ("sp-2", "sa-east"), ("x-1", "eu-west")],
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    fleet.set("sp-1", false);
+    fleet.set("x-1", false);
+    wait_for("the alert in Alertmanager", Duration::from_secs(15), || {
+        !am.active().is_empty()
+    });
+    let alerts = am.active();
+    assert_eq!(alerts.len(), 1, "routed by region: {alerts:?}");
+    let a = &alerts[0];
+    assert_eq!(a["labels"]["incident"], "silent/sp-1");
+    assert_eq!(a["labels"]["alertname"], "rollcall-silent");
+    assert_eq!(a["labels"]["severity"], "critical");
+    assert!(a["annotations"]["next_step"]
+        .as_str()
+        .unwrap()
+        .contains("sp-1"));
+    assert_eq!(a["status"]["state"], "active");
+    // amtool, Alertmanager's own client, sees it too.
+    let o = Command::new("amtool")
+        .args([
+            "alert",
+            "query",
+            "--alertmanager.url",
+            &am.url,
+            "-o",
+            "simple",
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains("rollcall-silent"));
+    fleet.set("sp-1", true);
+    wait_for(
+        "the alert resolved in Alertmanager",
+        Duration::from_secs(15),
+        || am.active().is_empty(),
+    );
+    drop(fleet);
+}
