@@ -268,7 +268,7 @@ impl Engine {
                 .map(|z| key(Kind::ZoneDark, z))
                 .filter(|k| out.iter().any(|w| w.key() == *k))
         };
-        let cover_silent: Vec<(String, Option<String>)> = silent
+        let cover_silent: std::collections::HashMap<String, Option<String>> = silent
             .iter()
             .map(|h| {
                 let region = h
@@ -332,10 +332,7 @@ impl Engine {
             });
             for p in &h.problems {
                 let covered_by = flapping.clone().or_else(|| match p.kind {
-                    Kind::Silent => cover_silent
-                        .iter()
-                        .find(|(n, _)| *n == h.name)
-                        .and_then(|(_, by)| by.clone()),
+                    Kind::Silent => cover_silent.get(&h.name).cloned().flatten(),
                     Kind::UnhealthyCheckin => {
                         h.suspect_relay.as_ref().map(|r| key(Kind::RelaySuspect, r))
                     }
