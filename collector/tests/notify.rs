@@ -427,10 +427,19 @@ fn retry_after_is_honoured_and_a_receiver_gone_for_good_is_shown_until_fixed() {
         "rate_limited".into(),
     )]);
     gone.script([(410, vec![], "Gone".into())]);
+    let (flaky, slow) = (
+        Receiver::start(Flavour::Webhook),
+        Receiver::start(Flavour::Webhook),
+    );
+    flaky.script([(503, vec![], "busy".into()), (502, vec![], "".into())]);
+    // No answer at all: held past the collector's 10 s request timeout.
+    slow.script([(0, vec![], String::new())]);
     let config = format!(
-        "[[notify]]\nname = \"chat\"\nkind = \"slack\"\nurl = \"{}\"\n\n{}",
+        "[[notify]]\nname = \"chat\"\nkind = \"slack\"\nurl = \"{}\"\n\n{}{}{}",
         slack.url("/services/x"),
-        hook_config("old-hook", &gone.url("/"))
+        hook_config("old-hook", &gone.url("/")),
+        hook_config("flaky", &flaky.url("/")),
+        hook_config("slow", &slow.url("/"))
     );
     let c = collector(d.path(), &config);
     let fleet = Fleet::start(&c, &[("app-1", "us-east"), ("app-2", "us-east")]);
@@ -466,6 +475,25 @@ fn retry_after_is_honoured_and_a_receiver_gone_for_good_is_shown_until_fixed() {
     let taken = gone.taken();
     assert_eq!(taken[0]["alerts"][0]["labels"]["test"], "true");
     assert_eq!(taken[1]["alerts"][0]["labels"]["incident"], "silent/app-1");
+    // 5xx and a receiver that does not answer: retried until taken, once.
+    wait_for(
+        "the trigger through 503 and 502",
+        Duration::from_secs(15),
+        || !flaky.requests().is_empty(),
+    );
+    wait_for(
+        "the trigger after a timeout",
+        Duration::from_secs(40),
+        || !slow.requests().is_empty(),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    for r in [&flaky, &slow] {
+        assert_eq!(
+            statuses(r),
+            [("silent/app-1".to_owned(), "firing".to_owned())],
+            "taken once after the failures"
+        );
+    }
     let (code, out) = cli(&c, &["notify", "test", "nobody"]);
     assert_eq!(code, 3, "{out}");
     assert!(
