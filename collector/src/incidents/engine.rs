@@ -85,9 +85,14 @@ impl Engine {
         status: &dyn Fn(&str) -> Option<String>,
         route: &dyn Fn(&Incident) -> Vec<String>,
     ) -> Step {
-        let wants = self.wants(obs);
+        let wants = self.wants(obs, now);
         let mut step = Step::default();
         let wanted: BTreeSet<String> = wants.iter().map(Want::key).collect();
+        let open_groups: BTreeSet<String> = wants
+            .iter()
+            .filter(|w| !w.kind.is_host())
+            .map(Want::key)
+            .collect();
         // Groups first: a host incident uncovered in this pass by a resolved group is told
         // after the group's resolve.
         for key in self.open.keys().cloned().collect::<Vec<_>>() {
@@ -137,11 +142,7 @@ impl Engine {
                     };
                     inc.log(now, "opened", w.summary);
                     match &w.covered_by {
-                        Some(g) => inc.log(
-                            now,
-                            "covered",
-                            format!("listed in {g}, not notified on its own"),
-                        ),
+                        Some(g) => inc.log(now, "covered", covered_words(g, &open_groups)),
                         None => notify(&mut inc, now, route, &mut step),
                     }
                     step.changed.push(inc.clone());
@@ -161,11 +162,7 @@ impl Engine {
                     }
                     if inc.covered_by != w.covered_by {
                         match &w.covered_by {
-                            Some(g) => inc.log(
-                                now,
-                                "covered",
-                                format!("listed in {g}, not notified on its own"),
-                            ),
+                            Some(g) => inc.log(now, "covered", covered_words(g, &open_groups)),
                             None => {
                                 let was = inc.covered_by.clone().unwrap_or_default();
                                 inc.log(now, "uncovered", format!("outlived {was}"));
@@ -187,7 +184,7 @@ impl Engine {
     }
 
     /// Every incident that should be open, given `obs`.
-    fn wants(&self, obs: &Observed) -> Vec<Want> {
+    fn wants(&self, obs: &Observed, now: DateTime<Utc>) -> Vec<Want> {
         let mut out = Vec::new();
         let silent: Vec<&HostObserved> = obs
             .hosts
@@ -268,6 +265,27 @@ impl Engine {
                 .map(|z| key(Kind::ZoneDark, z))
                 .filter(|k| out.iter().any(|w| w.key() == *k))
         };
+        // A silent host whose region or zone is going quiet (enough of its hosts late or
+        // silent to go dark) is held for that group rather than told on its own: when a
+        // region is cut off, its hosts turn silent one by one over an interval, and the
+        // first of them must not page before the region is seen. The hold lasts at most
+        // twice the host's deadline span from its silence (the window dark is judged in).
+        let going_quiet = |label: &str, h: &HostObserved, tallies: &BTreeMap<String, Tally>| {
+            let since = h.silent_since?;
+            if now - since > h.deadline_span * 2 {
+                return None;
+            }
+            let name = h.labels.get(label)?;
+            let t = tallies.get(name)?;
+            (t.quiet >= self.rules.dark_min_hosts.max(1) && t.quiet * 2 >= t.live).then(|| {
+                let kind = if label == "region" {
+                    Kind::RegionDark
+                } else {
+                    Kind::ZoneDark
+                };
+                key(kind, name)
+            })
+        };
         let cover_silent: std::collections::HashMap<String, Option<String>> = silent
             .iter()
             .map(|h| {
@@ -279,7 +297,10 @@ impl Engine {
                 let by = if blind {
                     Some(blind_key.clone())
                 } else {
-                    region.or_else(|| dark_zone(h))
+                    region
+                        .or_else(|| dark_zone(h))
+                        .or_else(|| going_quiet("region", h, &obs.regions))
+                        .or_else(|| going_quiet("zone", h, &obs.zones))
                 };
                 (h.name.clone(), by)
             })
@@ -378,6 +399,16 @@ impl Engine {
             best = best.max(hi - lo + 1);
         }
         best >= self.rules.dark_min_hosts.max(1) && best * 2 >= tally.live
+    }
+}
+
+/// Why a covered incident is not told: its group is open, or its region or zone is going
+/// quiet and may be.
+fn covered_words(group: &str, open: &BTreeSet<String>) -> String {
+    if open.contains(group) {
+        format!("listed in {group}, not notified on its own")
+    } else {
+        format!("held: most hosts of {} are late or silent; told on its own if that does not turn into {group}", group.split('/').nth(1).unwrap_or(group))
     }
 }
 

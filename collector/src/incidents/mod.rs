@@ -262,6 +262,9 @@ pub struct HostObserved {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Tally {
     pub live: usize,
+    /// Of them, late or silent: when a region is cut off, every host of it is late (past
+    /// its interval) before the first turns silent (past interval + grace).
+    pub quiet: usize,
 }
 
 /// What the registry observed at one moment: all the engine derives incidents from.

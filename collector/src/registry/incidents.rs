@@ -74,14 +74,22 @@ impl Registry {
         flap_window: std::time::Duration,
     ) -> Observed {
         let mut obs = Observed::default();
-        let (mut regions, mut zones) = (HashMap::<u32, usize>::new(), HashMap::<u32, usize>::new());
+        let mut regions = HashMap::<u32, Tally>::new();
+        let mut zones = HashMap::<u32, Tally>::new();
         for (id, h) in self.hosts.iter().enumerate() {
             if h.lifecycle != Lifecycle::Live || h.state == HostState::Maintenance {
                 continue;
             }
             obs.live += 1;
-            *regions.entry(h.labels[REGION]).or_default() += 1;
-            *zones.entry(h.labels[ZONE]).or_default() += 1;
+            let quiet = usize::from(matches!(h.state, HostState::Late | HostState::Silent));
+            for (map, label) in [
+                (&mut regions, h.labels[REGION]),
+                (&mut zones, h.labels[ZONE]),
+            ] {
+                let t = map.entry(label).or_default();
+                t.live += 1;
+                t.quiet += quiet;
+            }
             let flips = Self::flips_within(h, flap_window, now);
             let flapping = (flips > flap_changes).then_some(flips);
             if !h.flagged && flapping.is_none() {
@@ -90,9 +98,9 @@ impl Registry {
             obs.hosts
                 .push(self.host_observed(id as HostId, now, flapping));
         }
-        let tallies = |m: HashMap<u32, usize>| -> BTreeMap<String, Tally> {
+        let tallies = |m: HashMap<u32, Tally>| -> BTreeMap<String, Tally> {
             m.into_iter()
-                .map(|(k, live)| (self.labels.get(k).to_owned(), Tally { live }))
+                .map(|(k, t)| (self.labels.get(k).to_owned(), t))
                 .filter(|(k, _)| !k.is_empty())
                 .collect()
         };

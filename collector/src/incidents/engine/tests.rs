@@ -29,17 +29,39 @@ fn host(name: &str, region: &str, state: HostState, since: u32) -> HostObserved 
     }
 }
 
-/// A fleet of `per` live hosts in each region, with the given ones flagged.
+/// A fleet of `per` live hosts in each region, with the given ones flagged (the silent
+/// ones count as quiet in their region and zone).
 fn fleet(regions: &[&str], per: usize, flagged: Vec<HostObserved>) -> Observed {
+    let quiet = |label: &str, name: &str| {
+        flagged
+            .iter()
+            .filter(|h| {
+                h.state == HostState::Silent
+                    && h.labels.get(label).map(String::as_str) == Some(name)
+            })
+            .count()
+    };
     Observed {
         live: regions.len() * per,
         regions: regions
             .iter()
-            .map(|r| (r.to_string(), Tally { live: per }))
+            .map(|r| {
+                (
+                    r.to_string(),
+                    Tally {
+                        live: per,
+                        quiet: quiet("region", r),
+                    },
+                )
+            })
             .collect(),
         zones: regions
             .iter()
-            .map(|r| (format!("{r}-1"), Tally { live: per }))
+            .map(|r| {
+                let z = format!("{r}-1");
+                let quiet = quiet("zone", &z);
+                (z, Tally { live: per, quiet })
+            })
             .collect(),
         hosts: flagged,
         ..Observed::default()
@@ -279,4 +301,44 @@ fn restarted_engine_keeps_identity_and_resolves_what_it_told() {
     // A new incident after the restart takes a fresh id.
     let s = again.reconcile(&obs, t(4), &up, &everyone);
     assert!(s.changed[0].id > open[0].id);
+}
+
+#[test]
+fn the_first_silent_hosts_of_a_region_going_quiet_wait_for_it() {
+    let mut e = Engine::new(Rules::default(), vec![], 1);
+    // Cut off: two of ten already silent, six more late (past their interval).
+    let first: Vec<HostObserved> = (0..2)
+        .map(|i| host(&format!("h{i}"), "r1", HostState::Silent, 0))
+        .collect();
+    let mut obs = fleet(&["r1", "r2"], 10, first.clone());
+    obs.regions.get_mut("r1").unwrap().quiet = 8;
+    let s = e.reconcile(&obs, t(1), &up, &everyone);
+    assert!(s.outbox.is_empty(), "held: {:?}", told(&s));
+    assert!(s.changed[0].history[1]
+        .message
+        .starts_with("held: most hosts of r1"));
+    // The rest turn silent: the region, told once; the first two inside it.
+    let all: Vec<HostObserved> = (0..8)
+        .map(|i| host(&format!("h{i}"), "r1", HostState::Silent, i))
+        .collect();
+    let s = e.reconcile(&fleet(&["r1", "r2"], 10, all), t(3), &up, &everyone);
+    let keys: Vec<String> = told(&s).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys, ["hook:region-dark/r1", "pager:region-dark/r1"]);
+
+    // Another time, the late hosts come back: the two held are told on their own.
+    let mut e = Engine::new(Rules::default(), vec![], 1);
+    let mut obs = fleet(&["r1", "r2"], 10, first.clone());
+    obs.regions.get_mut("r1").unwrap().quiet = 8;
+    e.reconcile(&obs, t(1), &up, &everyone);
+    let s = e.reconcile(&fleet(&["r1", "r2"], 10, first), t(2), &up, &everyone);
+    let keys: Vec<String> = told(&s).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        keys,
+        [
+            "hook:silent/h0",
+            "pager:silent/h0",
+            "hook:silent/h1",
+            "pager:silent/h1"
+        ]
+    );
 }
