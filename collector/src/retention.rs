@@ -1,4 +1,5 @@
-//! Deletes agent events and history older than the retention, once an hour.
+//! Deletes agent events and history older than the retention, once an hour; and resolved
+//! incidents and finished notifications (never an open incident or a pending one).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,13 @@ pub async fn run(app: Arc<App>, days: u32) {
             Ok(0) => {}
             Ok(n) => log::info!("deleted {n} events older than {days} days"),
             Err(e) => log::warn!("event retention: {e}"),
+        }
+        match app.notifier.prune(before).await {
+            Ok(0) => {}
+            Ok(n) => log::info!(
+                "deleted {n} resolved incidents and sent notifications older than {days} days"
+            ),
+            Err(e) => log::warn!("incident retention: {e}"),
         }
         tokio::time::sleep(EVERY).await;
     }

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 
 use super::words;
-use super::{Action, HostObserved, Incident, Kind, Observed, Rules, Tally};
+use super::{Action, HostObserved, Incident, Kind, Observed, Rules, Tally, UPDATE_AFTER};
 use crate::state::HostState;
 
 /// What one pass changed, to be made durable in one transaction before anything is sent.
@@ -138,6 +138,8 @@ impl Engine {
                         resolved_at: None,
                         resolution: None,
                         notified: Vec::new(),
+                        told_hosts: 0,
+                        told_at: None,
                         history: Vec::new(),
                     };
                     inc.log(now, "opened", w.summary);
@@ -159,6 +161,26 @@ impl Engine {
                         }
                         inc.updated_at = now;
                         changed = true;
+                        let grown = inc.hosts.len() >= 2 * inc.told_hosts.max(1);
+                        let quiet_since = inc.told_at.is_none_or(|t| now - t >= UPDATE_AFTER);
+                        if !inc.kind.is_host() && !inc.notified.is_empty() && grown && quiet_since {
+                            let was = inc.told_hosts;
+                            inc.told_hosts = inc.hosts.len();
+                            inc.told_at = Some(now);
+                            inc.log(
+                                now,
+                                "updated",
+                                format!(
+                                    "now {} hosts (told with {was}): {}",
+                                    inc.hosts.len(),
+                                    inc.summary
+                                ),
+                            );
+                            for r in &inc.notified {
+                                step.outbox
+                                    .push((inc.id, r.clone(), Action::Update, inc.clone()));
+                            }
+                        }
                     }
                     if inc.covered_by != w.covered_by {
                         match &w.covered_by {
@@ -441,6 +463,8 @@ fn notify(
     }
     inc.notified_at = Some(now);
     inc.notified = to.clone();
+    inc.told_hosts = inc.hosts.len();
+    inc.told_at = Some(now);
     inc.log(now, "notified", format!("queued for {}", to.join(", ")));
     for r in to {
         step.outbox.push((inc.id, r, Action::Trigger, inc.clone()));

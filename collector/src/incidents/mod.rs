@@ -167,6 +167,11 @@ pub struct Line {
     pub message: String,
 }
 
+/// A told group incident is told again when it has at least doubled, but not sooner than
+/// this after it was last told: a region going dark over one interval is one message, an
+/// outage still spreading ten minutes on is news.
+pub const UPDATE_AFTER: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
+
 /// Lines kept per incident: the first ones and the newest.
 const HISTORY_MAX: usize = 100;
 
@@ -206,6 +211,11 @@ pub struct Incident {
     /// Receivers told of it: each of them gets its resolve.
     #[serde(default)]
     pub notified: Vec<String>,
+    /// How many hosts it had when it was last told, and when.
+    #[serde(default)]
+    pub told_hosts: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub told_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub history: Vec<Line>,
 }
@@ -286,6 +296,9 @@ pub struct Observed {
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     Trigger,
+    /// A told group incident that has since at least doubled (and not within
+    /// [`UPDATE_AFTER`] of the last time it was told).
+    Update,
     Resolve,
     /// `rollcall notify test`: clearly marked, never part of an incident.
     Test,
@@ -295,6 +308,7 @@ impl Action {
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Trigger => "trigger",
+            Action::Update => "update",
             Action::Resolve => "resolve",
             Action::Test => "test",
         }

@@ -128,6 +128,11 @@ impl Notifier {
         self.with_store(move |s| s.incidents(open, limit)).await
     }
 
+    /// Deletes resolved incidents and finished notifications written before `before`.
+    pub async fn prune(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.with_store(move |s| s.prune_incidents(before)).await
+    }
+
     /// One incident and its notifications.
     pub async fn incident(
         &self,
@@ -271,10 +276,11 @@ impl Notifier {
                     continue;
                 }
             };
-            {
+            let name = r.name.clone();
+            if let Ok((n, oldest)) = self.with_store(move |s| s.pending_count(&name)).await {
                 let mut st = lock(&self.status);
-                st[idx].pending = rows.len() as u64;
-                st[idx].oldest_pending = rows.first().map(|x| x.created_at);
+                st[idx].pending = n;
+                st[idx].oldest_pending = oldest;
             }
             if r.kind == ReceiverKind::Alertmanager && refreshed.elapsed() >= ALERTMANAGER_REFRESH {
                 refreshed = tokio::time::Instant::now();

@@ -293,7 +293,18 @@ async fn github(
         match (action, found) {
             // Already opened (a retry after a crash, or a restart): never a second issue.
             (Action::Trigger, Some(_)) => Ok(()),
-            (Action::Trigger | Action::Test, None) => {
+            (Action::Update, Some(n)) => {
+                let req = gh(
+                    http,
+                    r,
+                    reqwest::Method::POST,
+                    &format!("/repos/{repo}/issues/{n}/comments"),
+                )
+                .json(&wire::github_update(inc));
+                gh_send(req, now).await?;
+                Ok(())
+            }
+            (Action::Trigger | Action::Update | Action::Test, None) => {
                 let body = wire::github_issue(external, inc, &r.label, action);
                 let req = gh(
                     http,

@@ -208,6 +208,7 @@ fn cut(s: &str, max: usize) -> String {
 pub fn slack(external: &str, i: &Incident, a: Action) -> Value {
     let head = match a {
         Action::Trigger => format!("{} {}", icon(i.severity), i.summary),
+        Action::Update => format!("Update: {}", i.summary),
         Action::Resolve => format!("Resolved: {}", i.summary),
         Action::Test => "rollcall test notification (not an incident)".into(),
     };
@@ -330,6 +331,15 @@ pub fn github_issue(external: &str, i: &Incident, label: &str, a: Action) -> Val
     json!({"title": title, "body": body, "labels": [label]})
 }
 
+pub fn github_update(i: &Incident) -> Value {
+    json!({"body": format!(
+        "Update: {}\n\n**Hosts ({}):** {}",
+        i.summary,
+        i.hosts.len(),
+        hosts_line(i)
+    )})
+}
+
 pub fn github_resolution(i: &Incident) -> Value {
     json!({"body": format!(
         "Resolved {}: {}",
@@ -390,6 +400,8 @@ pub fn test_incident(receiver: &str, now: DateTime<Utc>) -> Incident {
         resolved_at: None,
         resolution: None,
         notified: vec![receiver.to_owned()],
+        told_hosts: 0,
+        told_at: None,
         history: vec![],
     }
 }

@@ -280,6 +280,11 @@ pub trait IncidentStore: Send {
     /// One incident and every notification made of it.
     fn incident(&self, id: i64) -> Result<Option<(Incident, Vec<OutboxRow>)>, StoreError>;
     fn outbox_tally(&self) -> Result<Vec<OutboxTally>, StoreError>;
+    /// A receiver's pending notifications: how many, and when the oldest was written.
+    fn pending_count(&self, receiver: &str) -> Result<(u64, Option<DateTime<Utc>>), StoreError>;
+    /// Deletes resolved incidents and finished notifications older than `before`; open
+    /// incidents and pending notifications are kept whatever their age. Returns how many.
+    fn prune_incidents(&mut self, before: DateTime<Utc>) -> Result<u64, StoreError>;
 }
 
 /// Opens a connection for incidents and the outbox (the notifier's and the API's).
@@ -373,6 +378,8 @@ pub(crate) mod suite {
             resolved_at: (!open).then(|| t(2)),
             resolution: None,
             notified: vec!["hook".into()],
+            told_hosts: 1,
+            told_at: Some(t(1)),
             history: vec![],
         };
         let mut s = open();
@@ -441,16 +448,16 @@ pub(crate) mod suite {
         assert_eq!(states, ["failed", "pending"]);
         assert!(open().incident(99).unwrap().is_none());
         let resolved = open().incidents(Some(false), 10).unwrap();
-        assert_eq!(resolved, vec![b2]);
+        assert_eq!(resolved, vec![b2.clone()]);
         assert_eq!(open().incidents(None, 10).unwrap().len(), 2);
         let mut tally = open().outbox_tally().unwrap();
         tally.sort_by(|x, y| (&x.receiver, &x.state).cmp(&(&y.receiver, &y.state)));
-        let t: Vec<(&str, &str, u64)> = tally
+        let counts: Vec<(&str, &str, u64)> = tally
             .iter()
             .map(|x| (x.receiver.as_str(), x.state.as_str(), x.count))
             .collect();
         assert_eq!(
-            t,
+            counts,
             [
                 ("hook", "failed", 1),
                 ("hook", "pending", 1),
@@ -458,6 +465,18 @@ pub(crate) mod suite {
                 ("pager", "pending", 1)
             ]
         );
+        assert_eq!(open().pending_count("hook").unwrap(), (1, Some(t(2))));
+        assert_eq!(open().pending_count("nobody").unwrap(), (0, None));
+        // Pruning keeps what is open or pending, however old.
+        let mut s = open();
+        assert_eq!(
+            s.prune_incidents(t(100)).unwrap(),
+            2,
+            "hook's sent and failed; b stays while its resolve is pending"
+        );
+        assert_eq!(s.incidents(None, 10).unwrap(), vec![b2, a]);
+        assert_eq!(s.pending("hook", 10).unwrap().len(), 1);
+        assert_eq!(s.pending("pager", 10).unwrap().len(), 1);
     }
 
     fn credentials<S: Store>(open: &impl Fn() -> S) {

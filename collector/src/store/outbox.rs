@@ -17,9 +17,14 @@ fn from_ms(v: i64) -> DateTime<Utc> {
 }
 
 fn action(s: &str) -> Option<Action> {
-    [Action::Trigger, Action::Resolve, Action::Test]
-        .into_iter()
-        .find(|a| a.as_str() == s)
+    [
+        Action::Trigger,
+        Action::Update,
+        Action::Resolve,
+        Action::Test,
+    ]
+    .into_iter()
+    .find(|a| a.as_str() == s)
 }
 
 const OUTBOX_COLUMNS: &str =
@@ -212,5 +217,36 @@ impl IncidentStore for SqliteStore {
             .collect::<Result<Vec<_>, _>>()
             .map_err(self.err())?;
         Ok(rows)
+    }
+
+    fn pending_count(&self, receiver: &str) -> Result<(u64, Option<DateTime<Utc>>), StoreError> {
+        self.conn
+            .query_row(
+                "SELECT count(*), min(created_at) FROM outbox WHERE receiver = ?1 AND state = 'pending'",
+                [receiver],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Option<i64>>(1)?.map(from_ms))),
+            )
+            .map_err(self.err())
+    }
+
+    fn prune_incidents(&mut self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let cut = ms(before);
+        let outbox = self
+            .conn
+            .execute(
+                "DELETE FROM outbox WHERE state != 'pending' AND created_at < ?1",
+                [cut],
+            )
+            .map_err(self.err())?;
+        // A resolved incident goes with its last notification: never while one is pending.
+        let incidents = self
+            .conn
+            .execute(
+                "DELETE FROM incidents WHERE open = 0 AND opened_at < ?1
+                 AND id NOT IN (SELECT incident FROM outbox WHERE state = 'pending')",
+                [cut],
+            )
+            .map_err(self.err())?;
+        Ok((outbox + incidents) as u64)
     }
 }

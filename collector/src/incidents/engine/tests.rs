@@ -342,3 +342,37 @@ fn the_first_silent_hosts_of_a_region_going_quiet_wait_for_it() {
         ]
     );
 }
+
+#[test]
+fn a_group_is_told_again_only_when_it_doubled_ten_minutes_on() {
+    let mut e = Engine::new(Rules::default(), vec![], 1);
+    let silent = |n: u32| -> Vec<HostObserved> {
+        (0..n)
+            .map(|i| host(&format!("h{i}"), "r1", HostState::Silent, i))
+            .collect()
+    };
+    let obs = |n: u32| fleet(&["r1", "r2"], 40, silent(n));
+    let s = e.reconcile(&obs(20), t(100), &up, &everyone);
+    assert_eq!(told(&s).len(), 2, "the trigger");
+    // Doubled within the minute: no update (a region going dark is one message).
+    let s = e.reconcile(&obs(40), t(160), &up, &everyone);
+    assert!(s.outbox.is_empty(), "{:?}", told(&s));
+    // Ten minutes after it was told: changed but not doubled since, nothing; doubled, told.
+    let s = e.reconcile(&obs(39), t(800), &up, &everyone);
+    assert!(s.outbox.is_empty(), "{:?}", told(&s));
+    let s = e.reconcile(&obs(40), t(801), &up, &everyone);
+    assert_eq!(
+        told(&s),
+        [
+            ("hook:region-dark/r1".to_owned(), Action::Update),
+            ("pager:region-dark/r1".to_owned(), Action::Update)
+        ]
+    );
+    let region = s
+        .changed
+        .iter()
+        .find(|i| i.kind == Kind::RegionDark)
+        .unwrap();
+    assert_eq!(region.told_hosts, 40);
+    assert!(region.history.iter().any(|l| l.what == "updated"));
+}
