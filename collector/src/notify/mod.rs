@@ -37,6 +37,8 @@ const TICK: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// A receiver's `Retry-After` is honoured up to this.
 const RETRY_AFTER_MAX: Duration = Duration::from_secs(3600);
+/// GitHub allows this many content-creating requests an hour.
+const GITHUB_PER_HOUR: usize = 500;
 /// Alertmanager is re-sent what still fires this often.
 const ALERTMANAGER_REFRESH: Duration = Duration::from_secs(60);
 
@@ -64,6 +66,39 @@ pub struct Notifier {
     external: String,
     open_by_kind: Mutex<BTreeMap<Kind, usize>>,
     passes: AtomicU64,
+}
+
+/// At most `max` requests within any `window`.
+struct Budget {
+    max: usize,
+    window: Duration,
+    used: std::collections::VecDeque<tokio::time::Instant>,
+}
+
+impl Budget {
+    fn new(max: usize, window: Duration) -> Budget {
+        Budget {
+            max,
+            window,
+            used: Default::default(),
+        }
+    }
+
+    /// Takes `need` requests at `now`, or says until when to wait.
+    fn take(&mut self, need: usize, now: tokio::time::Instant) -> Option<tokio::time::Instant> {
+        while self
+            .used
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= self.window)
+        {
+            self.used.pop_front();
+        }
+        if self.used.len() + need > self.max {
+            return self.used.front().map(|t| *t + self.window);
+        }
+        self.used.extend(std::iter::repeat_n(now, need));
+        None
+    }
 }
 
 fn backoff(attempts: u32) -> Duration {
@@ -262,6 +297,7 @@ impl Notifier {
         let wake = self.wakes[idx].clone();
         let mut last_sent: Option<tokio::time::Instant> = None;
         let mut refreshed = tokio::time::Instant::now();
+        let mut created = Budget::new(GITHUB_PER_HOUR, Duration::from_secs(3600));
         loop {
             if lock(&self.status)[idx].state == "failed" {
                 wake.notified().await;
@@ -286,59 +322,80 @@ impl Notifier {
                 refreshed = tokio::time::Instant::now();
                 self.refresh_alertmanager(idx, clock.now()).await;
             }
-            let Some(head) = rows.into_iter().next() else {
+            if rows.is_empty() {
                 let _ = tokio::time::timeout(Duration::from_secs(5), wake.notified()).await;
                 continue;
-            };
-            let now = clock.now();
-            if head.next_at > now {
-                let wait = (head.next_at - now).to_std().unwrap_or_default();
-                tokio::time::sleep(wait.min(Duration::from_secs(5))).await;
-                continue;
             }
-            if let Some(t) = last_sent {
-                tokio::time::sleep_until(t + r.kind.spacing()).await;
-            }
-            let now = clock.now();
-            let outcome = send::deliver(
-                http,
-                r,
-                head.id,
-                head.action,
-                &head.body,
-                &self.external,
-                now,
-            )
-            .await;
-            last_sent = Some(tokio::time::Instant::now());
-            let now = clock.now();
-            let delivery = match &outcome {
-                Outcome::Sent => Delivery::Sent,
-                Outcome::Retry { after, error } => {
-                    let wait = after
-                        .map(|a| a.min(RETRY_AFTER_MAX))
-                        .unwrap_or_else(|| backoff(head.attempts));
-                    Delivery::Retry {
-                        at: now + chrono::Duration::from_std(wait).unwrap_or_default(),
-                        error: error.clone(),
+            // The batch in order; the first one not taken ends it (order is kept: nothing
+            // behind it goes first).
+            for row in rows {
+                let now = clock.now();
+                if row.next_at > now {
+                    let wait = (row.next_at - now).to_std().unwrap_or_default();
+                    tokio::time::sleep(wait.min(Duration::from_secs(5))).await;
+                    break;
+                }
+                if let Some(t) = last_sent {
+                    tokio::time::sleep_until(t + r.kind.spacing()).await;
+                }
+                if r.kind == ReceiverKind::Github {
+                    // A resolve comments and closes; anything else opens or comments.
+                    let need = if row.action == Action::Resolve { 2 } else { 1 };
+                    let now = tokio::time::Instant::now();
+                    if let Some(until) = created.take(need, now) {
+                        log::warn!(
+                            "receiver {}: GitHub's {GITHUB_PER_HOUR} content requests an hour are used; waiting",
+                            r.name
+                        );
+                        tokio::time::sleep_until(until).await;
+                        break;
                     }
                 }
-                Outcome::Refused(error) => Delivery::Failed {
-                    error: error.clone(),
-                },
-                // Kept pending: it goes once the receiver is fixed.
-                Outcome::Gone(error) => Delivery::Retry {
-                    at: now,
-                    error: error.clone(),
-                },
-            };
-            self.note(idx, &outcome, head.action, &head.body.key, now);
-            let id = head.id;
-            if let Err(e) = self
-                .with_store(move |s| s.delivered(id, &delivery, now))
-                .await
-            {
-                log::error!("receiver {}: cannot record a delivery: {e}", r.name);
+                let outcome = send::deliver(
+                    http,
+                    r,
+                    row.id,
+                    row.action,
+                    &row.body,
+                    &self.external,
+                    clock.now(),
+                )
+                .await;
+                last_sent = Some(tokio::time::Instant::now());
+                let now = clock.now();
+                let delivery = match &outcome {
+                    Outcome::Sent => Delivery::Sent,
+                    Outcome::Retry { after, error } => {
+                        let wait = after
+                            .map(|a| a.min(RETRY_AFTER_MAX))
+                            .unwrap_or_else(|| backoff(row.attempts));
+                        Delivery::Retry {
+                            at: now + chrono::Duration::from_std(wait).unwrap_or_default(),
+                            error: error.clone(),
+                        }
+                    }
+                    Outcome::Refused(error) => Delivery::Failed {
+                        error: error.clone(),
+                    },
+                    // Kept pending: it goes once the receiver is fixed.
+                    Outcome::Gone(error) => Delivery::Retry {
+                        at: now,
+                        error: error.clone(),
+                    },
+                };
+                self.note(idx, &outcome, row.action, &row.body.key, now);
+                let id = row.id;
+                let taken = !matches!(delivery, Delivery::Retry { .. });
+                if let Err(e) = self
+                    .with_store(move |s| s.delivered(id, &delivery, now))
+                    .await
+                {
+                    log::error!("receiver {}: cannot record a delivery: {e}", r.name);
+                    break;
+                }
+                if !taken {
+                    break;
+                }
             }
         }
     }
@@ -520,6 +577,22 @@ impl Notifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hourly_budget_waits_for_its_oldest_request() {
+        let t0 = tokio::time::Instant::now();
+        let mut b = Budget::new(3, Duration::from_secs(3600));
+        assert_eq!(b.take(2, t0), None);
+        let t1 = t0 + Duration::from_secs(60);
+        assert_eq!(
+            b.take(2, t1),
+            Some(t0 + Duration::from_secs(3600)),
+            "3 an hour"
+        );
+        assert_eq!(b.take(1, t1), None);
+        let later = t0 + Duration::from_secs(3600);
+        assert_eq!(b.take(2, later), None, "the first two aged out");
+    }
 
     #[test]
     fn backoff_doubles_to_its_cap() {

@@ -72,18 +72,19 @@ impl Receiver {
 
     fn start_on(addr: SocketAddr, flavour: Flavour, shared: Arc<Mutex<Shared>>) -> Receiver {
         let listener = TcpListener::bind(addr).expect("bind stand-in");
-        listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let (s, st) = (shared.clone(), stop.clone());
+        // Accepts blocking (no polling delay on any request); `stop` wakes it with a
+        // connection of its own.
         std::thread::spawn(move || {
-            while !st.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((conn, _)) => {
-                        let s = s.clone();
-                        std::thread::spawn(move || serve(conn, flavour, &s));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            for conn in listener.incoming() {
+                if st.load(Ordering::Relaxed) {
+                    break;
+                }
+                if let Ok(conn) = conn {
+                    let s = s.clone();
+                    std::thread::spawn(move || serve(conn, flavour, &s));
                 }
             }
         });
@@ -101,7 +102,9 @@ impl Receiver {
 
     /// Stops answering (connections are refused), keeping what it holds.
     pub fn stop(&self) {
-        self.stop.store(true, Ordering::Relaxed);
+        if !self.stop.swap(true, Ordering::Relaxed) {
+            let _ = TcpStream::connect(self.addr);
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 
@@ -127,6 +130,11 @@ impl Receiver {
         self.shared.lock().unwrap().script.extend(answers);
     }
 
+    /// How many requests it took, without copying them.
+    pub fn count(&self) -> usize {
+        self.shared.lock().unwrap().requests.len()
+    }
+
     pub fn requests(&self) -> Vec<Request> {
         self.shared.lock().unwrap().requests.clone()
     }
@@ -139,7 +147,9 @@ impl Receiver {
 
 impl Drop for Receiver {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        if !self.stop.swap(true, Ordering::Relaxed) {
+            let _ = TcpStream::connect(self.addr);
+        }
     }
 }
 
@@ -199,6 +209,9 @@ fn serve(conn: TcpStream, flavour: Flavour, shared: &Mutex<Shared>) {
         }
     };
     let mut out = conn;
+    // One write, no Nagle: a head and a body in two small segments would wait for the
+    // client's delayed ACK (40 ms) on every request.
+    let _ = out.set_nodelay(true);
     let mut head = format!(
         "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\ncontent-type: application/json\r\n",
         text.len()
@@ -207,8 +220,8 @@ fn serve(conn: TcpStream, flavour: Flavour, shared: &Mutex<Shared>) {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("\r\n");
+    head.push_str(&text);
     let _ = out.write_all(head.as_bytes());
-    let _ = out.write_all(text.as_bytes());
 }
 
 fn answer(flavour: Flavour, req: &Request, s: &mut Shared) -> Answer {
