@@ -316,7 +316,12 @@ impl Engine {
                     .get("region")
                     .filter(|r| dark_regions.contains(*r))
                     .map(|r| key(Kind::RegionDark, r));
-                let by = if blind {
+                // The whole fleet going quiet is the collector going blind.
+                let fleet_quiet = obs.live >= 2 * min.max(1)
+                    && obs.quiet * 10 >= obs.live * 9
+                    && h.silent_since
+                        .is_some_and(|t| now - t <= h.deadline_span * 2);
+                let by = if blind || fleet_quiet {
                     Some(blind_key.clone())
                 } else {
                     region

@@ -283,6 +283,8 @@ pub struct Observed {
     pub hosts: Vec<HostObserved>,
     /// Live hosts not in maintenance, fleet-wide, by region and by zone.
     pub live: usize,
+    /// Of them, late or silent, fleet-wide.
+    pub quiet: usize,
     pub regions: BTreeMap<String, Tally>,
     pub zones: BTreeMap<String, Tally>,
     /// Zones whose scanners all fail: zone, the sentence, the scanners.

@@ -82,6 +82,7 @@ impl Registry {
             }
             obs.live += 1;
             let quiet = usize::from(matches!(h.state, HostState::Late | HostState::Silent));
+            obs.quiet += quiet;
             for (map, label) in [
                 (&mut regions, h.labels[REGION]),
                 (&mut zones, h.labels[ZONE]),

@@ -376,3 +376,36 @@ fn a_group_is_told_again_only_when_it_doubled_ten_minutes_on() {
     assert_eq!(region.told_hosts, 40);
     assert!(region.history.iter().any(|l| l.what == "updated"));
 }
+
+#[test]
+fn the_first_silent_hosts_of_a_fleet_going_quiet_wait_for_the_blind_collector() {
+    let mut e = Engine::new(Rules::default(), vec![], 1);
+    let regions = ["r1", "r2", "r3"];
+    let hosts = |n: usize| -> Vec<HostObserved> {
+        (0..n)
+            .map(|i| {
+                host(
+                    &format!("h{i}"),
+                    regions[i % 3],
+                    HostState::Silent,
+                    i as u32,
+                )
+            })
+            .collect()
+    };
+    // Two silent, the other ten late: no region has five quiet, the fleet has all.
+    let mut obs = fleet(&regions, 4, hosts(2));
+    obs.quiet = 12;
+    let s = e.reconcile(&obs, t(10), &up, &everyone);
+    assert!(s.outbox.is_empty(), "held: {:?}", told(&s));
+    let mut obs = fleet(&regions, 4, hosts(12));
+    obs.quiet = 12;
+    let s = e.reconcile(&obs, t(12), &up, &everyone);
+    assert_eq!(
+        told(&s),
+        [
+            ("hook:collector-blind/fleet".to_owned(), Action::Trigger),
+            ("pager:collector-blind/fleet".to_owned(), Action::Trigger)
+        ]
+    );
+}
