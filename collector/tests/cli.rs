@@ -207,6 +207,48 @@ fn the_collector_checks_its_configuration_and_exits_78_with_the_place() {
     // The command line wins over the file, even over a bad value in it.
     let o = check(&["--probe-interval", "1m", "check-config"]);
     assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    // Receivers: named with their kind and host; no secret, not even a Slack URL's path.
+    let slack_url = d.path().join("slack.url");
+    std::fs::write(
+        &slack_url,
+        "https://hooks.slack.com/services/T0/B0/s3cr3tpath\n",
+    )
+    .unwrap();
+    let key = d.path().join("pd.key");
+    std::fs::write(&key, "R0UTING-KEY-VALUE\n").unwrap();
+    std::fs::write(
+        &file,
+        format!(
+            "[[notify]]\nname = \"chat\"\nkind = \"slack\"\nurl_file = \"{}\"\n\n[[notify]]\nname = \"pager\"\nkind = \"pagerduty\"\nrouting_key_file = \"{}\"\n",
+            slack_url.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let o = check(&["check-config"]);
+    let said = out(&o);
+    assert_eq!(o.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("receiver chat: slack to hooks.slack.com"),
+        "{said}"
+    );
+    assert!(
+        said.contains("receiver pager: pagerduty to events.pagerduty.com (secret read)"),
+        "{said}"
+    );
+    assert!(
+        !said.contains("s3cr3tpath") && !said.contains("R0UTING"),
+        "{said}"
+    );
+    // An unreadable secret: the file named, exit 78.
+    std::fs::remove_file(&key).unwrap();
+    let o = check(&["check-config"]);
+    assert_eq!(o.status.code(), Some(78), "{}", out(&o));
+    assert!(
+        out(&o).contains("pd.key") && out(&o).contains("routing_key_file"),
+        "{}",
+        out(&o)
+    );
 }
 
 #[test]
