@@ -66,6 +66,8 @@ pub struct Config {
     pub queue: usize,
     /// `[incidents]` and `[[notify]]` (file only).
     pub notify: crate::notify::NotifyConfig,
+    /// `[inventory]` (file only).
+    pub inventory: Option<crate::inventory::InventoryConfig>,
 }
 
 /// The file: the same options as the command line.
@@ -83,6 +85,7 @@ struct FileConfig {
     incidents: Option<crate::notify::config::RawIncidents>,
     #[serde(default)]
     notify: Vec<crate::notify::config::RawReceiver>,
+    inventory: Option<crate::inventory::RawInventory>,
 }
 
 impl Config {
@@ -105,6 +108,7 @@ impl Config {
             client_ca: args.client_ca,
             queue: args.queue,
             notify: Default::default(),
+            inventory: None,
         };
         if let Some(path) = args.config {
             let text = ConfigError::read(&path)?;
@@ -203,6 +207,9 @@ impl Config {
             self.client_ca = Some(v.into_inner());
         }
         self.notify = crate::notify::config::build(path, text, f.incidents, f.notify)?;
+        if let Some(i) = f.inventory {
+            self.inventory = Some(i.validate(path, text)?);
+        }
         Ok(())
     }
 }
@@ -412,5 +419,30 @@ url = "http://10.1.2.3:9093"
         let ok =
             "[[notify]]\nname = \"am\"\nkind = \"alertmanager\"\nurl = \"http://127.0.0.1:9093\"\n";
         assert!(load(&[], Some(ok)).is_ok());
+    }
+
+    #[test]
+    fn the_inventory_section_is_checked() {
+        let c = load(
+            &[],
+            Some("[inventory]\npath = \"/srv/devices.csv\"\ncolumns = { hostname = \"Server\" }\n"),
+        )
+        .unwrap();
+        let i = c.inventory.unwrap();
+        assert_eq!(i.columns["hostname"], "Server");
+        assert_eq!(i.missing_after, Duration::from_secs(24 * 3600));
+        let (_, _, key, msg) = invalid("[inventory]\npath = \"devices.csv\"\n");
+        assert!(
+            key.ends_with("path") && msg.contains("absolute"),
+            "{key}: {msg}"
+        );
+        let (_, _, key, msg) =
+            invalid("[inventory]\npath = \"/d.csv\"\ncolumns = { hostnme = \"x\" }\n");
+        assert!(
+            key.contains("columns") && msg.contains("hostname, primary_ip"),
+            "{key}: {msg}"
+        );
+        let (_, _, key, _) = invalid("[inventory]\npath = \"/d.csv\"\nmissing_after = \"a day\"\n");
+        assert!(key.ends_with("missing_after"), "{key}");
     }
 }

@@ -10,6 +10,7 @@ pub mod http;
 pub mod incidents;
 pub mod index;
 pub mod ingest;
+pub mod inventory;
 pub mod metrics;
 pub mod notify;
 pub mod registry;

@@ -100,6 +100,16 @@ fn run(cli: Config) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?,
     );
     let engine = notifier.engine()?;
+    let inventory = Arc::new(rollcall_collector::inventory::Watch::new(
+        cli.inventory.clone(),
+    ));
+    match inventory.load(up_since) {
+        Ok(0) => {}
+        Ok(n) => log::info!("inventory: {n} devices"),
+        // Not fatal: the collector runs without it, says why, and reads it again when
+        // the file changes.
+        Err(e) => log::warn!("{e}"),
+    }
     let credentials = Credentials::load(writer_store.load_credentials()?);
     let mut registry = Registry::new(policy, up_since);
     registry.load(writer_store.load_hosts()?, up_since);
@@ -143,6 +153,7 @@ fn run(cli: Config) -> anyhow::Result<()> {
         require_client_cert: cli.client_ca.is_some(),
         clock: clock.clone(),
         notifier: notifier.clone(),
+        inventory: inventory.clone(),
     });
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -170,6 +181,7 @@ fn run(cli: Config) -> anyhow::Result<()> {
                 .clone()
                 .run_incidents(engine, registry.clone(), clock.clone()),
         );
+        tokio::spawn(inventory.clone().run(registry.clone(), clock.clone()));
         for i in 0..notifier.config.receivers.len() {
             tokio::spawn(notifier.clone().run_receiver(i, clock.clone()));
         }

@@ -609,7 +609,18 @@ impl Registry {
         ids.into_iter().map(|id| self.view(id, now)).collect()
     }
 
-    /// Hosts per state (all lifecycles) and how many are flagged.
+    /// Every host as reconciliation with the inventory sees it.
+    pub fn reported(&self) -> impl Iterator<Item = crate::inventory::Reported<'_>> {
+        self.hosts.iter().map(|h| crate::inventory::Reported {
+            name: &h.name,
+            labels: h.labels.map(|v| self.labels.get(v)),
+            last_heard: at(h.last_heard_ms),
+            state: h.state,
+            lifecycle: h.lifecycle,
+            bmc: Self::bmc_address(h),
+        })
+    }
+
     /// Hosts per lifecycle.
     pub fn lifecycles(&self) -> BTreeMap<&'static str, usize> {
         let mut m: BTreeMap<&'static str, usize> =

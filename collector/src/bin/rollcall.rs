@@ -101,6 +101,20 @@ enum Cmd {
         #[command(subcommand)]
         action: NotifyCmd,
     },
+    /// The fleet against the inventory: missing, unknown, mismatched, duplicated hosts and
+    /// lifecycle disagreements, each with what to do. Exit 1 when there are more than
+    /// --max discrepancies.
+    Reconcile {
+        #[arg(long)]
+        json: bool,
+        /// Also write reconcile.json and reconcile.txt into this directory.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Discrepancies tolerated: a count (`25`) or a share of the inventory's devices
+        /// (`0.5%`). Default 0.
+        #[arg(long, default_value = "0")]
+        max: String,
+    },
     /// Put a host under maintenance (or end it with --end).
     Maintenance {
         name: String,
@@ -727,6 +741,59 @@ fn run(cli: Cli) -> Outcome {
             send(&c, "POST", &path, Some(json!({})))?;
             println!("{name}: test notification sent and taken");
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Reconcile { json, out, max } => {
+            let limit = |devices: u64| -> Result<u64, Failure> {
+                let bad = || {
+                    Failure::Usage(format!(
+                        "--max {max:?}: give a count (25) or a percentage (0.5%)"
+                    ))
+                };
+                match max.strip_suffix('%') {
+                    Some(p) => {
+                        let p: f64 = p.trim().parse().map_err(|_| bad())?;
+                        if !(0.0..=100.0).contains(&p) {
+                            return Err(bad());
+                        }
+                        Ok((devices as f64 * p / 100.0).floor() as u64)
+                    }
+                    None => max.trim().parse().map_err(|_| bad()),
+                }
+            };
+            // A bad --max is a usage error before anything is asked.
+            limit(0)?;
+            let mut v = get(&c, "/api/v1/reconcile")?;
+            let text = v["text"].as_str().unwrap_or("").to_owned();
+            if let Some(o) = v.as_object_mut() {
+                o.remove("text");
+            }
+            if let Some(dir) = &out {
+                let write = |name: &str, body: &str| {
+                    std::fs::write(dir.join(name), body).map_err(|e| {
+                        Failure::Usage(format!("cannot write {}: {e}", dir.join(name).display()))
+                    })
+                };
+                write(
+                    "reconcile.json",
+                    &serde_json::to_string_pretty(&v).unwrap_or_default(),
+                )?;
+                write("reconcile.txt", &text)?;
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                print!("{text}");
+                if let Some(e) = v["inventory_error"].as_str() {
+                    println!("\nnote: {e}");
+                }
+            }
+            let total = v["total"].as_u64().unwrap_or(0);
+            let allowed = limit(v["devices"].as_u64().unwrap_or(0))?;
+            Ok(if total > allowed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Cmd::Maintenance {
             name,

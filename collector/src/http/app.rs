@@ -43,6 +43,8 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     /// Incidents and their notifications.
     pub notifier: Arc<crate::notify::Notifier>,
+    /// The inventory in force, if `[inventory]` is configured.
+    pub inventory: Arc<crate::inventory::Watch>,
 }
 
 /// Per-host token bucket: a burst of 20, refilled one every 3 s.

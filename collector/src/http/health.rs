@@ -26,6 +26,18 @@ pub(super) async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
         zones.len()
     ));
     text.push_str(&app.notifier.render(app.now()));
+    if let Some(inv) = app.inventory.current() {
+        text.push_str(&format!(
+            "# HELP rollcall_inventory_devices Devices in the inventory in force.\n# TYPE rollcall_inventory_devices gauge\nrollcall_inventory_devices {}\n",
+            inv.devices.len()
+        ));
+        text.push_str("# HELP rollcall_inventory_discrepancies Discrepancies with the inventory, by class (reconciled every minute).\n# TYPE rollcall_inventory_discrepancies gauge\n");
+        for (class, n) in crate::lock(&app.inventory.counts).iter() {
+            text.push_str(&format!(
+                "rollcall_inventory_discrepancies{{class=\"{class}\"}} {n}\n"
+            ));
+        }
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 

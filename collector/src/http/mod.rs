@@ -8,6 +8,7 @@ mod health;
 mod hosts;
 mod incidents;
 mod ingest;
+mod reconcile;
 mod relays;
 mod scan;
 
@@ -141,6 +142,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/zones", get(scan::zones))
         .route("/api/v1/relays", get(relays::relays))
         .route("/api/v1/compliance", get(compliance::compliance))
+        .route("/api/v1/reconcile", get(reconcile::reconcile))
         .route("/api/v1/incidents", get(incidents::incidents))
         .route("/api/v1/incidents/{id}", get(incidents::incident))
         .route("/api/v1/receivers", get(incidents::receivers))

@@ -85,6 +85,11 @@ impl Registry {
     }
 
     /// Probed by the scanners: live, not in maintenance, with a known BMC address.
+    /// The BMC address its agent found in-band, whatever its lifecycle.
+    pub(super) fn bmc_address(h: &Host) -> Option<IpAddr> {
+        h.bmc.as_ref().map(|b| b.address)
+    }
+
     fn probed(h: &Host) -> Option<IpAddr> {
         let assigned = h.lifecycle == Lifecycle::Live && h.state != HostState::Maintenance;
         h.bmc.as_ref().filter(|_| assigned).map(|b| b.address)

@@ -1,0 +1,130 @@
+//! The fleet against the inventory, end to end: the collector reads `[inventory] path`,
+//! the CLI reports every discrepancy, a malformed file keeps the previous inventory.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{heartbeat, Collector, Start};
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn rollcall(c: &Collector, args: &[&str]) -> (i32, String) {
+    let token = std::fs::read_to_string(c.data.join("admin.token")).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        .args(args)
+        .env("ROLLCALL_URL", &c.url)
+        .env("ROLLCALL_TOKEN", token.trim())
+        .env("ROLLCALL_CA", c.data.join("ca.pem"))
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+    )
+}
+
+#[test]
+fn the_fleet_is_reconciled_against_the_inventory_it_reads() {
+    let d = tempfile::tempdir().unwrap();
+    let devices = d.path().join("devices.csv");
+    std::fs::write(
+        &devices,
+        "hostname,region,zone,status\r\n\
+         web-1,us-south,dal10,live\r\n\
+         web-2,eu-de,dal10,live\r\n\
+         never-1,us-south,dal10,live\r\n\
+         gone,us-south,dal10,cancelled\r\n",
+    )
+    .unwrap();
+    let config = d.path().join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[inventory]\npath = \"{}\"\nmissing_after = \"1h\"\n",
+            devices.display()
+        ),
+    )
+    .unwrap();
+    let c = Collector::start_with(
+        &d.path().join("data"),
+        "60s",
+        &["--config", config.to_str().unwrap()],
+    );
+    let agents = c.agents();
+    for h in ["web-1", "web-2", "stray-1"] {
+        assert_eq!(agents.post(&heartbeat(h, 60, "ok", &[])).status, 200);
+    }
+    // heartbeat() labels every host region us-south, zone dal10: web-2 disagrees.
+    let (code, out) = rollcall(&c, &["reconcile", "--out", d.path().to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("3 discrepancies"), "{out}");
+    assert!(
+        out.contains("never-1: in the inventory, never heard from — never enrolled: run bootstrap"),
+        "{out}"
+    );
+    assert!(
+        out.contains("stray-1: reporting, but in no inventory"),
+        "{out}"
+    );
+    assert!(
+        out.contains("web-2: region: the agent says \"us-south\", the inventory \"eu-de\""),
+        "{out}"
+    );
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.path().join("reconcile.json")).unwrap())
+            .unwrap();
+    assert_eq!(written["counts"]["missing"], 1);
+    assert_eq!(written["devices"], 4);
+    assert_eq!(
+        std::fs::read_to_string(d.path().join("reconcile.txt")).unwrap(),
+        out
+    );
+    assert_eq!(rollcall(&c, &["reconcile", "--max", "3"]).0, 0);
+    // A share of the 4 devices: 50 % tolerates 2, 75 % tolerates 3.
+    assert_eq!(rollcall(&c, &["reconcile", "--max", "50%"]).0, 1);
+    assert_eq!(rollcall(&c, &["reconcile", "--max", "75%"]).0, 0);
+    let (code, out) = rollcall(&c, &["reconcile", "--max", "lots"]);
+    assert_eq!(code, 2, "{out}");
+
+    // A file cut short: refused with the place, the previous inventory kept.
+    std::fs::write(&devices, "hostname,region,zone,status\nweb-1,us-south\n").unwrap();
+    let admin = c.admin();
+    wait_for("the bad file noticed", Duration::from_secs(15), || {
+        admin.get("/api/v1/reconcile").unwrap().body["inventory_error"].is_string()
+    });
+    let v = admin.get("/api/v1/reconcile").unwrap().body;
+    let e = v["inventory_error"].as_str().unwrap();
+    assert!(e.contains("row 2, column \"zone\""), "{e}");
+    assert_eq!(v["devices"], 4, "the previous inventory stays");
+    // Fixed: read again.
+    std::fs::write(
+        &devices,
+        "hostname,region,zone,status\nweb-1,us-south,dal10,live\nweb-2,us-south,dal10,live\nstray-1,us-south,dal10,live\n",
+    )
+    .unwrap();
+    wait_for("the good file read", Duration::from_secs(15), || {
+        admin.get("/api/v1/reconcile").unwrap().body["devices"] == 3
+    });
+    let (code, out) = rollcall(&c, &["reconcile"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("0 discrepancies"), "{out}");
+    let m = String::from_utf8_lossy(&admin.get_bytes("/metrics").unwrap().1).into_owned();
+    assert!(m.contains("rollcall_inventory_devices 3"), "{m}");
+}
+
+#[test]
+fn without_an_inventory_reconcile_says_how_to_configure_one() {
+    let d = tempfile::tempdir().unwrap();
+    let c = Collector::start(d.path(), "60s");
+    let (code, out) = rollcall(&c, &["reconcile"]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("[inventory] path"), "{out}");
+}
