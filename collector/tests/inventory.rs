@@ -3,10 +3,9 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{heartbeat, Collector, Start};
+use common::{admin_cli as rollcall, heartbeat, Collector, Start};
 
 fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -14,21 +13,6 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
         assert!(start.elapsed() < timeout, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn rollcall(c: &Collector, args: &[&str]) -> (i32, String) {
-    let token = std::fs::read_to_string(c.data.join("admin.token")).unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_rollcall"))
-        .args(args)
-        .env("ROLLCALL_URL", &c.url)
-        .env("ROLLCALL_TOKEN", token.trim())
-        .env("ROLLCALL_CA", c.data.join("ca.pem"))
-        .output()
-        .unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
-    )
 }
 
 #[test]

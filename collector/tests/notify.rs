@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::receiver::{Flavour, Receiver};
-use common::{heartbeat, Collector, Start};
+use common::{admin_cli as cli, heartbeat, Collector, Start};
 use rollcall_collector::client::Client;
 use serde_json::{json, Value};
 
@@ -138,21 +138,6 @@ fn secret(dir: &Path, name: &str, value: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, format!("{value}\n")).unwrap();
     p.display().to_string()
-}
-
-fn cli(c: &Collector, args: &[&str]) -> (i32, String) {
-    let token = std::fs::read_to_string(c.data.join("admin.token")).unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_rollcall"))
-        .args(args)
-        .env("ROLLCALL_URL", &c.url)
-        .env("ROLLCALL_TOKEN", token.trim())
-        .env("ROLLCALL_CA", c.data.join("ca.pem"))
-        .output()
-        .unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
-    )
 }
 
 #[test]

@@ -155,3 +155,19 @@ pub fn wait(mut f: impl FnMut() -> bool) {
     }
 }
 pub mod receiver;
+
+/// The `rollcall` CLI against `c` with its admin token: exit code, and stdout then stderr.
+pub fn admin_cli(c: &Collector, args: &[&str]) -> (i32, String) {
+    let token = std::fs::read_to_string(c.data.join("admin.token")).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        .args(args)
+        .env("ROLLCALL_URL", &c.url)
+        .env("ROLLCALL_TOKEN", token.trim())
+        .env("ROLLCALL_CA", c.data.join("ca.pem"))
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+    )
+}
