@@ -119,6 +119,9 @@ fn run(cli: Config) -> anyhow::Result<()> {
         dir.join(store::DB_FILE).display(),
         (up_since + chrono::Duration::from_std(cli.grace).unwrap_or_default()).to_rfc3339()
     );
+    if let Some(inv) = inventory.current() {
+        registry.apply_inventory(inv, up_since);
+    }
     let registry = Arc::new(Mutex::new(registry));
     let metrics = Arc::new(Metrics::default());
 

@@ -66,6 +66,8 @@ struct Host {
     health: Health,
     health_reason: Box<str>,
     lifecycle_override: Option<Lifecycle>,
+    /// What the inventory says of it (once an inventory listed it).
+    inventory: Option<crate::state::InventoryFacts>,
     maintenance: Option<Box<(i64, Box<str>)>>,
     /// The identity heard before `identity` took over, while it may still be live.
     other: Option<Box<Other>>,
@@ -116,6 +118,8 @@ pub struct HostView<'r> {
     pub name: &'r str,
     pub state: HostState,
     pub lifecycle: Lifecycle,
+    /// Which source decided the lifecycle: `operator`, `inventory` or `first seen`.
+    pub lifecycle_source: &'static str,
     pub flagged: bool,
     pub reason: String,
     pub last_heard: DateTime<Utc>,
@@ -192,6 +196,8 @@ pub struct Registry {
     /// Counts changes of any host's state, flag or lifecycle, and of the suspect relays:
     /// the incident pass looks again only when it moved.
     generation: u64,
+    /// The inventory lifecycles come from, if one is configured and read.
+    inventory: Option<std::sync::Arc<crate::inventory::Inventory>>,
 }
 
 fn slot(s: HostState) -> usize {
@@ -213,6 +219,7 @@ impl Registry {
             notes: Vec::new(),
             suspects: Default::default(),
             generation: 0,
+            inventory: None,
         }
     }
 
@@ -257,6 +264,7 @@ impl Registry {
             health: Health::Ok,
             health_reason: "".into(),
             lifecycle_override: None,
+            inventory: None,
             maintenance: None,
             other: None,
             boot_s: 0,
@@ -271,6 +279,17 @@ impl Registry {
             flagged: false,
         });
         self.by_state[slot(HostState::Up)].insert(id);
+        if let Some(d) = self
+            .inventory
+            .as_ref()
+            .and_then(|i| i.devices_named(name).next())
+        {
+            self.hosts[id as usize].inventory = Some(crate::state::InventoryFacts {
+                listed: true,
+                cancelled: d.cancelled(),
+                provisioned: d.provisioned,
+            });
+        }
         let (hosts, hasher) = (&self.hosts, &self.hasher);
         self.names.insert_unique(hasher.hash_one(name), id, |&i| {
             hasher.hash_one(&*hosts[i as usize].name)
@@ -296,6 +315,7 @@ impl Registry {
             health: h.health,
             health_reason: &h.health_reason,
             lifecycle_override: h.lifecycle_override,
+            inventory: h.inventory,
             maintenance: h.maintenance.as_ref().map(|m| (at(m.0), &*m.1)),
             identity: &h.identity,
             other: h
@@ -558,6 +578,7 @@ impl Registry {
             name: &h.name,
             state: h.state,
             lifecycle: h.lifecycle,
+            lifecycle_source: crate::state::lifecycle_source(&self.facts(h, now)),
             flagged: h.flagged,
             reason: self.reason(id, now),
             last_heard: at(h.last_heard_ms),
@@ -607,6 +628,38 @@ impl Registry {
                 .cmp(&self.hosts[*b as usize].name)
         });
         ids.into_iter().map(|id| self.view(id, now)).collect()
+    }
+
+    /// Takes each host's lifecycle from `inv` (a host listed once and gone since is
+    /// retired); returns the transitions this causes.
+    pub fn apply_inventory(
+        &mut self,
+        inv: std::sync::Arc<crate::inventory::Inventory>,
+        now: DateTime<Utc>,
+    ) -> Vec<Transition> {
+        self.inventory = Some(inv.clone());
+        let mut changed = Vec::new();
+        for id in 0..self.hosts.len() as HostId {
+            let h = &mut self.hosts[id as usize];
+            let device = inv.devices_named(&h.name).next();
+            let facts = match (device, h.inventory) {
+                (Some(d), _) => Some(crate::state::InventoryFacts {
+                    listed: true,
+                    cancelled: d.cancelled(),
+                    provisioned: d.provisioned,
+                }),
+                (None, Some(was)) => Some(crate::state::InventoryFacts {
+                    listed: false,
+                    ..was
+                }),
+                (None, None) => None,
+            };
+            if facts != h.inventory {
+                h.inventory = facts;
+                changed.extend(self.rejudge(id, now));
+            }
+        }
+        changed
     }
 
     /// Every host as reconciliation with the inventory sees it.
@@ -668,8 +721,12 @@ fn next_change(
     if let Some((until, _)) = &f.maintenance {
         candidates.push(*until);
     }
-    if f.lifecycle_override.is_none() {
-        candidates.push(build_end);
+    match (f.lifecycle_override, f.inventory) {
+        (None, None) => candidates.push(build_end),
+        (None, Some(i)) => candidates.extend(i.provisioned.map(|prov| {
+            prov + chrono::Duration::from_std(p.build_period).unwrap_or(chrono::Duration::MAX)
+        })),
+        _ => {}
     }
     // Just after the boundary: the judgement uses strict comparisons.
     candidates
@@ -919,6 +976,61 @@ mod tests {
             serde_json::to_value(&v.labels).unwrap(),
             serde_json::json!({"region": "us-south", "zone": "dal10"}),
             "an object of the non-empty labels (no env, no role)"
+        );
+    }
+
+    #[test]
+    fn lifecycle_follows_the_inventory_and_an_operator_still_overrides() {
+        use std::sync::Arc;
+        let inv = |text: &str| {
+            Arc::new(
+                crate::inventory::parse(
+                    std::path::Path::new("devices.csv"),
+                    text.as_bytes(),
+                    &BTreeMap::new(),
+                    t(0),
+                )
+                .unwrap(),
+            )
+        };
+        let mut r = reg();
+        // Provisioned at t(0): build for 48 h, then live on the collector's clock alone.
+        r.apply_inventory(
+            inv("hostname,provisioned,status\nnew,2026-11-22T12:00:00Z,live\nold,2026-01-01,live\nbye,2026-01-01,live\n"),
+            t(0),
+        );
+        for h in ["new", "old", "bye"] {
+            r.apply(&hb(h, 10, Health::Ok, vec![]));
+        }
+        let l = |r: &Registry, h: &str, at: u32| {
+            let v = r.get(h, t(at)).unwrap();
+            (v.lifecycle, v.lifecycle_source)
+        };
+        assert_eq!(l(&r, "new", 10), (Lifecycle::Build, "inventory"));
+        assert_eq!(l(&r, "old", 10), (Lifecycle::Live, "inventory"));
+        let two_days = 48 * 3600;
+        let changes = r.sweep(t(two_days) + chrono::Duration::milliseconds(2));
+        assert!(changes.iter().any(|c| c.host == "new"), "{changes:?}");
+        assert_eq!(l(&r, "new", two_days + 1).0, Lifecycle::Live);
+        // Cancelled, and gone from the list after having been in it.
+        r.apply_inventory(
+            inv("hostname,provisioned,status\nnew,2026-11-22T12:00:00Z,live\nold,2026-01-01,Pending Cancellation\n"),
+            t(two_days + 5),
+        );
+        assert_eq!(l(&r, "old", two_days + 5).0, Lifecycle::Available);
+        assert_eq!(
+            l(&r, "bye", two_days + 5),
+            (Lifecycle::Retired, "inventory")
+        );
+        // An operator's word wins, and says so.
+        r.set_lifecycle("bye", Some(Lifecycle::Live), t(two_days + 6));
+        assert_eq!(l(&r, "bye", two_days + 6), (Lifecycle::Live, "operator"));
+        // A host first heard after the inventory was read takes its lifecycle at once.
+        r.apply_inventory(inv("hostname,status\nlate,cancelled\n"), t(two_days + 7));
+        r.apply(&hb("late", two_days + 8, Health::Ok, vec![]));
+        assert_eq!(
+            l(&r, "late", two_days + 8),
+            (Lifecycle::Available, "inventory")
         );
     }
 }

@@ -113,6 +113,44 @@ impl Default for Policy {
     }
 }
 
+/// A host's entry in the inventory, as lifecycle is derived from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InventoryFacts {
+    /// In the inventory now (false: listed once, gone since).
+    pub listed: bool,
+    /// Marked for cancellation or reclaim.
+    pub cancelled: bool,
+    pub provisioned: Option<DateTime<Utc>>,
+}
+
+impl InventoryFacts {
+    /// The lifecycle the inventory gives at `now`: gone → retired; cancelled → available;
+    /// provisioned less than the build period ago → build; otherwise live.
+    pub fn lifecycle(&self, policy: &Policy, now: DateTime<Utc>) -> Lifecycle {
+        if !self.listed {
+            Lifecycle::Retired
+        } else if self.cancelled {
+            Lifecycle::Available
+        } else if self
+            .provisioned
+            .is_some_and(|p| now - p < dur(policy.build_period))
+        {
+            Lifecycle::Build
+        } else {
+            Lifecycle::Live
+        }
+    }
+}
+
+/// Which source decided a host's lifecycle.
+pub fn lifecycle_source(f: &Facts<'_>) -> &'static str {
+    match (f.lifecycle_override, f.inventory) {
+        (Some(_), _) => "operator",
+        (None, Some(_)) => "inventory",
+        (None, None) => "first seen",
+    }
+}
+
 /// The facts about one host that its state is derived from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Facts<'a> {
@@ -126,6 +164,8 @@ pub struct Facts<'a> {
     pub health_reason: &'a str,
     /// Set by an operator: `available` and `retired` stick; `live` ends `build` early.
     pub lifecycle_override: Option<Lifecycle>,
+    /// What the inventory says of it, when one is configured and has listed it.
+    pub inventory: Option<InventoryFacts>,
     pub maintenance: Option<(DateTime<Utc>, &'a str)>,
     /// The identity last heard under this hostname.
     pub identity: &'a str,
@@ -209,10 +249,11 @@ pub fn classify(
     up_since: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Verdict {
-    let lifecycle = match f.lifecycle_override {
-        Some(l) => l,
-        None if now - f.first_seen < dur(policy.build_period) => Lifecycle::Build,
-        None => Lifecycle::Live,
+    let lifecycle = match (f.lifecycle_override, f.inventory) {
+        (Some(l), _) => l,
+        (None, Some(i)) => i.lifecycle(policy, now),
+        (None, None) if now - f.first_seen < dur(policy.build_period) => Lifecycle::Build,
+        (None, None) => Lifecycle::Live,
     };
     let deadline = deadline(f, policy, up_since);
     let late_at = f.last_heard.max(up_since) + dur(f.interval);
@@ -324,6 +365,7 @@ mod tests {
             health: Health::Ok,
             health_reason: "all checks ok",
             lifecycle_override: None,
+            inventory: None,
             maintenance: None,
             identity: "m1/i1",
             other: None,

@@ -94,7 +94,7 @@ fn maintenance_and_lifecycle_from_the_cli() {
     assert!(o.status.success(), "{}", out(&o));
     let o = rollcall(&c, None, &["lifecycle", "m1", "available"]);
     assert!(o.status.success(), "{}", out(&o));
-    assert!(out(&rollcall(&c, None, &["host", "m1"])).contains("(available)"));
+    assert!(out(&rollcall(&c, None, &["host", "m1"])).contains("(available, by operator)"));
 }
 
 #[test]

@@ -365,7 +365,7 @@ fn run(cli: Cli) -> Outcome {
             }
             let h = &v["host"];
             println!(
-                "{}: {}{} ({})",
+                "{}: {}{} ({}, by {})",
                 name,
                 h["state"].as_str().unwrap_or(""),
                 if h["flagged"] == true {
@@ -373,7 +373,8 @@ fn run(cli: Cli) -> Outcome {
                 } else {
                     ""
                 },
-                h["lifecycle"].as_str().unwrap_or("")
+                h["lifecycle"].as_str().unwrap_or(""),
+                h["lifecycle_source"].as_str().unwrap_or("first seen")
             );
             println!("  why: {}", h["reason"].as_str().unwrap_or(""));
             println!("  last heard: {}", h["last_heard"].as_str().unwrap_or(""));

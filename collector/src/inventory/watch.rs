@@ -180,7 +180,18 @@ impl Watch {
             if hupped || settled {
                 loaded = now_stamp;
                 match self.load(clock.now()) {
-                    Ok(n) => log::info!("inventory {}: {n} devices", c.path.display()),
+                    Ok(n) => {
+                        log::info!("inventory {}: {n} devices", c.path.display());
+                        if let Some(inv) = self.current() {
+                            let changed = lock(&registry).apply_inventory(inv, clock.now());
+                            if !changed.is_empty() {
+                                log::info!(
+                                    "inventory: {} host(s) changed lifecycle or state",
+                                    changed.len()
+                                );
+                            }
+                        }
+                    }
                     Err(e) => log::warn!("{e}"),
                 }
                 counted -= Duration::from_secs(3600);
