@@ -37,7 +37,8 @@ impl Metrics {
     }
 
     /// A refused request, by reason (`unauthenticated`, `revoked`, `forbidden`,
-    /// `wrong_host`, `no_client_cert`, `bad_request`, `too_large`, `rate_limited`, `queue_full`).
+    /// `wrong_host`, `no_client_cert`, `bad_request`, `too_large`, `rate_limited`, `queue_full`,
+    /// `not_in_inventory`).
     pub fn rejected(&self, reason: &'static str) {
         *crate::lock(&self.rejected).entry(reason).or_default() += 1;
     }

@@ -112,3 +112,44 @@ fn without_an_inventory_reconcile_says_how_to_configure_one() {
     assert_eq!(code, 3, "{out}");
     assert!(out.contains("[inventory] path"), "{out}");
 }
+
+#[test]
+fn only_listed_hosts_enroll_when_the_inventory_says_so() {
+    let d = tempfile::tempdir().unwrap();
+    let devices = d.path().join("devices.json");
+    std::fs::write(&devices, r#"[{"hostname": "web-1", "region": "us-south"}]"#).unwrap();
+    let config = d.path().join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[inventory]\npath = \"{}\"\nenroll = \"listed-only\"\n",
+            devices.display()
+        ),
+    )
+    .unwrap();
+    let c = Collector::start_with(
+        &d.path().join("data"),
+        "60s",
+        &["--config", config.to_str().unwrap()],
+    );
+    let enroller = c.enroller();
+    let ok = enroller
+        .send_json("POST", "/api/v1/enroll", &common::enroll_body("web-1"))
+        .unwrap();
+    assert_eq!(ok.status, 200, "{:?}", ok.body);
+    let no = enroller
+        .send_json("POST", "/api/v1/enroll", &common::enroll_body("stray-1"))
+        .unwrap();
+    assert_eq!(no.status, 403, "{:?}", no.body);
+    assert_eq!(no.body["field"], "host");
+    let why = no.body["error"].as_str().unwrap();
+    assert!(
+        why.contains("stray-1 is not in the inventory") && why.contains("devices.json"),
+        "{why}"
+    );
+    let m = String::from_utf8_lossy(&c.admin().get_bytes("/metrics").unwrap().1).into_owned();
+    assert!(
+        m.contains("rollcall_requests_rejected_total{reason=\"not_in_inventory\"} 1"),
+        "{m}"
+    );
+}

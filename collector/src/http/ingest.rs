@@ -172,6 +172,11 @@ pub(super) async fn enroll(
             ));
         }
     }
+    if let Err(why) = app.inventory.may_enroll(&req.host) {
+        app.metrics.rejected("not_in_inventory");
+        log::warn!("enrollment of {} refused: {why}", req.host);
+        return Err(ApiError::field(StatusCode::FORBIDDEN, "host", why));
+    }
     let now = app.now();
     app.rate_check(&app.enroll_rate, &req.host, now)?;
     let credential = crate::auth::new_token()

@@ -26,6 +26,8 @@ pub struct InventoryConfig {
     pub columns: BTreeMap<String, String>,
     /// A device silent longer than this is missing.
     pub missing_after: Duration,
+    /// Only hosts the inventory lists may enroll (`enroll = "listed-only"`).
+    pub listed_only: bool,
 }
 
 #[derive(Deserialize)]
@@ -34,6 +36,7 @@ pub(crate) struct RawInventory {
     path: Spanned<PathBuf>,
     columns: Option<BTreeMap<Spanned<String>, String>>,
     missing_after: Option<Spanned<String>>,
+    enroll: Option<Spanned<String>>,
 }
 
 impl RawInventory {
@@ -78,10 +81,21 @@ impl RawInventory {
                 )
             })?,
         };
+        let listed_only = match self.enroll.as_ref().map(|v| v.get_ref().as_str()) {
+            None | Some("any") => false,
+            Some("listed-only") => true,
+            Some(other) => {
+                return Err(err(
+                    self.enroll.as_ref().map(|v| v.span()).unwrap_or(0..0),
+                    format!("enroll = {other:?}: use \"any\" (the default) or \"listed-only\""),
+                ))
+            }
+        };
         Ok(InventoryConfig {
             path: self.path.into_inner(),
             columns,
             missing_after,
+            listed_only,
         })
     }
 }
@@ -136,6 +150,26 @@ impl Watch {
                 *lock(&self.last_error) = Some(e.clone());
                 Err(e)
             }
+        }
+    }
+
+    /// Whether `host` may enroll: always, unless only listed hosts may (then the refusal
+    /// says why and what to do).
+    pub fn may_enroll(&self, host: &str) -> Result<(), String> {
+        let Some(c) = self.config.as_ref().filter(|c| c.listed_only) else {
+            return Ok(());
+        };
+        match self.current() {
+            Some(inv) if inv.contains(host) => Ok(()),
+            Some(_) => Err(format!(
+                "host {host} is not in the inventory ({}); only listed hosts may enroll here: add it to the device list, or correct the agent's [host] name",
+                c.path.display()
+            )),
+            None => Err(format!(
+                "only hosts in the inventory may enroll here, and the inventory ({}) has not been read: {}",
+                c.path.display(),
+                lock(&self.last_error).clone().unwrap_or_else(|| "not yet".into())
+            )),
         }
     }
 
