@@ -15,6 +15,18 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// A collector in `dir` reading the inventory at `devices`, with `more` in `[inventory]`.
+fn with_inventory(dir: &std::path::Path, devices: &std::path::Path, more: &str) -> Collector {
+    let config = dir.join("collector.toml");
+    let text = format!("[inventory]\npath = \"{}\"\n{more}\n", devices.display());
+    std::fs::write(&config, text).unwrap();
+    Collector::start_with(
+        &dir.join("data"),
+        "60s",
+        &["--config", config.to_str().unwrap()],
+    )
+}
+
 #[test]
 fn the_fleet_is_reconciled_against_the_inventory_it_reads() {
     let d = tempfile::tempdir().unwrap();
@@ -28,20 +40,7 @@ fn the_fleet_is_reconciled_against_the_inventory_it_reads() {
          gone,us-south,dal10,cancelled\r\n",
     )
     .unwrap();
-    let config = d.path().join("collector.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[inventory]\npath = \"{}\"\nmissing_after = \"1h\"\n",
-            devices.display()
-        ),
-    )
-    .unwrap();
-    let c = Collector::start_with(
-        &d.path().join("data"),
-        "60s",
-        &["--config", config.to_str().unwrap()],
-    );
+    let c = with_inventory(d.path(), &devices, "missing_after = \"1h\"");
     let agents = c.agents();
     for h in ["web-1", "web-2", "stray-1"] {
         assert_eq!(agents.post(&heartbeat(h, 60, "ok", &[])).status, 200);
@@ -118,20 +117,7 @@ fn only_listed_hosts_enroll_when_the_inventory_says_so() {
     let d = tempfile::tempdir().unwrap();
     let devices = d.path().join("devices.json");
     std::fs::write(&devices, r#"[{"hostname": "web-1", "region": "us-south"}]"#).unwrap();
-    let config = d.path().join("collector.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[inventory]\npath = \"{}\"\nenroll = \"listed-only\"\n",
-            devices.display()
-        ),
-    )
-    .unwrap();
-    let c = Collector::start_with(
-        &d.path().join("data"),
-        "60s",
-        &["--config", config.to_str().unwrap()],
-    );
+    let c = with_inventory(d.path(), &devices, "enroll = \"listed-only\"");
     let enroller = c.enroller();
     let ok = enroller
         .send_json("POST", "/api/v1/enroll", &common::enroll_body("web-1"))
