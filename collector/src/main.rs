@@ -179,11 +179,12 @@ fn run(cli: Config) -> anyhow::Result<()> {
             clock.clone(),
         ));
         tokio::spawn(retention::run(app.clone(), cli.event_retention_days));
-        tokio::spawn(
-            notifier
-                .clone()
-                .run_incidents(engine, registry.clone(), clock.clone()),
-        );
+        tokio::spawn(notifier.clone().run_incidents(
+            engine,
+            registry.clone(),
+            inventory.clone(),
+            clock.clone(),
+        ));
         tokio::spawn(inventory.clone().run(registry.clone(), clock.clone()));
         for i in 0..notifier.config.receivers.len() {
             tokio::spawn(notifier.clone().run_receiver(i, clock.clone()));

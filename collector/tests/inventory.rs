@@ -20,9 +20,10 @@ fn with_inventory(dir: &std::path::Path, devices: &std::path::Path, more: &str) 
     let config = dir.join("collector.toml");
     let text = format!("[inventory]\npath = \"{}\"\n{more}\n", devices.display());
     std::fs::write(&config, text).unwrap();
+    // A short grace: incidents are judged 2 s after start.
     Collector::start_with(
         &dir.join("data"),
-        "60s",
+        "2s",
         &["--config", config.to_str().unwrap()],
     )
 }
@@ -138,4 +139,48 @@ fn only_listed_hosts_enroll_when_the_inventory_says_so() {
         m.contains("rollcall_requests_rejected_total{reason=\"not_in_inventory\"} 1"),
         "{m}"
     );
+}
+
+#[test]
+fn a_significant_drift_is_one_incident_until_the_inventory_agrees() {
+    use common::receiver::{Flavour, Receiver};
+    let d = tempfile::tempdir().unwrap();
+    let hook = Receiver::start(Flavour::Webhook);
+    let devices = d.path().join("devices.csv");
+    std::fs::write(&devices, "hostname\nweb-1\nnever-1\nnever-2\nnever-3\n").unwrap();
+    let more = format!(
+        "alert_over = \"50%\"\n\n[[notify]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\n",
+        hook.url("/")
+    );
+    let c = with_inventory(d.path(), &devices, &more);
+    assert_eq!(
+        c.agents().post(&heartbeat("web-1", 60, "ok", &[])).status,
+        200
+    );
+    wait_for("the drift incident", Duration::from_secs(20), || {
+        hook.count() >= 1
+    });
+    let first = hook.taken()[0].clone();
+    let alert = &first["alerts"][0];
+    assert_eq!(alert["labels"]["incident"], "inventory-drift/inventory");
+    let summary = alert["annotations"]["summary"].as_str().unwrap();
+    // 3 missing, or 4 if it was judged before web-1's first heartbeat landed.
+    assert!(
+        summary.contains("discrepancies (missing ") && summary.ends_with("over the 2 tolerated"),
+        "{summary}"
+    );
+    assert!(alert["annotations"]["next_step"]
+        .as_str()
+        .unwrap()
+        .contains("rollcall reconcile"));
+    // The inventory corrected: the incident resolves, once.
+    std::fs::write(&devices, "hostname\nweb-1\n").unwrap();
+    wait_for("its resolve", Duration::from_secs(20), || hook.count() >= 2);
+    std::thread::sleep(Duration::from_secs(1));
+    let statuses: Vec<String> = hook
+        .taken()
+        .iter()
+        .map(|v| v["status"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(statuses, ["firing", "resolved"]);
 }

@@ -744,25 +744,12 @@ fn run(cli: Cli) -> Outcome {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Reconcile { json, out, max } => {
-            let limit = |devices: u64| -> Result<u64, Failure> {
-                let bad = || {
+            let threshold =
+                rollcall_collector::inventory::Threshold::parse(&max).ok_or_else(|| {
                     Failure::Usage(format!(
                         "--max {max:?}: give a count (25) or a percentage (0.5%)"
                     ))
-                };
-                match max.strip_suffix('%') {
-                    Some(p) => {
-                        let p: f64 = p.trim().parse().map_err(|_| bad())?;
-                        if !(0.0..=100.0).contains(&p) {
-                            return Err(bad());
-                        }
-                        Ok((devices as f64 * p / 100.0).floor() as u64)
-                    }
-                    None => max.trim().parse().map_err(|_| bad()),
-                }
-            };
-            // A bad --max is a usage error before anything is asked.
-            limit(0)?;
+                })?;
             let mut v = get(&c, "/api/v1/reconcile")?;
             let text = v["text"].as_str().unwrap_or("").to_owned();
             if let Some(o) = v.as_object_mut() {
@@ -789,7 +776,7 @@ fn run(cli: Cli) -> Outcome {
                 }
             }
             let total = v["total"].as_u64().unwrap_or(0);
-            let allowed = limit(v["devices"].as_u64().unwrap_or(0))?;
+            let allowed = threshold.allowed(v["devices"].as_u64().unwrap_or(0) as usize);
             Ok(if total > allowed {
                 ExitCode::from(1)
             } else {

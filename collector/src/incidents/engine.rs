@@ -353,6 +353,17 @@ impl Engine {
                 covered_by: None,
             });
         }
+        if let Some((sentence, hosts)) = &obs.drift {
+            out.push(Want {
+                kind: Kind::InventoryDrift,
+                subject: "inventory".into(),
+                labels: BTreeMap::new(),
+                hosts: hosts.clone(),
+                summary: sentence.clone(),
+                next_step: words::next_step(Kind::InventoryDrift, "inventory", ""),
+                covered_by: None,
+            });
+        }
         for (zone, sentence, scanners) in &obs.scannerless {
             out.push(Want {
                 kind: Kind::ZoneNoScanner,

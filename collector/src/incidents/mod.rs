@@ -42,10 +42,12 @@ pub enum Kind {
     CollectorBlind,
     ZoneNoScanner,
     RelaySuspect,
+    /// The fleet and the inventory disagree beyond `[inventory] alert_over`.
+    InventoryDrift,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 14] = [
+    pub const ALL: [Kind; 15] = [
         Kind::Silent,
         Kind::UnhealthyBesclient,
         Kind::UnhealthyCheckin,
@@ -60,6 +62,7 @@ impl Kind {
         Kind::CollectorBlind,
         Kind::ZoneNoScanner,
         Kind::RelaySuspect,
+        Kind::InventoryDrift,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -78,6 +81,7 @@ impl Kind {
             Kind::CollectorBlind => "collector-blind",
             Kind::ZoneNoScanner => "zone-no-scanner",
             Kind::RelaySuspect => "relay-suspect",
+            Kind::InventoryDrift => "inventory-drift",
         }
     }
 
@@ -103,6 +107,7 @@ impl Kind {
                 | Kind::CollectorBlind
                 | Kind::ZoneNoScanner
                 | Kind::RelaySuspect
+                | Kind::InventoryDrift
         )
     }
 
@@ -291,6 +296,8 @@ pub struct Observed {
     pub scannerless: Vec<(String, String, Vec<String>)>,
     /// Suspect relays: relay, the sentence.
     pub suspect_relays: Vec<(String, String)>,
+    /// A significant drift from the inventory: the sentence, the hosts concerned.
+    pub drift: Option<(String, Vec<String>)>,
 }
 
 /// A notification to make durable and then deliver.

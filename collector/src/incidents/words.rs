@@ -55,6 +55,7 @@ pub fn next_step(kind: Kind, subject: &str, reason: &str) -> String {
         Kind::ZoneNoScanner => format!(
             "{reason}. Bring one scanner of zone {subject} back (the agent already restarts nessusd by itself: `rollcall host SCANNER` shows what it tried); until then the zone's BMCs are not probed."
         ),
+        Kind::InventoryDrift => "Run `rollcall reconcile` for every discrepancy and what to do about it: bootstrap the missing hosts, add or retire the unknown ones, correct labels and lifecycles.".into(),
         Kind::RelaySuspect => format!(
             "Check relay {subject}: its BESRelay service, its disk and its own parent relay. Its hosts are listed here and not notified one by one."
         ),
@@ -103,6 +104,9 @@ pub fn resolution(
         }
         Kind::RelaySuspect => format!("relay {} no longer suspect", inc.subject),
         Kind::ZoneNoScanner => format!("zone {} has a working scanner again", inc.subject),
+        Kind::InventoryDrift => {
+            "the fleet and the inventory agree again, within the threshold".into()
+        }
         Kind::Flapping => format!("{} has been steady", inc.subject),
         _ => match status(&inc.subject) {
             Some(s) => format!("{} is {s}", inc.subject),

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 pub use reconcile::{reconcile, Discrepancy, Report, Reported, CLASSES};
 pub(crate) use watch::RawInventory;
-pub use watch::{InventoryConfig, Watch};
+pub use watch::{InventoryConfig, Threshold, Watch};
 
 /// The fields rollcall reads from a device, each from the first present of its columns.
 pub const FIELDS: [&str; 9] = [

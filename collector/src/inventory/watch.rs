@@ -28,6 +28,38 @@ pub struct InventoryConfig {
     pub missing_after: Duration,
     /// Only hosts the inventory lists may enroll (`enroll = "listed-only"`).
     pub listed_only: bool,
+    /// More discrepancies than this is an `inventory-drift` incident.
+    pub alert_over: Option<Threshold>,
+}
+
+/// Discrepancies tolerated: a count, or a share of the inventory's devices.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Threshold {
+    Count(u64),
+    Percent(f64),
+}
+
+impl Threshold {
+    /// `25` or `0.5%`.
+    pub fn parse(s: &str) -> Option<Threshold> {
+        match s.trim().strip_suffix('%') {
+            Some(p) => p
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|p| (0.0..=100.0).contains(p))
+                .map(Threshold::Percent),
+            None => s.trim().parse().ok().map(Threshold::Count),
+        }
+    }
+
+    /// How many discrepancies are tolerated with `devices` in the inventory.
+    pub fn allowed(self, devices: usize) -> u64 {
+        match self {
+            Threshold::Count(n) => n,
+            Threshold::Percent(p) => (devices as f64 * p / 100.0).floor() as u64,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -37,6 +69,7 @@ pub(crate) struct RawInventory {
     columns: Option<BTreeMap<Spanned<String>, String>>,
     missing_after: Option<Spanned<String>>,
     enroll: Option<Spanned<String>>,
+    alert_over: Option<Spanned<String>>,
 }
 
 impl RawInventory {
@@ -91,11 +124,24 @@ impl RawInventory {
                 ))
             }
         };
+        let alert_over = match &self.alert_over {
+            None => None,
+            Some(v) => Some(Threshold::parse(v.get_ref()).ok_or_else(|| {
+                err(
+                    v.span(),
+                    format!(
+                        "alert_over = {:?}: give a count (\"50\") or a share of the devices (\"1%\")",
+                        v.get_ref()
+                    ),
+                )
+            })?),
+        };
         Ok(InventoryConfig {
             path: self.path.into_inner(),
             columns,
             missing_after,
             listed_only,
+            alert_over,
         })
     }
 }
@@ -109,6 +155,8 @@ pub struct Watch {
     pub last_error: Mutex<Option<String>>,
     /// Discrepancies by class, as of the last reconciliation the watcher made.
     pub counts: Mutex<BTreeMap<&'static str, usize>>,
+    /// Over `alert_over` at the last reconciliation: the sentence and the hosts.
+    drift: Mutex<Option<(String, Vec<String>)>>,
 }
 
 impl Watch {
@@ -173,6 +221,11 @@ impl Watch {
         }
     }
 
+    /// A drift over `alert_over` at the last reconciliation, for the incident pass.
+    pub fn drift(&self) -> Option<(String, Vec<String>)> {
+        lock(&self.drift).clone()
+    }
+
     /// The fleet against the inventory in force, now.
     pub fn reconcile(
         &self,
@@ -234,9 +287,35 @@ impl Watch {
                 counted = tokio::time::Instant::now();
                 let report = self.reconcile(&lock(&registry), clock.now());
                 if let Some(r) = report {
+                    *lock(&self.drift) = c.alert_over.and_then(|t| drift(&r, t));
                     *lock(&self.counts) = r.counts;
                 }
             }
         }
     }
+}
+
+/// The incident's words and hosts, when `r` has more discrepancies than `t` allows.
+fn drift(r: &Report, t: Threshold) -> Option<(String, Vec<String>)> {
+    let allowed = t.allowed(r.devices);
+    if (r.total as u64) <= allowed {
+        return None;
+    }
+    let classes: Vec<String> = r
+        .counts
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(c, n)| format!("{c} {n}"))
+        .collect();
+    let mut hosts: Vec<String> = r.discrepancies.iter().map(|d| d.host.clone()).collect();
+    hosts.sort();
+    hosts.dedup();
+    Some((
+        format!(
+            "the fleet and the inventory disagree: {} discrepancies ({}), over the {allowed} tolerated",
+            r.total,
+            classes.join(", ")
+        ),
+        hosts,
+    ))
 }

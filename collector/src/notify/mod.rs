@@ -225,6 +225,7 @@ impl Notifier {
         self: Arc<Self>,
         mut engine: Engine,
         registry: Arc<Mutex<Registry>>,
+        inventory: Arc<crate::inventory::Watch>,
         clock: Arc<dyn Clock>,
     ) {
         let settled = lock(&registry).settled_at();
@@ -244,7 +245,8 @@ impl Notifier {
                 }
                 seen = generation;
                 last_pass = tokio::time::Instant::now();
-                let obs = r.observe(now, rules.flap_changes, rules.flap_window);
+                let mut obs = r.observe(now, rules.flap_changes, rules.flap_window);
+                obs.drift = inventory.drift();
                 engine.reconcile(&obs, now, &|h| r.status_words(h, now), &|i| self.route(i))
             };
             self.passes.fetch_add(1, Ordering::Relaxed);
