@@ -7,9 +7,9 @@ mod watch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
-use serde::Serialize;
 
 pub use reconcile::{reconcile, Discrepancy, Report, Reported, CLASSES};
 pub(crate) use watch::RawInventory;
@@ -76,18 +76,19 @@ pub const CANCELLED: [&str; 6] = [
     "reclaimed",
 ];
 
-/// One device as the inventory lists it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+/// One device as the inventory lists it. Values shared by many devices (region, zone,
+/// role, env, status) are stored once per inventory.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Device {
-    pub hostname: String,
-    pub primary_ip: String,
-    pub mgmt_ip: String,
-    pub region: String,
-    pub zone: String,
-    pub role: String,
-    pub env: String,
+    pub hostname: Box<str>,
+    pub primary_ip: Box<str>,
+    pub mgmt_ip: Box<str>,
+    pub region: Arc<str>,
+    pub zone: Arc<str>,
+    pub role: Arc<str>,
+    pub env: Arc<str>,
     pub provisioned: Option<DateTime<Utc>>,
-    pub status: String,
+    pub status: Arc<str>,
 }
 
 impl Device {
@@ -115,29 +116,80 @@ pub struct Inventory {
     pub path: PathBuf,
     pub loaded_at: DateTime<Utc>,
     pub devices: Vec<Device>,
-    /// Device indexes by lowercase hostname (two or more: a duplicate).
-    by_name: HashMap<String, Vec<u32>>,
+    /// The first device of each hostname (compared without case), by slot: the table
+    /// holds 4-byte indexes, not another copy of every name.
+    names: hashbrown::HashTable<u32>,
+    hasher: std::hash::RandomState,
+    /// The further devices of a hostname listed more than once, by its first.
+    more: HashMap<u32, Vec<u32>>,
+}
+
+fn lower_hash(hasher: &std::hash::RandomState, s: &str) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = hasher.build_hasher();
+    for b in s.bytes() {
+        h.write_u8(b.to_ascii_lowercase());
+    }
+    h.finish()
 }
 
 impl Inventory {
-    pub fn devices_named(&self, host: &str) -> impl Iterator<Item = &Device> {
-        self.by_name
-            .get(&host.to_ascii_lowercase())
-            .into_iter()
-            .flatten()
-            .map(|i| &self.devices[*i as usize])
+    fn first(&self, host: &str) -> Option<u32> {
+        self.names
+            .find(lower_hash(&self.hasher, host), |&i| {
+                self.devices[i as usize].hostname.eq_ignore_ascii_case(host)
+            })
+            .copied()
     }
 
-    /// Hostnames listed more than once.
+    pub fn devices_named(&self, host: &str) -> impl Iterator<Item = &Device> {
+        let first = self.first(host);
+        let more = first.and_then(|f| self.more.get(&f));
+        first
+            .into_iter()
+            .chain(more.into_iter().flatten().copied())
+            .map(|i| &self.devices[i as usize])
+    }
+
+    /// Hostnames listed more than once, and how often.
     pub fn duplicates(&self) -> impl Iterator<Item = (&str, usize)> {
-        self.by_name
-            .values()
-            .filter(|v| v.len() > 1)
-            .map(|v| (self.devices[v[0] as usize].hostname.as_str(), v.len()))
+        self.more
+            .iter()
+            .map(|(f, v)| (&*self.devices[*f as usize].hostname, v.len() + 1))
     }
 
     pub fn contains(&self, host: &str) -> bool {
-        self.by_name.contains_key(&host.to_ascii_lowercase())
+        self.first(host).is_some()
+    }
+
+    fn index(&mut self) {
+        for i in 0..self.devices.len() as u32 {
+            let name = &self.devices[i as usize].hostname;
+            match self.first(name) {
+                Some(f) => self.more.entry(f).or_default().push(i),
+                None => {
+                    let (devices, hasher) = (&self.devices, &self.hasher);
+                    self.names.insert_unique(lower_hash(hasher, name), i, |&j| {
+                        lower_hash(hasher, &devices[j as usize].hostname)
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Each distinct value once.
+#[derive(Default)]
+struct Interner(HashMap<Box<str>, Arc<str>>);
+
+impl Interner {
+    fn get(&mut self, s: &str) -> Arc<str> {
+        if let Some(v) = self.0.get(s) {
+            return v.clone();
+        }
+        let v: Arc<str> = s.into();
+        self.0.insert(s.into(), v.clone());
+        v
     }
 }
 
@@ -239,6 +291,7 @@ impl Columns {
         &self,
         path: &str,
         row: usize,
+        shared: &mut Interner,
         get: impl Fn(usize) -> Option<String>,
     ) -> Result<Device, InventoryError> {
         let field = |i: usize| {
@@ -268,15 +321,15 @@ impl Columns {
             })?),
         };
         Ok(Device {
-            hostname,
-            primary_ip: field(1),
-            mgmt_ip: field(2),
-            region: field(3),
-            zone: field(4),
-            role: field(5),
-            env: field(6),
+            hostname: hostname.into(),
+            primary_ip: field(1).into(),
+            mgmt_ip: field(2).into(),
+            region: shared.get(&field(3)),
+            zone: shared.get(&field(4)),
+            role: shared.get(&field(5)),
+            env: shared.get(&field(6)),
             provisioned,
-            status: field(8),
+            status: shared.get(&field(8)),
         })
     }
 }
@@ -302,19 +355,14 @@ pub fn parse(
         Some(b'[') | Some(b'{') => parse_json(&shown, text, mapping)?,
         Some(_) => parse_csv(&shown, text, mapping)?,
     };
-    let mut by_name: HashMap<String, Vec<u32>> = HashMap::with_capacity(devices.len());
-    for (i, d) in devices.iter().enumerate() {
-        by_name
-            .entry(d.hostname.to_ascii_lowercase())
-            .or_default()
-            .push(i as u32);
-    }
-    Ok(Inventory {
+    let mut inv = Inventory {
         path: path.to_owned(),
         loaded_at: now,
         devices,
-        by_name,
-    })
+        ..Inventory::default()
+    };
+    inv.index();
+    Ok(inv)
 }
 
 fn parse_csv(
@@ -340,6 +388,7 @@ fn parse_csv(
         .collect();
     let cols = Columns::new(path, &header, mapping)?;
     let mut devices = Vec::new();
+    let mut shared = Interner::default();
     for (i, rec) in r.records().enumerate() {
         let row = i + 2;
         let rec = rec.map_err(|e| bad(row, e))?;
@@ -360,7 +409,7 @@ fn parse_csv(
                 ),
             });
         }
-        devices.push(cols.device(path, row, |c| rec.get(c).map(str::to_owned))?);
+        devices.push(cols.device(path, row, &mut shared, |c| rec.get(c).map(str::to_owned))?);
     }
     Ok(devices)
 }
@@ -391,6 +440,7 @@ fn parse_json(
         _ => unreachable!("starts with [ or {{"),
     };
     let mut devices = Vec::with_capacity(list.len());
+    let mut shared = Interner::default();
     let mut cols_for: Option<(Vec<String>, Columns)> = None;
     for (i, item) in list.iter().enumerate() {
         let row = i + 1;
@@ -407,7 +457,7 @@ fn parse_json(
         let Some((keys, cols)) = &cols_for else {
             continue;
         };
-        devices.push(cols.device(path, row, |c| {
+        devices.push(cols.device(path, row, &mut shared, |c| {
             obj.get(&keys[c]).and_then(|v| match v {
                 serde_json::Value::String(s) => Some(s.clone()),
                 serde_json::Value::Null => None,

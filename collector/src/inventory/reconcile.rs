@@ -145,7 +145,7 @@ pub fn reconcile<'a>(
                 h.name,
                 format!(
                     "the inventory marks it {:?}, rollcall has it {}",
-                    d.status,
+                    &*d.status,
                     h.lifecycle.as_str()
                 ),
                 format!(

@@ -26,12 +26,7 @@ fn csv_with_quotes_bom_crlf_blank_lines_and_extra_columns() {
     assert_eq!(inv.devices.len(), 2);
     let w = &inv.devices[0];
     assert_eq!(
-        (
-            w.hostname.as_str(),
-            w.mgmt_ip.as_str(),
-            w.region.as_str(),
-            w.env.as_str()
-        ),
+        (&*w.hostname, &*w.mgmt_ip, &*w.region, &*w.env),
         ("web-1", "10.1.0.1", "us-south", "prod")
     );
     assert_eq!(
@@ -56,7 +51,7 @@ fn columns_are_mapped_by_configuration() {
         now(),
     )
     .unwrap();
-    assert_eq!(inv.devices[0].region, "eu-de");
+    assert_eq!(&*inv.devices[0].region, "eu-de");
     let e = parse(
         Path::new("d.csv"),
         b"Name,Site\nh1,eu-de\n",
@@ -98,8 +93,8 @@ fn json_lists_and_objects_are_read() {
     )
     .unwrap();
     assert_eq!(inv.devices.len(), 2);
-    assert_eq!(inv.devices[0].mgmt_ip, "10.0.0.9");
-    assert_eq!(inv.devices[1].hostname, "b");
+    assert_eq!(&*inv.devices[0].mgmt_ip, "10.0.0.9");
+    assert_eq!(&*inv.devices[1].hostname, "b");
 }
 
 fn host<'a>(
@@ -191,5 +186,114 @@ fn every_class_is_found_and_says_what_to_do() {
     assert!(
         text.contains("10 discrepancies") && text.contains("\nmissing (2):"),
         "{text}"
+    );
+}
+
+/// 10,000 devices with discrepancies of every class planted among simulated hosts: the
+/// counts and the named hosts are exactly the planted ones.
+#[test]
+fn ten_thousand_devices_with_planted_discrepancies() {
+    use crate::registry::Registry;
+    use crate::state::Policy;
+    use crate::store::suite::hb;
+    use rollcall_proto::Health;
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+
+    let t0 = crate::store::suite::t(0);
+    let now = t0 + chrono::Duration::hours(30);
+    let name = |i: usize| format!("node-{i:05}");
+    // Planted, by device number.
+    let never: BTreeSet<usize> = (0..10_000).step_by(211).collect();
+    let quiet: BTreeSet<usize> = (7..10_000)
+        .step_by(389)
+        .filter(|i| !never.contains(i))
+        .collect();
+    let moved: BTreeSet<usize> = (13..10_000)
+        .step_by(457)
+        .filter(|i| !never.contains(i) && !quiet.contains(i))
+        .collect();
+    let doubled: BTreeSet<usize> = [17, 4242, 9001].into();
+    let overridden: BTreeSet<usize> = [23, 5555].into();
+    let strays: Vec<String> = (0..37).map(|i| format!("stray-{i:02}")).collect();
+
+    let mut csv = String::from("hostname,region,status\n");
+    for i in 0..10_000 {
+        let region = if moved.contains(&i) {
+            "eu-de"
+        } else {
+            "us-south"
+        };
+        csv.push_str(&format!("{},{region},live\n", name(i)));
+        if doubled.contains(&i) {
+            csv.push_str(&format!("{},{region},live\n", name(i)));
+        }
+    }
+    let inv = Arc::new(
+        parse(
+            Path::new("devices.csv"),
+            csv.as_bytes(),
+            &BTreeMap::new(),
+            t0,
+        )
+        .unwrap(),
+    );
+    assert_eq!(inv.devices.len(), 10_003);
+
+    let mut reg = Registry::new(Policy::default(), t0);
+    reg.apply_inventory(inv.clone(), t0);
+    let beat = |host: &str, at: DateTime<Utc>| {
+        let mut r = hb(host, 0, Health::Ok, vec![]);
+        r.received_at = at;
+        r
+    };
+    for i in (0..10_000).filter(|i| !never.contains(i)) {
+        let at = if quiet.contains(&i) { t0 } else { now };
+        reg.apply(&beat(&name(i), at));
+    }
+    for s in &strays {
+        reg.apply(&beat(s, now));
+    }
+    // A clone: two identities alternating under one name.
+    let clone = name(31);
+    let mut other = beat(&clone, now);
+    other.identity = "cloned-image".into();
+    reg.apply(&other);
+    reg.apply(&beat(&clone, now));
+    for i in &overridden {
+        reg.set_lifecycle(&name(*i), Some(Lifecycle::Available), now);
+    }
+    reg.sweep(now);
+
+    let r = reconcile(
+        &inv,
+        reg.reported(),
+        now,
+        std::time::Duration::from_secs(24 * 3600),
+    );
+    let named = |class: &str| -> BTreeSet<String> {
+        r.discrepancies
+            .iter()
+            .filter(|d| d.class == class)
+            .map(|d| d.host.clone())
+            .collect()
+    };
+    let names = |set: &BTreeSet<usize>| set.iter().map(|i| name(*i)).collect::<BTreeSet<_>>();
+    assert_eq!(named("missing"), &names(&never) | &names(&quiet));
+    assert_eq!(named("unknown"), strays.iter().cloned().collect());
+    assert_eq!(named("mismatch"), names(&moved));
+    let mut dup = names(&doubled);
+    dup.insert(clone);
+    assert_eq!(named("duplicate"), dup);
+    assert_eq!(named("lifecycle"), names(&overridden));
+    assert_eq!(
+        r.total,
+        never.len()
+            + quiet.len()
+            + strays.len()
+            + moved.len()
+            + doubled.len()
+            + 1
+            + overridden.len()
     );
 }
