@@ -54,6 +54,10 @@ pub struct Engine {
     rules: Rules,
     open: BTreeMap<String, Incident>,
     next_id: i64,
+    /// Groups (dark regions and zones, a blind collector) resolved lately, and when: their
+    /// last silent hosts are usually coming back with them, so they are held a little
+    /// longer before being told on their own.
+    ended: BTreeMap<String, DateTime<Utc>>,
 }
 
 impl Engine {
@@ -69,6 +73,7 @@ impl Engine {
             rules,
             open: open.into_iter().map(|i| (i.key.clone(), i)).collect(),
             next_id,
+            ended: BTreeMap::new(),
         }
     }
 
@@ -85,7 +90,28 @@ impl Engine {
         status: &dyn Fn(&str) -> Option<String>,
         route: &dyn Fn(&Incident) -> Vec<String>,
     ) -> Step {
-        let wants = self.wants(obs, now);
+        self.ended
+            .retain(|_, t| now - *t < chrono::TimeDelta::hours(1));
+        let mut wants = self.wants(obs, now);
+        // Groups ending in this pass hold their silent hosts from now on (see `ended`).
+        let ending: Vec<String> = self
+            .open
+            .values()
+            .filter(|i| {
+                matches!(
+                    i.kind,
+                    Kind::RegionDark | Kind::ZoneDark | Kind::CollectorBlind
+                )
+            })
+            .filter(|i| !wants.iter().any(|w| w.key() == i.key))
+            .map(|i| i.key.clone())
+            .collect();
+        if !ending.is_empty() {
+            for k in ending {
+                self.ended.insert(k, now);
+            }
+            wants = self.wants(obs, now);
+        }
         let mut step = Step::default();
         let wanted: BTreeSet<String> = wants.iter().map(Want::key).collect();
         let open_groups: BTreeSet<String> = wants
@@ -144,7 +170,9 @@ impl Engine {
                     };
                     inc.log(now, "opened", w.summary);
                     match &w.covered_by {
-                        Some(g) => inc.log(now, "covered", covered_words(g, &open_groups)),
+                        Some(g) => {
+                            inc.log(now, "covered", covered_words(g, &open_groups, &self.ended))
+                        }
                         None => notify(&mut inc, now, route, &mut step),
                     }
                     step.changed.push(inc.clone());
@@ -184,7 +212,9 @@ impl Engine {
                     }
                     if inc.covered_by != w.covered_by {
                         match &w.covered_by {
-                            Some(g) => inc.log(now, "covered", covered_words(g, &open_groups)),
+                            Some(g) => {
+                                inc.log(now, "covered", covered_words(g, &open_groups, &self.ended))
+                            }
                             None => {
                                 let was = inc.covered_by.clone().unwrap_or_default();
                                 inc.log(now, "uncovered", format!("outlived {was}"));
@@ -308,6 +338,19 @@ impl Engine {
                 key(kind, name)
             })
         };
+        // A group that ended lately still holds its silent hosts for twice their deadline
+        // span: a region coming back returns host by host, and the last few are not news.
+        let coming_back = |h: &HostObserved| {
+            [("region", Kind::RegionDark), ("zone", Kind::ZoneDark)]
+                .iter()
+                .filter_map(|(label, kind)| h.labels.get(*label).map(|v| key(*kind, v)))
+                .chain([blind_key.clone()])
+                .find(|k| {
+                    self.ended
+                        .get(k)
+                        .is_some_and(|t| now - *t <= h.deadline_span * 2)
+                })
+        };
         let cover_silent: std::collections::HashMap<String, Option<String>> = silent
             .iter()
             .map(|h| {
@@ -328,6 +371,7 @@ impl Engine {
                         .or_else(|| dark_zone(h))
                         .or_else(|| going_quiet("region", h, &obs.regions))
                         .or_else(|| going_quiet("zone", h, &obs.zones))
+                        .or_else(|| coming_back(h))
                 };
                 (h.name.clone(), by)
             })
@@ -442,9 +486,15 @@ impl Engine {
 
 /// Why a covered incident is not told: its group is open, or its region or zone is going
 /// quiet and may be.
-fn covered_words(group: &str, open: &BTreeSet<String>) -> String {
+fn covered_words(
+    group: &str,
+    open: &BTreeSet<String>,
+    ended: &BTreeMap<String, DateTime<Utc>>,
+) -> String {
     if open.contains(group) {
         format!("listed in {group}, not notified on its own")
+    } else if ended.contains_key(group) {
+        format!("held: {group} just ended and its hosts are coming back; told on its own if it stays silent")
     } else {
         format!("held: most hosts of {} are late or silent; told on its own if that does not turn into {group}", group.split('/').nth(1).unwrap_or(group))
     }

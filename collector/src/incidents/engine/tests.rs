@@ -150,24 +150,28 @@ fn a_dark_region_is_one_incident_with_its_hosts_inside_and_one_resolve() {
         .unwrap();
     assert_eq!(zone.covered_by.as_deref(), Some("region-dark/r1"));
     // Restored but one host: the region resolves (told), its hosts' incidents resolve
-    // quietly, and the one still silent outlives it and is told now, after the resolve.
-    let s = e.reconcile(
-        &fleet(&["r1", "r2"], 10, vec![dark[0].clone(), dark[8].clone()]),
-        t(400),
-        &up,
-        &everyone,
-    );
+    // quietly; the one still silent is held (a region comes back host by host)...
+    let rest = fleet(&["r1", "r2"], 10, vec![dark[0].clone(), dark[8].clone()]);
+    let s = e.reconcile(&rest, t(400), &up, &everyone);
     assert_eq!(
         told(&s),
         [
             ("hook:region-dark/r1".to_owned(), Action::Resolve),
             ("pager:region-dark/r1".to_owned(), Action::Resolve),
-            ("hook:silent/h0".to_owned(), Action::Trigger),
-            ("pager:silent/h0".to_owned(), Action::Trigger),
         ]
     );
     let h1 = s.changed.iter().find(|i| i.key == "silent/h1").unwrap();
     assert!(h1.notified.is_empty() && !h1.is_open());
+    // ...and told on its own if it is still silent twice its deadline span later.
+    assert!(e.reconcile(&rest, t(700), &up, &everyone).outbox.is_empty());
+    let s = e.reconcile(&rest, t(761), &up, &everyone);
+    assert_eq!(
+        told(&s),
+        [
+            ("hook:silent/h0".to_owned(), Action::Trigger),
+            ("pager:silent/h0".to_owned(), Action::Trigger),
+        ]
+    );
 }
 
 #[test]
