@@ -253,9 +253,22 @@ fn host_rows(v: &Value) -> Vec<Vec<String>> {
         .unwrap_or_default()
 }
 
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// Exit 1 when the answer is a problem (something flagged, suspect, open, failed).
+fn problem_if(problem: bool) -> ExitCode {
+    if problem {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 fn print_hosts(v: &Value, json: bool) {
     if json {
-        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+        print_json(v);
     } else {
         println!(
             "{}",
@@ -351,16 +364,12 @@ fn run(cli: Cli) -> Outcome {
             let flagged = v["hosts"]
                 .as_array()
                 .is_some_and(|h| h.iter().any(|h| h["flagged"] == true));
-            Ok(if flagged {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
-            })
+            Ok(problem_if(flagged))
         }
         Cmd::Host { name, json } => {
             let v = get(&c, &format!("/api/v1/hosts/{}", encode(&name)))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                print_json(&v);
                 return Ok(ExitCode::SUCCESS);
             }
             let h = &v["host"];
@@ -451,7 +460,7 @@ fn run(cli: Cli) -> Outcome {
         Cmd::Summary { json } => {
             let v = get(&c, "/api/v1/summary")?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                print_json(&v);
             } else {
                 let order = [
                     "up",
@@ -477,7 +486,7 @@ fn run(cli: Cli) -> Outcome {
         Cmd::Zones { json } => {
             let v = get(&c, "/api/v1/zones")?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                print_json(&v);
             } else {
                 let rows: Vec<Vec<String>> = v["zones"]
                     .as_array()
@@ -501,11 +510,7 @@ fn run(cli: Cli) -> Outcome {
                     table(&["ZONE", "HOSTS", "BMCS", "SCANNERS", "", "WHY"], &rows)
                 );
             }
-            Ok(if v["flagged"].as_u64().unwrap_or(0) > 0 {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
-            })
+            Ok(problem_if(v["flagged"].as_u64().unwrap_or(0) > 0))
         }
         Cmd::Compliance { json, csv } => {
             if csv {
@@ -523,7 +528,7 @@ fn run(cli: Cli) -> Outcome {
             }
             let v = get(&c, "/api/v1/compliance")?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                print_json(&v);
             } else {
                 let s = |r: &Value, k: &str| r[k].as_str().unwrap_or("").to_owned();
                 let rows: Vec<Vec<String>> = v["rows"]
@@ -564,7 +569,7 @@ fn run(cli: Cli) -> Outcome {
         Cmd::Relays { json } => {
             let v = get(&c, "/api/v1/relays")?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                print_json(&v);
             } else {
                 let rows: Vec<Vec<String>> = v["relays"]
                     .as_array()
@@ -592,26 +597,18 @@ fn run(cli: Cli) -> Outcome {
                     table(&["RELAY", "HOSTS", "FAILING", "REGIONS", "", "WHY"], &rows)
                 );
             }
-            Ok(if v["suspect"].as_u64().unwrap_or(0) > 0 {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
-            })
+            Ok(problem_if(v["suspect"].as_u64().unwrap_or(0) > 0))
         }
         Cmd::Incidents {
             id: Some(id), json, ..
         } => {
             let v = get(&c, &format!("/api/v1/incidents/{}", encode(&id)))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                print_json(&v);
             } else {
                 print_incident(&v);
             }
-            Ok(if v["resolved_at"].is_null() {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
-            })
+            Ok(problem_if(v["resolved_at"].is_null()))
         }
         Cmd::Incidents {
             id: None,
@@ -636,7 +633,7 @@ fn run(cli: Cli) -> Outcome {
             }
             let v = get(&c, &path)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                print_json(&v);
             } else {
                 let s = |r: &Value, k: &str| r[k].as_str().unwrap_or("").to_owned();
                 let rows: Vec<Vec<String>> = v["incidents"]
@@ -683,18 +680,14 @@ fn run(cli: Cli) -> Outcome {
                 );
                 println!("{} incident(s), {} open", rows.len(), v["open"]);
             }
-            Ok(if v["open"].as_u64().unwrap_or(0) > 0 {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
-            })
+            Ok(problem_if(v["open"].as_u64().unwrap_or(0) > 0))
         }
         Cmd::Notify {
             action: NotifyCmd::List { json },
         } => {
             let v = get(&c, "/api/v1/receivers")?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                print_json(&v);
             } else {
                 let s = |r: &Value, k: &str| r[k].as_str().unwrap_or("").to_owned();
                 let rows: Vec<Vec<String>> = v["receivers"]
@@ -729,11 +722,7 @@ fn run(cli: Cli) -> Outcome {
                     )
                 );
             }
-            Ok(if v["failed"].as_u64().unwrap_or(0) > 0 {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
-            })
+            Ok(problem_if(v["failed"].as_u64().unwrap_or(0) > 0))
         }
         Cmd::Notify {
             action: NotifyCmd::Test { name },
@@ -768,7 +757,7 @@ fn run(cli: Cli) -> Outcome {
                 write("reconcile.txt", &text)?;
             }
             if json {
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                print_json(&v);
             } else {
                 print!("{text}");
                 if let Some(e) = v["inventory_error"].as_str() {
@@ -777,11 +766,7 @@ fn run(cli: Cli) -> Outcome {
             }
             let total = v["total"].as_u64().unwrap_or(0);
             let allowed = threshold.allowed(v["devices"].as_u64().unwrap_or(0) as usize);
-            Ok(if total > allowed {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
-            })
+            Ok(problem_if(total > allowed))
         }
         Cmd::Maintenance {
             name,
