@@ -62,13 +62,7 @@ fn header_after(h: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
 }
 
 /// Sends `body` as JSON and classifies the answer.
-async fn post(
-    http: &reqwest::Client,
-    req: reqwest::RequestBuilder,
-    body: &Value,
-    now: DateTime<Utc>,
-) -> Outcome {
-    let _ = http;
+async fn post(req: reqwest::RequestBuilder, body: &Value, now: DateTime<Utc>) -> Outcome {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     exchange(
         req.header("content-type", "application/json").body(bytes),
@@ -134,16 +128,16 @@ pub async fn deliver(
         }
         ReceiverKind::Slack => {
             let body = wire::slack(external, inc, action);
-            post(http, http.post(&r.url), &body, now).await
+            post(http.post(&r.url), &body, now).await
         }
         ReceiverKind::Pagerduty => {
             let key = r.secret.as_ref().map_or("", |s| s.0.as_str());
             let body = wire::pagerduty(key, external, inc, action);
-            let sent = post(http, http.post(&r.url), &body, now).await;
+            let sent = post(http.post(&r.url), &body, now).await;
             if action == Action::Test && sent == Outcome::Sent {
                 // A test must not leave a page open.
                 let body = wire::pagerduty(key, external, inc, Action::Resolve);
-                return post(http, http.post(&r.url), &body, now).await;
+                return post(http.post(&r.url), &body, now).await;
             }
             sent
         }
@@ -155,13 +149,7 @@ pub async fn deliver(
                 now,
                 chrono::Duration::seconds(ALERTMANAGER_ENDS_IN),
             );
-            post(
-                http,
-                http.post(format!("{}/api/v2/alerts", r.url)),
-                &body,
-                now,
-            )
-            .await
+            post(http.post(format!("{}/api/v2/alerts", r.url)), &body, now).await
         }
     }
 }
@@ -181,13 +169,7 @@ pub async fn alertmanager_refresh(
         now,
         chrono::Duration::seconds(ALERTMANAGER_ENDS_IN),
     );
-    post(
-        http,
-        http.post(format!("{}/api/v2/alerts", r.url)),
-        &body,
-        now,
-    )
-    .await
+    post(http.post(format!("{}/api/v2/alerts", r.url)), &body, now).await
 }
 
 fn gh(
@@ -288,71 +270,44 @@ async fn github(
     now: DateTime<Utc>,
 ) -> Outcome {
     let repo = r.repo.as_deref().unwrap_or("");
+    // One request to the repository's API: a path below `/repos/{repo}`, a JSON body.
+    let call = |method: reqwest::Method, path: String, body: serde_json::Value| {
+        let req = gh(http, r, method, &format!("/repos/{repo}{path}")).json(&body);
+        gh_send(req, now)
+    };
+    let close = |n: u64| {
+        call(
+            reqwest::Method::PATCH,
+            format!("/issues/{n}"),
+            serde_json::json!({"state": "closed", "state_reason": "completed"}),
+        )
+    };
+    let comment = |n: u64, body: serde_json::Value| {
+        call(reqwest::Method::POST, format!("/issues/{n}/comments"), body)
+    };
     let run = async {
         let found = gh_find(http, r, inc, now).await?;
         match (action, found) {
             // Already opened (a retry after a crash, or a restart): never a second issue.
-            (Action::Trigger, Some(_)) => Ok(()),
+            (Action::Trigger, Some(_)) => {}
             (Action::Update, Some(n)) => {
-                let req = gh(
-                    http,
-                    r,
-                    reqwest::Method::POST,
-                    &format!("/repos/{repo}/issues/{n}/comments"),
-                )
-                .json(&wire::github_update(inc));
-                gh_send(req, now).await?;
-                Ok(())
+                comment(n, wire::github_update(inc)).await?;
             }
             (Action::Trigger | Action::Update | Action::Test, None) => {
                 let body = wire::github_issue(external, inc, &r.label, action);
-                let req = gh(
-                    http,
-                    r,
-                    reqwest::Method::POST,
-                    &format!("/repos/{repo}/issues"),
-                )
-                .json(&body);
-                let (_, created) = gh_send(req, now).await?;
-                if action == Action::Test {
-                    if let Some(n) = created["number"].as_u64() {
-                        let close =
-                            serde_json::json!({"state": "closed", "state_reason": "completed"});
-                        let req = gh(
-                            http,
-                            r,
-                            reqwest::Method::PATCH,
-                            &format!("/repos/{repo}/issues/{n}"),
-                        )
-                        .json(&close);
-                        gh_send(req, now).await?;
-                    }
+                let (_, created) = call(reqwest::Method::POST, "/issues".into(), body).await?;
+                if let (Action::Test, Some(n)) = (action, created["number"].as_u64()) {
+                    close(n).await?;
                 }
-                Ok(())
             }
             (_, Some(n)) => {
-                let req = gh(
-                    http,
-                    r,
-                    reqwest::Method::POST,
-                    &format!("/repos/{repo}/issues/{n}/comments"),
-                )
-                .json(&wire::github_resolution(inc));
-                gh_send(req, now).await?;
-                let close = serde_json::json!({"state": "closed", "state_reason": "completed"});
-                let req = gh(
-                    http,
-                    r,
-                    reqwest::Method::PATCH,
-                    &format!("/repos/{repo}/issues/{n}"),
-                )
-                .json(&close);
-                gh_send(req, now).await?;
-                Ok(())
+                comment(n, wire::github_resolution(inc)).await?;
+                close(n).await?;
             }
             // Nothing open to close (closed by hand, or never opened).
-            (Action::Resolve, None) => Ok(()),
+            (Action::Resolve, None) => {}
         }
+        Ok::<(), Outcome>(())
     };
     match run.await {
         Ok(()) => Outcome::Sent,
