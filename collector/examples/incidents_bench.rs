@@ -15,16 +15,8 @@ use rollcall_collector::incidents::{Engine, Incident, Rules};
 use rollcall_collector::registry::Registry;
 use rollcall_collector::state::{Lifecycle, Policy};
 use rollcall_collector::store::{HeartbeatRecord, StateJson};
+use rollcall_collector::testing::arg;
 use rollcall_proto::Health;
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn beat(host: &str, region: usize, at: DateTime<Utc>) -> HeartbeatRecord {
     HeartbeatRecord {
@@ -49,8 +41,8 @@ fn beat(host: &str, region: usize, at: DateTime<Utc>) -> HeartbeatRecord {
 }
 
 fn main() {
-    let hosts = arg("--hosts", 10_000);
-    let regions = arg("--regions", 5).max(1);
+    let hosts = arg("--hosts", 10_000) as usize;
+    let regions = (arg("--regions", 5) as usize).max(1);
     let t0 = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap();
     let mut reg = Registry::new(Policy::default(), t0);
     let names: Vec<(String, usize)> = (0..hosts)

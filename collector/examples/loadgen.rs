@@ -20,21 +20,13 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
-use rollcall_collector::testing::rss_kib;
+use rollcall_collector::testing::{arg, rss_kib};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 
 // The same allocator as the collector, so that the no-op handler is a fair baseline.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn arg(name: &str, default: u64) -> u64 {
-    let a: Vec<String> = std::env::args().collect();
-    a.iter()
-        .position(|x| x == name)
-        .and_then(|i| a.get(i + 1)?.parse().ok())
-        .unwrap_or(default)
-}
 
 /// One heartbeat body for host `i`: its own name and identity.
 fn body(i: u64, interval: u32, now: &str) -> Bytes {

@@ -20,19 +20,11 @@ use std::time::{Duration, Instant};
 
 use receiver::{Flavour, Receiver};
 use rollcall_collector::client::Client;
-use rollcall_collector::testing::Collector;
+use rollcall_collector::testing::{arg, Collector};
 use serde_json::{json, Value};
 
 const INTERVAL: u64 = 20;
 const GRACE: u64 = 2;
-
-fn arg(name: &str, default: usize) -> usize {
-    let a: Vec<String> = std::env::args().collect();
-    a.iter()
-        .position(|x| x == name)
-        .and_then(|i| a.get(i + 1)?.parse().ok())
-        .unwrap_or(default)
-}
 
 fn heartbeat(host: &str, interval: u64) -> Value {
     let now = chrono::Utc::now().to_rfc3339();
@@ -127,8 +119,8 @@ fn subjects(r: &Receiver) -> HashMap<String, Instant> {
 
 fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let hosts = arg("--hosts", 200);
-    let pending = arg("--pending", 1000);
+    let hosts = arg("--hosts", 200) as usize;
+    let pending = arg("--pending", 1000) as usize;
     let exe = std::env::current_exe().expect("exe");
     let collector = exe
         .parent()

@@ -16,17 +16,12 @@ use rollcall_collector::inventory::{parse, reconcile};
 use rollcall_collector::registry::Registry;
 use rollcall_collector::state::Policy;
 use rollcall_collector::store::{HeartbeatRecord, StateJson};
-use rollcall_collector::testing::rss_kib;
+use rollcall_collector::testing::{arg, rss_kib};
 use rollcall_proto::Health;
 
 fn main() {
     rollcall_collector::no_huge_pages();
-    let a: Vec<String> = std::env::args().collect();
-    let devices: usize = a
-        .iter()
-        .position(|x| x == "--devices")
-        .and_then(|i| a.get(i + 1)?.parse().ok())
-        .unwrap_or(100_000);
+    let devices = arg("--devices", 100_000) as usize;
     let now = Utc.with_ymd_and_hms(2026, 12, 3, 12, 0, 0).unwrap();
     let pid = std::process::id();
     let name = |i: usize| format!("node-{i:07}.example.net");

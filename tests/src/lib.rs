@@ -699,12 +699,4 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// A benchmark's numeric option (`--kills 15`), or its default.
-pub fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+pub use rollcall_collector::testing::arg;
