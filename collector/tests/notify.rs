@@ -245,7 +245,6 @@ label = "rollcall"
         first["alerts"][0]["fingerprint"],
         second["alerts"][0]["fingerprint"]
     );
-    assert_eq!(first["alerts"][0]["labels"]["host"], Value::Null);
     assert_eq!(first["alerts"][0]["labels"]["subject"], "web-1");
     assert_ne!(second["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
     for r in &reqs {

@@ -311,11 +311,16 @@ impl Engine {
                 });
             }
         }
+        let dark_zones: BTreeSet<String> = out
+            .iter()
+            .filter(|w| w.kind == Kind::ZoneDark)
+            .map(Want::key)
+            .collect();
         let dark_zone = |h: &HostObserved| {
             h.labels
                 .get("zone")
                 .map(|z| key(Kind::ZoneDark, z))
-                .filter(|k| out.iter().any(|w| w.key() == *k))
+                .filter(|k| dark_zones.contains(k))
         };
         // A silent host whose region or zone is going quiet (enough of its hosts late or
         // silent to go dark) is held for that group rather than told on its own: when a

@@ -151,13 +151,6 @@ impl Inventory {
             .map(|i| &self.devices[i as usize])
     }
 
-    /// Hostnames listed more than once, and how often.
-    pub fn duplicates(&self) -> impl Iterator<Item = (&str, usize)> {
-        self.more
-            .iter()
-            .map(|(f, v)| (&*self.devices[*f as usize].hostname, v.len() + 1))
-    }
-
     pub fn contains(&self, host: &str) -> bool {
         self.first(host).is_some()
     }

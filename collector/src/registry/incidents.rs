@@ -136,18 +136,19 @@ impl Registry {
         let f = self.facts(h, now);
         let span = chrono::Duration::from_std(f.interval + self.policy.grace)
             .unwrap_or(chrono::Duration::MAX);
-        let reason = self.reason(id, now);
+        // Words only where a problem takes them (they are the costly part).
+        let reason = || self.reason(id, now);
         let problems = if !h.flagged {
             Vec::new()
         } else {
             match h.state {
                 HostState::Silent => vec![Problem {
                     kind: Kind::Silent,
-                    reason,
+                    reason: reason(),
                 }],
                 HostState::Duplicate => vec![Problem {
                     kind: Kind::Duplicate,
-                    reason,
+                    reason: reason(),
                 }],
                 _ => {
                     let mut v: Vec<Problem> = h
@@ -168,7 +169,7 @@ impl Registry {
                     if v.is_empty() {
                         v.push(Problem {
                             kind: Kind::Unhealthy,
-                            reason,
+                            reason: reason(),
                         });
                     }
                     v

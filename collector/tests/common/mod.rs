@@ -119,16 +119,7 @@ impl Agents {
 
     /// Sends a heartbeat with the credential of the host it names.
     pub fn post(&self, hb: &Value) -> Reply {
-        let host = hb["host"].as_str().unwrap();
-        let cred = self.credential(host);
-        self.enroller
-            .request(
-                "POST",
-                "/api/v1/heartbeat",
-                Some(&cred),
-                Some(hb.to_string().into_bytes()),
-            )
-            .unwrap()
+        self.try_post(hb).expect("the collector answers")
     }
 }
 
