@@ -100,10 +100,13 @@ impl Log for Stderr {
                 Level::Debug => "DEBUG",
                 Level::Trace => "TRACE",
             };
+            // Text from outside (a log line of the BigFix client, a unit's status) must
+            // not forge a line or drive the terminal.
+            let text = record.args().to_string() + &fields;
             format!(
-                "{ts} {level} {}: {}{fields}",
+                "{ts} {level} {}: {}",
                 record.target(),
-                record.args()
+                rollcall_support::escape_controls(&text)
             )
         };
         let _ = writeln!(std::io::stderr().lock(), "{line}");

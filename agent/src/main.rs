@@ -25,10 +25,14 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             },
         ),
-        Command::Run { config, log_format } => load(&config).map_or_else(
+        Command::Run {
+            config,
+            log_format,
+            log_level,
+        } => load(&config).map_or_else(
             |code| code,
             |config| {
-                logging::init(log_format, log::LevelFilter::Info);
+                logging::init(log_format, log_level);
                 report(run(config))
             },
         ),

@@ -19,6 +19,9 @@ use crate::config::Args;
 pub struct Cli {
     #[command(flatten)]
     pub args: Args,
+    /// Least severe log lines written: error, warn, info, debug or trace.
+    #[arg(long, global = true, default_value = "info", env = "ROLLCALL_LOG_LEVEL", value_parser = level)]
+    pub log_level: log::LevelFilter,
     #[command(subcommand)]
     pub command: Option<Sub>,
 }
@@ -55,20 +58,64 @@ pub enum TokenAction {
     List,
 }
 
-/// Lines on stderr (journald takes them under systemd), info and above.
+fn level(s: &str) -> Result<log::LevelFilter, String> {
+    s.parse()
+        .map_err(|_| format!("unknown log level {s:?}; one of error, warn, info, debug, trace"))
+}
+
+/// Lines on stderr. Under systemd, journald takes them, and each carries its syslog
+/// priority as a `<N>` prefix, so `journalctl -p warning` shows warnings and errors. Text
+/// from outside that reaches a line (a host's reason, a label) has its control characters
+/// escaped: a newline cannot forge a second line.
 pub struct Stderr;
+
+impl Stderr {
+    /// Installs the log at `level`.
+    pub fn install(level: log::LevelFilter) {
+        static LOG: Stderr = Stderr;
+        let _ = log::set_logger(&LOG);
+        log::set_max_level(level);
+    }
+
+    fn journal() -> bool {
+        static JOURNAL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *JOURNAL.get_or_init(|| std::env::var_os("JOURNAL_STREAM").is_some())
+    }
+
+    /// The line for `r`, as written.
+    pub fn line(r: &log::Record<'_>, journal: bool) -> String {
+        let text = r.args().to_string();
+        let text = rollcall_support::escape_controls(&text);
+        if journal {
+            // sd-daemon(3) priorities: journald adds its own timestamp.
+            let priority = match r.level() {
+                log::Level::Error => 3,
+                log::Level::Warn => 4,
+                log::Level::Info => 6,
+                log::Level::Debug | log::Level::Trace => 7,
+            };
+            format!("<{priority}>{:<5} {text}", r.level())
+        } else {
+            format!(
+                "{} {:<5} {text}",
+                Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                r.level(),
+            )
+        }
+    }
+}
 
 impl log::Log for Stderr {
     fn enabled(&self, m: &log::Metadata<'_>) -> bool {
-        m.level() <= log::Level::Info
+        m.level() <= log::max_level()
     }
     fn log(&self, r: &log::Record<'_>) {
         if self.enabled(r.metadata()) {
-            eprintln!(
-                "{} {:<5} {}",
-                Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                r.level(),
-                r.args()
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "{}",
+                Stderr::line(r, Stderr::journal())
             );
         }
     }
@@ -122,4 +169,26 @@ pub fn first_start(addr: &std::net::SocketAddr, dir: &Path, admin_token: &str) {
         "agents enroll with the secret in {}/enroll.secret",
         dir.display()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Stderr;
+
+    #[test]
+    fn a_line_is_one_line_and_carries_its_priority_for_journald() {
+        let args = format_args!("host {} says {}", "web-1", "ok\nINFO forged line\u{1b}[2J");
+        let r = log::Record::builder()
+            .level(log::Level::Warn)
+            .args(args)
+            .build();
+        let journal = Stderr::line(&r, true);
+        assert_eq!(
+            journal,
+            "<4>WARN  host web-1 says ok\\nINFO forged line\\u{1b}[2J"
+        );
+        let text = Stderr::line(&r, false);
+        assert!(!text.contains('\n') && !text.contains('\u{1b}'), "{text}");
+        assert!(text.ends_with("WARN  host web-1 says ok\\nINFO forged line\\u{1b}[2J"));
+    }
 }

@@ -24,12 +24,12 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     rollcall_collector::no_huge_pages();
-    let _ = log::set_logger(&Stderr).map(|()| log::set_max_level(log::LevelFilter::Info));
     let matches = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(c) => c,
         Err(e) => e.exit(),
     };
+    Stderr::install(cli.log_level);
     let config = match Config::load(cli.args, &matches) {
         Ok(c) => c,
         Err(e) => {

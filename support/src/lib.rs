@@ -120,3 +120,35 @@ mod tests {
         assert_eq!(located(text, "[besclient]"), "a.toml:2:1: besclient: bad");
     }
 }
+
+/// `s` with its control characters (C0, DEL, C1: newlines, ESC, NUL…) written out as
+/// escapes (`\n`, `\u{1b}`), for text from outside on its way to a terminal or a log: it
+/// can neither forge a line nor drive the terminal.
+pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod escape_tests {
+    use super::escape_controls;
+
+    #[test]
+    fn control_characters_are_escaped_and_the_rest_kept() {
+        assert_eq!(escape_controls("web-1 é ✓"), "web-1 é ✓");
+        assert_eq!(
+            escape_controls("a\nb\u{1b}]0;pwned\u{7}\0\u{9b}c\t"),
+            "a\\nb\\u{1b}]0;pwned\\u{7}\\u{0}\\u{9b}c\\t"
+        );
+    }
+}

@@ -165,16 +165,22 @@ fn check(r: Reply) -> Result<Value, Failure> {
                 .as_str()
                 .map(|f| format!(" ({f})"))
                 .unwrap_or_default();
-            Err(Failure::Refused(format!(
-                "{}{field}",
-                r.body["error"].as_str().unwrap_or("refused")
-            )))
+            Err(Failure::Refused(
+                rollcall_support::escape_controls(&format!(
+                    "{}{field}",
+                    r.body["error"].as_str().unwrap_or("refused")
+                ))
+                .into_owned(),
+            ))
         }
-        _ => Err(Failure::Unreachable(format!(
-            "collector answered {}: {}",
-            r.status,
-            r.body["error"].as_str().unwrap_or("")
-        ))),
+        _ => Err(Failure::Unreachable(
+            rollcall_support::escape_controls(&format!(
+                "collector answered {}: {}",
+                r.status,
+                r.body["error"].as_str().unwrap_or("")
+            ))
+            .into_owned(),
+        )),
     }
 }
 
@@ -183,6 +189,7 @@ fn get(c: &Client, path: &str) -> Result<Value, Failure> {
         c.get(path)
             .map_err(|e| Failure::Unreachable(e.to_string()))?,
     )
+    .map(for_output)
 }
 
 fn send(c: &Client, method: &str, path: &str, body: Option<Value>) -> Result<Value, Failure> {
@@ -190,7 +197,54 @@ fn send(c: &Client, method: &str, path: &str, body: Option<Value>) -> Result<Val
         Some(b) => c.send_json(method, path, &b),
         None => c.request(method, path, None, None),
     };
-    check(reply.map_err(|e| Failure::Unreachable(e.to_string()))?)
+    check(reply.map_err(|e| Failure::Unreachable(e.to_string()))?).map(for_output)
+}
+
+/// Set when the output is a table or text, not JSON.
+static FOR_TERMINAL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// What the collector answered, ready to print. Hosts and their agents write reasons,
+/// event messages and log lines: for a terminal, their control characters are escaped so
+/// they can neither move the cursor nor forge a line. JSON output keeps them, escaped by
+/// JSON itself.
+fn for_output(mut v: Value) -> Value {
+    fn walk(v: &mut Value) {
+        match v {
+            Value::String(s) => {
+                if let std::borrow::Cow::Owned(e) = rollcall_support::escape_controls(s) {
+                    *s = e;
+                }
+            }
+            Value::Array(a) => a.iter_mut().for_each(walk),
+            Value::Object(o) => o.values_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    if FOR_TERMINAL.load(std::sync::atomic::Ordering::Relaxed) {
+        walk(&mut v);
+    }
+    v
+}
+
+impl Cmd {
+    /// Whether this command prints JSON.
+    fn json(&self) -> bool {
+        match self {
+            Cmd::Hosts { json, .. }
+            | Cmd::Host { json, .. }
+            | Cmd::Silent { json }
+            | Cmd::Summary { json }
+            | Cmd::Zones { json }
+            | Cmd::Relays { json }
+            | Cmd::Compliance { json, .. }
+            | Cmd::Incidents { json, .. }
+            | Cmd::Reconcile { json, .. } => *json,
+            Cmd::Notify {
+                action: NotifyCmd::List { json },
+            } => *json,
+            _ => false,
+        }
+    }
 }
 
 /// Columns padded to their widest cell; the last column is not padded.
@@ -339,6 +393,7 @@ fn run(cli: Cli) -> Outcome {
         ));
     };
     let c = Client::new(&url, &ca, Some(token)).map_err(|e| Failure::Unreachable(e.to_string()))?;
+    FOR_TERMINAL.store(!cli.command.json(), std::sync::atomic::Ordering::Relaxed);
     match cli.command {
         Cmd::Hosts {
             state,

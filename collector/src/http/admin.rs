@@ -64,7 +64,14 @@ pub(super) async fn put_maintenance(
                     format!("invalid duration {d:?} ({e}); write it like \"2h\""),
                 )
             })?;
-            now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+            // Bounded before the addition: a duration of centuries must not overflow it.
+            if d > MAX_MAINTENANCE.to_std().unwrap_or_default() {
+                return Err(ApiError::bad(
+                    "for",
+                    too_long(&humantime::format_duration(d).to_string()),
+                ));
+            }
+            now + chrono::Duration::from_std(d).unwrap_or(MAX_MAINTENANCE)
         }
         _ => {
             return Err(ApiError::bad(
@@ -76,25 +83,30 @@ pub(super) async fn put_maintenance(
     if until <= now {
         return Err(ApiError::bad("until", "maintenance must end in the future"));
     }
-    if until > now + chrono::Duration::days(90) {
-        return Err(ApiError::bad(
-            "until",
-            "maintenance longer than 90 days: mark the host 'available' instead",
-        ));
+    if until > now + MAX_MAINTENANCE {
+        return Err(ApiError::bad("until", too_long(&until.to_rfc3339())));
     }
-    if m.reason.trim().is_empty() || m.reason.len() > 500 {
+    let reason = m.reason.trim();
+    if reason.is_empty() || reason.chars().count() > 500 || reason.chars().any(char::is_control) {
         return Err(ApiError::bad(
             "reason",
-            "a reason of 1 to 500 characters is required",
+            "a reason of 1 to 500 characters, on one line and with no control characters, is required",
         ));
     }
     operator_write(&app, &name, |st| {
-        st.set_maintenance(&name, Some((until, m.reason.trim())))
+        st.set_maintenance(&name, Some((until, reason)))
     })?;
-    lock(&app.registry).set_maintenance(&name, Some((until, m.reason.trim().to_owned())), now);
+    lock(&app.registry).set_maintenance(&name, Some((until, reason.to_owned())), now);
     Ok(Json(
-        json!({ "host": name, "maintenance_until": until, "reason": m.reason.trim() }),
+        json!({ "host": name, "maintenance_until": until, "reason": reason }),
     ))
+}
+
+/// The longest maintenance: past it, a host is not in maintenance but out of service.
+const MAX_MAINTENANCE: chrono::Duration = chrono::Duration::days(90);
+
+fn too_long(what: &str) -> String {
+    format!("maintenance until {what} is longer than 90 days: mark the host 'available' instead")
 }
 
 /// An operator's change, written through the operator connection: 503 if the store fails,

@@ -51,17 +51,29 @@ fn validate(
             format!("at most {MAX_LABELS} labels"),
         ));
     }
-    if let Some((k, _)) = labels
-        .iter()
-        .find(|(k, v)| k.is_empty() || k.len() > 64 || v.len() > 128)
-    {
+    if let Some((k, _)) = labels.iter().find(|(k, v)| {
+        k.is_empty()
+            || k.len() > 64
+            || !k.bytes().all(|b| b.is_ascii_graphic())
+            || v.chars().count() > 128
+            || v.chars().any(char::is_control)
+    }) {
         return Err(ApiError::bad(
-            &format!("labels.{k}"),
-            "label names are 1 to 64 characters, values at most 128",
+            &format!("labels.{}", k.escape_debug()),
+            "label names are 1 to 64 printable ASCII characters with no space; values at most 128 characters with no control characters",
         ));
     }
     Ok(())
 }
+
+/// The largest event sequence number taken: 2^53, past which JSON readers lose digits.
+/// An agent counts from 1, one per event; it would take millennia to get there.
+const MAX_SEQ: u64 = 1 << 53;
+/// The most events an agent can say it dropped in one heartbeat.
+const MAX_DROPPED: u64 = u32::MAX as u64;
+/// How far ahead of the collector's clock an event may be dated before it is taken as
+/// dated now: a host whose clock runs ahead must not keep its events first forever.
+const MAX_AHEAD: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
 
 fn validate_heartbeat(hb: &Heartbeat) -> Result<()> {
     if !(1..=86_400).contains(&hb.interval_secs) {
@@ -76,7 +88,29 @@ fn validate_heartbeat(hb: &Heartbeat) -> Result<()> {
             format!("at most {MAX_EVENTS} events per heartbeat"),
         ));
     }
+    if let Some(i) = hb.events.iter().position(|e| e.seq == 0 || e.seq > MAX_SEQ) {
+        return Err(ApiError::bad(
+            &format!("events[{i}].seq"),
+            format!("event sequence numbers run from 1 to {MAX_SEQ}"),
+        ));
+    }
+    if hb.events_dropped > MAX_DROPPED {
+        return Err(ApiError::bad(
+            "events_dropped",
+            format!("events_dropped must be at most {MAX_DROPPED}"),
+        ));
+    }
     Ok(())
+}
+
+/// Events dated ahead of `now` by more than [`MAX_AHEAD`] are dated `now`; says how many.
+fn date_events(events: &mut [rollcall_proto::Event], now: chrono::DateTime<chrono::Utc>) -> usize {
+    let mut moved = 0;
+    for e in events.iter_mut().filter(|e| e.at > now + MAX_AHEAD) {
+        e.at = now;
+        moved += 1;
+    }
+    moved
 }
 
 pub(super) async fn heartbeat(
@@ -88,7 +122,7 @@ pub(super) async fn heartbeat(
     app.client_cert(peer.as_deref())?;
     let owner = app.host_credential(&headers)?;
     let b = body(b, &app.metrics)?;
-    let hb: Heartbeat = parse(&b).inspect_err(|_| app.metrics.rejected("bad_request"))?;
+    let mut hb: Heartbeat = parse(&b).inspect_err(|_| app.metrics.rejected("bad_request"))?;
     validate(hb.proto_version, &hb.host, &hb.identity, &hb.labels)
         .inspect_err(|_| app.metrics.rejected("bad_request"))?;
     validate_heartbeat(&hb).inspect_err(|_| app.metrics.rejected("bad_request"))?;
@@ -120,6 +154,14 @@ pub(super) async fn heartbeat(
         ));
     }
     app.rate_check(&app.rate, &hb.host, now)?;
+    let ahead = date_events(&mut hb.events, now);
+    if ahead > 0 {
+        log::debug!(
+            "host {}: {ahead} event(s) dated more than {} min ahead of the collector's clock were dated now",
+            hb.host,
+            MAX_AHEAD.num_minutes()
+        );
+    }
     if hb.events_dropped > 0 {
         let _ = app.ingest.submit(HistoryRecord {
             host: hb.host.clone(),

@@ -85,7 +85,7 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
         return Ok(v);
     }
     let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let v = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.inner().to_string();
         // serde names a missing field only in its message: "missing field `identity`".
@@ -99,7 +99,15 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
             (p, None) => p.to_owned(),
         };
         ApiError::bad(&field, format!("invalid JSON: {inner}"))
-    })
+    })?;
+    // The fast parse failed, so if the value read is whole, something follows it.
+    de.end().map_err(|e| {
+        ApiError::bad(
+            "(body)",
+            format!("invalid JSON: {e}; send one JSON document and nothing after it"),
+        )
+    })?;
+    Ok(v)
 }
 
 pub fn body(b: std::result::Result<Bytes, BytesRejection>, metrics: &Metrics) -> Result<Bytes> {
