@@ -272,6 +272,8 @@ fn serve_noop(dir: &Path) {
             cfg,
             app,
             Default::default(),
+            rollcall_collector::server::Limits::new(None, std::time::Duration::from_secs(75)),
+            Default::default(),
             std::future::pending(),
         )
         .await;

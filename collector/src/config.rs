@@ -18,7 +18,7 @@ pub use rollcall_support::{ConfigError, EX_CONFIG};
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
     /// A TOML file with any of the options below (`listen`, `data_dir`, `grace`,
-    /// `probe_interval`, `event_retention_days`, `san`, `queue`, `client_ca`); the command line wins.
+    /// `probe_interval`, `event_retention_days`, `san`, `queue`, `max_connections`, `client_ca`); the command line wins.
     #[arg(long, env = "ROLLCALL_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to serve HTTPS on (port 0: any free port, printed at start).
@@ -51,6 +51,14 @@ pub struct Args {
     /// Heartbeats that may wait for the writer before requests get 503.
     #[arg(long, default_value_t = 50_000)]
     pub queue: usize,
+    /// Open connections at most (default 20000, and always below the file limit less 32).
+    /// At the cap, the oldest connection serving no request is closed for a new one.
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// How long a request's headers may take to arrive, and a kept-alive connection may
+    /// wait for its next request (over agents' 60 s interval, so theirs are reused).
+    #[arg(long, default_value = "75s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
 }
 
 /// What the collector runs with.
@@ -64,6 +72,8 @@ pub struct Config {
     pub sans: Vec<String>,
     pub client_ca: Option<PathBuf>,
     pub queue: usize,
+    pub max_connections: Option<usize>,
+    pub header_timeout: Duration,
     /// `[incidents]` and `[[notify]]` (file only).
     pub notify: crate::notify::NotifyConfig,
     /// `[inventory]` (file only).
@@ -81,6 +91,7 @@ struct FileConfig {
     event_retention_days: Option<Spanned<u32>>,
     san: Option<Vec<String>>,
     queue: Option<Spanned<usize>>,
+    max_connections: Option<Spanned<usize>>,
     client_ca: Option<Spanned<PathBuf>>,
     incidents: Option<crate::notify::config::RawIncidents>,
     #[serde(default)]
@@ -107,6 +118,8 @@ impl Config {
             sans: args.sans,
             client_ca: args.client_ca,
             queue: args.queue,
+            max_connections: args.max_connections,
+            header_timeout: args.header_timeout.max(Duration::from_secs(1)),
             notify: Default::default(),
             inventory: None,
         };
@@ -193,6 +206,16 @@ impl Config {
                 ));
             }
             self.queue = v.into_inner();
+        }
+        if let Some(v) = f.max_connections.filter(|_| !given("max_connections")) {
+            if *v.get_ref() == 0 {
+                return Err(invalid(
+                    v.span(),
+                    "max_connections = 0 would refuse every client; leave it out for the default"
+                        .to_owned(),
+                ));
+            }
+            self.max_connections = Some(v.into_inner());
         }
         if let Some(v) = f.client_ca.filter(|_| !given("client_ca")) {
             if !v.get_ref().is_file() {

@@ -157,7 +157,14 @@ fn run(cli: Config) -> anyhow::Result<()> {
         clock: clock.clone(),
         notifier: notifier.clone(),
         inventory: inventory.clone(),
+        connections: Default::default(),
     });
+    let limits = server::Limits::new(cli.max_connections, cli.header_timeout);
+    log::info!(
+        "at most {} connections, headers within {:?}",
+        limits.max_connections,
+        limits.header_timeout
+    );
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -197,6 +204,8 @@ fn run(cli: Config) -> anyhow::Result<()> {
             tls_config,
             http::router(app.clone()),
             metrics.clone(),
+            limits,
+            app.connections.clone(),
             rollcall_support::shutdown_signal(),
         )
         .await;

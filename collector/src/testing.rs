@@ -21,7 +21,20 @@ impl Collector {
     /// Runs `exe` on `listen` (port 0: any) with `grace` (as the flag takes it, `2s`) and
     /// returns once it serves. Its log goes to stderr with `ROLLCALL_TEST_ECHO` set.
     pub fn spawn(exe: &Path, data: &Path, listen: &str, grace: &str, extra: &[&str]) -> Collector {
-        let mut child = Command::new(exe)
+        Collector::spawn_command(Command::new(exe), data, listen, grace, extra)
+    }
+
+    /// As [`Collector::spawn`], with `cmd` the collector or a wrapper that runs it
+    /// (`prlimit --nofile=128 -- rollcall-collector`).
+    pub fn spawn_command(
+        mut cmd: Command,
+        data: &Path,
+        listen: &str,
+        grace: &str,
+        extra: &[&str],
+    ) -> Collector {
+        let exe = format!("{:?}", cmd.get_program());
+        let mut child = cmd
             .args(["--listen", listen, "--grace", grace, "--data-dir"])
             .arg(data)
             .args(extra)
@@ -32,7 +45,7 @@ impl Collector {
                 Stdio::null()
             })
             .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", exe.display()));
+            .unwrap_or_else(|e| panic!("starting {exe}: {e}"));
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
         let url = loop {
             let line = lines

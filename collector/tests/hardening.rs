@@ -172,3 +172,100 @@ fn control_characters_are_refused_in_labels_and_escaped_on_the_terminal() {
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["events"][0]["message"], forged);
 }
+
+/// A TLS client trusting the collector's CA, for connections made by hand.
+fn tls_config(c: &Collector) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(c.data.join("ca.pem")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+fn metric_value(c: &Collector, name: &str) -> f64 {
+    let text = c.admin().get("/metrics").unwrap().body;
+    text.as_str()
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name}"))
+}
+
+#[test]
+fn a_flood_of_idle_and_half_sent_connections_does_not_keep_a_client_out() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    let d = tempfile::tempdir().unwrap();
+    // The file limit the attack was found with: 128.
+    let mut cmd = std::process::Command::new("prlimit");
+    cmd.args(["--nofile=128:128", "--"])
+        .arg(env!("CARGO_BIN_EXE_rollcall-collector"));
+    let c = Collector::spawn_command(
+        cmd,
+        d.path(),
+        "127.0.0.1:0",
+        "120s",
+        &["--header-timeout", "3s"],
+    );
+    let rss_before = rollcall_collector::testing::rss_kib(c.pid());
+    let tls = tls_config(&c);
+
+    // 300 connections, no credential needed: a third never start TLS, the rest send half
+    // a request's headers and wait.
+    let mut raw = Vec::new();
+    let mut half = Vec::new();
+    for i in 0..300 {
+        let tcp = TcpStream::connect(&c.addr).unwrap();
+        if i % 3 == 0 {
+            raw.push(tcp);
+            continue;
+        }
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let conn = rustls::ClientConnection::new(tls.clone(), name).unwrap();
+        let mut s = rustls::StreamOwned::new(conn, tcp);
+        // An evicted connection fails here; the flood goes on regardless.
+        let _ = s.write_all(b"POST /api/v1/heartbeat HTTP/1.1\r\nHost: rollcall\r\nContent-");
+        let _ = s.flush();
+        half.push(s);
+    }
+
+    // A real client is served while the flood is held open.
+    let r = c.admin().get("/api/v1/summary").unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let open = metric_value(&c, "rollcall_connections");
+    assert!(
+        open <= 96.0,
+        "{open} connections open under a file limit of 128"
+    );
+    assert!(metric_value(&c, "rollcall_connections_evicted_total") > 0.0);
+    let rss_after = rollcall_collector::testing::rss_kib(c.pid());
+    eprintln!("RSS {rss_before} KiB before the flood, {rss_after} KiB under it; {open} open");
+
+    // Half-sent requests are dropped once the header timeout has passed: each held stream
+    // reads the end of the connection (or an error), not a wait.
+    let start = std::time::Instant::now();
+    for s in half.iter_mut().rev().take(20) {
+        let mut buf = [0u8; 512];
+        let _ = s.read(&mut buf);
+    }
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(15),
+        "half-sent requests were held {:?}",
+        start.elapsed()
+    );
+    // And the client is still served afterwards.
+    assert_eq!(c.admin().get("/api/v1/summary").unwrap().status, 200);
+    drop(raw);
+}

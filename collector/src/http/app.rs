@@ -45,6 +45,8 @@ pub struct App {
     pub notifier: Arc<crate::notify::Notifier>,
     /// The inventory in force, if `[inventory]` is configured.
     pub inventory: Arc<crate::inventory::Watch>,
+    /// The open connections.
+    pub connections: Arc<crate::server::Connections>,
 }
 
 /// Per-host token bucket: a burst of 20, refilled one every 3 s.

@@ -25,6 +25,11 @@ pub(super) async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
         "# HELP rollcall_zones Zones in use (host zone labels).\n# TYPE rollcall_zones gauge\nrollcall_zones {}\n# HELP rollcall_zones_flagged Scan zones with no working scanner.\n# TYPE rollcall_zones_flagged gauge\nrollcall_zones_flagged {zones_flagged}\n",
         zones.len()
     ));
+    text.push_str(&format!(
+        "# HELP rollcall_connections Open client connections.\n# TYPE rollcall_connections gauge\nrollcall_connections {}\n# HELP rollcall_connections_evicted_total Idle connections closed to make room at the connection cap or when out of file descriptors.\n# TYPE rollcall_connections_evicted_total counter\nrollcall_connections_evicted_total {}\n",
+        app.connections.count(),
+        app.connections.evicted()
+    ));
     text.push_str(&app.notifier.render(app.now()));
     if let Some(inv) = app.inventory.current() {
         text.push_str(&format!(
