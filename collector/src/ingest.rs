@@ -140,7 +140,7 @@ fn writer<S: Store, F: FnMut(Committed<'_>)>(
                 });
                 Ok(stats)
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e.sentence()),
         };
         for w in waiters.drain(..) {
             let _ = w.send(reply.clone());

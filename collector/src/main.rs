@@ -128,6 +128,7 @@ fn run(cli: Config) -> anyhow::Result<()> {
     // The registry follows what is durable: updated from each commit, on the writer thread.
     let (reg, m) = (registry.clone(), metrics.clone());
     let (ingest, _writer) = Ingest::start(writer_store, cli.queue, 4096, move |done| {
+        m.store_ok();
         m.committed(
             done.records.len(),
             done.took,
@@ -158,6 +159,7 @@ fn run(cli: Config) -> anyhow::Result<()> {
         notifier: notifier.clone(),
         inventory: inventory.clone(),
         connections: Default::default(),
+        refusals: Default::default(),
     });
     let limits = server::Limits::new(cli.max_connections, cli.header_timeout);
     log::info!(
@@ -197,6 +199,13 @@ fn run(cli: Config) -> anyhow::Result<()> {
             tokio::spawn(notifier.clone().run_receiver(i, clock.clone()));
         }
         tokio::spawn(auth::reload_on_hup(app.clone(), dir.clone()));
+        let a = app.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(15)).await;
+                a.say_refusals(a.now());
+            }
+        });
         // Under systemd (Type=notify): ready once the socket is bound and state loaded.
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         server::serve(

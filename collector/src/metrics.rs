@@ -20,6 +20,10 @@ pub struct Metrics {
     events_new: AtomicU64,
     events_duplicate: AtomicU64,
     transitions: Mutex<BTreeMap<&'static str, u64>>,
+    store_failures: AtomicU64,
+    /// Set while the store's last write failed: what `/readyz` says.
+    store_failing: std::sync::atomic::AtomicBool,
+    store_error: Mutex<String>,
 }
 
 impl Metrics {
@@ -61,6 +65,30 @@ impl Metrics {
             .fetch_add(events_duplicate as u64, Ordering::Relaxed);
     }
 
+    /// A write the store refused; `sentence` says why and what to do. Logged when the
+    /// store starts failing, not for every write it refuses.
+    pub fn store_failed(&self, sentence: &str) {
+        self.store_failures.fetch_add(1, Ordering::Relaxed);
+        sentence.clone_into(&mut crate::lock(&self.store_error));
+        if !self.store_failing.swap(true, Ordering::Relaxed) {
+            log::error!("{sentence}; writes are refused with 503 and nothing is acknowledged until it works again");
+        }
+    }
+
+    /// A write the store took: it works again.
+    pub fn store_ok(&self) {
+        if self.store_failing.swap(false, Ordering::Relaxed) {
+            log::warn!("the store takes writes again");
+        }
+    }
+
+    /// Why the store's last write failed, while it fails.
+    pub fn store_failing(&self) -> Option<String> {
+        self.store_failing
+            .load(Ordering::Relaxed)
+            .then(|| crate::lock(&self.store_error).clone())
+    }
+
     pub fn transition(&self, to: HostState) {
         *crate::lock(&self.transitions)
             .entry(to.as_str())
@@ -99,6 +127,8 @@ impl Metrics {
         let _ = writeln!(o, "# HELP rollcall_committed_heartbeats_total Heartbeats made durable.\n# TYPE rollcall_committed_heartbeats_total counter\nrollcall_committed_heartbeats_total {}", self.committed_heartbeats.load(Ordering::Relaxed));
         let _ = writeln!(o, "# HELP rollcall_commit_seconds_total Time spent committing.\n# TYPE rollcall_commit_seconds_total counter\nrollcall_commit_seconds_total {:.6}", self.commit_micros.load(Ordering::Relaxed) as f64 / 1e6);
         let _ = writeln!(o, "# HELP rollcall_events_total Agent events stored, and redeliveries ignored.\n# TYPE rollcall_events_total counter\nrollcall_events_total{{outcome=\"new\"}} {}\nrollcall_events_total{{outcome=\"duplicate\"}} {}", self.events_new.load(Ordering::Relaxed), self.events_duplicate.load(Ordering::Relaxed));
+        let _ = writeln!(o, "# HELP rollcall_store_failures_total Writes the store refused (a full disk, an I/O error); nothing refused was acknowledged.\n# TYPE rollcall_store_failures_total counter\nrollcall_store_failures_total {}", self.store_failures.load(Ordering::Relaxed));
+        let _ = writeln!(o, "# HELP rollcall_store_failing 1 while the store's last write failed.\n# TYPE rollcall_store_failing gauge\nrollcall_store_failing {}", u8::from(self.store_failing.load(Ordering::Relaxed)));
         let _ = writeln!(o, "# HELP rollcall_state_transitions_total Host state changes, by new state.\n# TYPE rollcall_state_transitions_total counter");
         for (s, n) in crate::lock(&self.transitions).iter() {
             let _ = writeln!(o, "rollcall_state_transitions_total{{to=\"{s}\"}} {n}");

@@ -269,3 +269,149 @@ fn a_flood_of_idle_and_half_sent_connections_does_not_keep_a_client_out() {
     assert_eq!(c.admin().get("/api/v1/summary").unwrap().status, 200);
     drop(raw);
 }
+
+fn history(c: &Collector, host: &str) -> Vec<String> {
+    c.admin()
+        .get(&format!("/api/v1/hosts/{host}"))
+        .unwrap()
+        .body["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| format!("{}: {}", l["kind"], l["message"]))
+        .collect()
+}
+
+fn data_bytes(c: &Collector) -> u64 {
+    std::fs::read_dir(&c.data)
+        .unwrap()
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+#[test]
+fn a_flood_of_refused_writes_writes_almost_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let c = Collector::start(d.path(), "120s");
+    let agents = c.agents();
+    assert_eq!(agents.post(&heartbeat("web-1", 60, "ok", &[1])).status, 200);
+    let ok = c
+        .admin()
+        .send_json(
+            "PUT",
+            "/api/v1/hosts/web-1/maintenance",
+            &json!({ "for": "1h", "reason": "kernel patching" }),
+        )
+        .unwrap();
+    assert_eq!(ok.status, 200);
+    let before = history(&c, "web-1");
+    let bytes_before = data_bytes(&c);
+
+    // web-1's credential writes 20,000 heartbeats for other hosts.
+    let thief = agents.client_for("web-1");
+    let (mut forbidden, mut throttled) = (0, 0);
+    for i in 0..20_000 {
+        let hb = heartbeat(&format!("db-{}", i % 50), 60, "ok", &[]);
+        match thief
+            .send_json("POST", "/api/v1/heartbeat", &hb)
+            .unwrap()
+            .status
+        {
+            403 => forbidden += 1,
+            429 => throttled += 1,
+            s => panic!("status {s}"),
+        }
+    }
+    // Its budget is spent on the first ones; the rest are turned away before being read.
+    assert!(forbidden <= 25, "{forbidden} refused as 403");
+    assert_eq!(forbidden + throttled, 20_000);
+
+    // One note in web-1's history, and the host's own history is all still there.
+    let after = history(&c, "web-1");
+    let security: Vec<&String> = after.iter().filter(|l| l.contains("security")).collect();
+    assert_eq!(security.len(), 1, "{after:#?}");
+    for line in &before {
+        assert!(after.contains(line), "{line} was pushed out: {after:#?}");
+    }
+    let grown = data_bytes(&c).saturating_sub(bytes_before);
+    eprintln!("20,000 refused writes: {forbidden}×403, {throttled}×429, data grew {grown} bytes");
+    assert!(grown < 512 * 1024, "the data directory grew {grown} bytes");
+}
+
+#[test]
+fn a_full_disk_makes_the_collector_unready_and_is_counted() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    let _fs = rollcall_collector::testing::Tmpfs::mount(&data, "8m");
+    let c = Collector::start(&data, "120s");
+    let agents = c.agents();
+    let hosts: Vec<String> = (0..40).map(|i| format!("web-{i}")).collect();
+    for h in &hosts {
+        assert_eq!(agents.post(&heartbeat(h, 60, "ok", &[1])).status, 200);
+    }
+    let ready = |c: &Collector| c.admin().get("/readyz").unwrap();
+    assert_eq!(ready(&c).status, 200);
+
+    // Fill the filesystem.
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=64k"])
+        .arg(format!("of={}/filler", data.display()))
+        .output();
+    let mut refused = None;
+    'fill: for seq in 2..200u64 {
+        for h in &hosts {
+            let r = agents.post(&heartbeat(h, 60, "ok", &[seq]));
+            match r.status {
+                200 => {}
+                503 => {
+                    refused = Some(r);
+                    break 'fill;
+                }
+                s => panic!("status {s}: {:?}", r.body),
+            }
+        }
+    }
+    let refused = refused.expect("a heartbeat refused on a full disk");
+    let words = refused.body["error"].as_str().unwrap().to_owned();
+    assert!(
+        words.contains("disk is full") && words.contains("nothing was stored"),
+        "{words}"
+    );
+
+    let r = ready(&c);
+    assert_eq!(r.status, 503, "{:?}", r.body);
+    assert!(
+        r.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("storage failing"),
+        "{:?}",
+        r.body
+    );
+    assert!(metric_value(&c, "rollcall_store_failures_total") >= 1.0);
+    assert_eq!(metric_value(&c, "rollcall_store_failing"), 1.0);
+    // An admin's change gets a sentence, not the database's error code.
+    let m = c
+        .admin()
+        .send_json(
+            "PUT",
+            "/api/v1/hosts/web-1/maintenance",
+            &json!({ "for": "1h", "reason": "x".repeat(400) }),
+        )
+        .unwrap();
+    if m.status != 200 {
+        let e = m.body["error"].as_str().unwrap();
+        assert_eq!(m.status, 503);
+        assert!(
+            e.contains("free space") && e.contains("nothing was changed"),
+            "{e}"
+        );
+    }
+
+    // Space again: the next write goes through and the collector is ready again.
+    std::fs::remove_file(data.join("filler")).unwrap();
+    common::wait(|| agents.post(&heartbeat("web-0", 60, "ok", &[500])).status == 200);
+    assert_eq!(ready(&c).status, 200);
+    assert_eq!(metric_value(&c, "rollcall_store_failing"), 0.0);
+}

@@ -699,4 +699,4 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
-pub use rollcall_collector::testing::arg;
+pub use rollcall_collector::testing::{arg, Tmpfs};

@@ -3,33 +3,14 @@
 use std::process::Command;
 use std::time::Duration;
 
-use rollcall_tests::{wait_until, Agent, SimHost};
-
-struct Mount(std::path::PathBuf);
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
+use rollcall_tests::{wait_until, Agent, SimHost, Tmpfs};
 
 #[test]
 fn a_full_disk_is_named_as_the_cause() {
     let h = SimHost::new();
     let data = h.root().join("var/opt/BESClient");
     std::fs::remove_dir_all(&data).unwrap();
-    std::fs::create_dir_all(&data).unwrap();
-    let ok = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=512k", "tmpfs"])
-        .arg(&data)
-        .status()
-        .unwrap()
-        .success();
-    assert!(
-        ok,
-        "mounting a tmpfs needs root; run the tests as root (CI does)"
-    );
-    let _m = Mount(data.clone());
+    let _m = Tmpfs::mount(&data, "512k");
     std::fs::create_dir_all(h.log_dir()).unwrap();
     let pid = h.start_client();
     // Fill it: the client can no longer write its log.

@@ -116,8 +116,16 @@ fn operator_write(
     name: &str,
     change: impl FnOnce(&mut dyn Store) -> std::result::Result<bool, StoreError>,
 ) -> Result<()> {
-    let known = change(lock(&app.store).as_mut())
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).retry(5))?;
+    let known = change(lock(&app.store).as_mut()).map_err(|e| {
+        let e = e.sentence();
+        app.metrics.store_failed(&e);
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{e}; nothing was changed, retry later"),
+        )
+        .retry(5)
+    })?;
+    app.metrics.store_ok();
     if !known {
         return Err(ApiError::field(
             StatusCode::NOT_FOUND,

@@ -47,6 +47,84 @@ pub struct App {
     pub inventory: Arc<crate::inventory::Watch>,
     /// The open connections.
     pub connections: Arc<crate::server::Connections>,
+    /// Writes refused because a credential named another host.
+    pub refusals: Mutex<RefusalLog>,
+}
+
+/// Writes refused because a credential named another host, by the credential's owner:
+/// the first is said at once, the ones after it counted and said at most once a minute.
+/// A flood of refused writes writes almost nothing.
+#[derive(Debug, Default)]
+pub struct RefusalLog(HashMap<String, Refusals>);
+
+#[derive(Debug)]
+struct Refusals {
+    said_at: DateTime<Utc>,
+    more: u64,
+    /// The hosts it tried to write since, the first few.
+    targets: Vec<String>,
+}
+
+/// How often a credential's refused writes are said, at most.
+const SAY_REFUSALS_EVERY: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+
+impl RefusalLog {
+    /// `owner`'s credential tried to write `target`: the words to say now, if any.
+    pub fn refused(
+        &mut self,
+        owner: &str,
+        target: &str,
+        identity: &str,
+        now: DateTime<Utc>,
+    ) -> Option<String> {
+        if let Some(r) = self.0.get_mut(owner) {
+            r.more += 1;
+            if r.targets.len() < 5 && !r.targets.iter().any(|t| t == target) {
+                r.targets.push(target.to_owned());
+            }
+            return None;
+        }
+        self.0.insert(
+            owner.to_owned(),
+            Refusals {
+                said_at: now,
+                more: 0,
+                targets: Vec::new(),
+            },
+        );
+        Some(format!(
+            "its credential was used to write host {target:?} (identity {identity}); refused"
+        ))
+    }
+
+    /// The counts due (owner, words); forgets credentials quiet for a minute.
+    pub fn due(&mut self, now: DateTime<Utc>) -> Vec<(String, String)> {
+        let mut due = Vec::new();
+        self.0.retain(|owner, r| {
+            if now - r.said_at < SAY_REFUSALS_EVERY {
+                return true;
+            }
+            if r.more == 0 {
+                return false;
+            }
+            let targets: Vec<String> = r.targets.iter().map(|t| format!("{t:?}")).collect();
+            let more = if r.targets.len() >= 5 { ", …" } else { "" };
+            due.push((
+                owner.clone(),
+                format!(
+                    "{} more writes with its credential for other hosts ({}{more}) were refused in the last {} min",
+                    r.more,
+                    targets.join(", "),
+                    (now - r.said_at).num_minutes().max(1)
+                ),
+            ));
+            r.more = 0;
+            r.targets.clear();
+            r.said_at = now;
+            true
+        });
+        due
+    }
 }
 
 /// Per-host token bucket: a burst of 20, refilled one every 3 s.
@@ -178,10 +256,10 @@ impl App {
         match ack.await {
             Ok(Ok(stats)) => Ok(stats),
             Ok(Err(e)) => {
-                log::error!("storing failed: {e}");
+                self.metrics.store_failed(&e);
                 Err(ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "storage failed; nothing was acknowledged, retry later",
+                    format!("{e}; nothing was stored or acknowledged, retry later"),
                 )
                 .retry(5))
             }
@@ -191,6 +269,35 @@ impl App {
             )
             .retry(5)),
         }
+    }
+
+    /// The credential of `owner` tried to write host `target`: refused, and said as
+    /// [`RefusalLog`] decides.
+    pub fn refused_write(&self, owner: &str, target: &str, identity: &str, now: DateTime<Utc>) {
+        self.metrics.rejected("wrong_host");
+        let words = lock(&self.refusals).refused(owner, target, identity, now);
+        if let Some(w) = words {
+            self.say_refused(owner, now, w);
+        }
+    }
+
+    /// Says the refused writes counted for a minute or more.
+    pub fn say_refusals(&self, now: DateTime<Utc>) {
+        let due = lock(&self.refusals).due(now);
+        for (owner, words) in due {
+            self.say_refused(&owner, now, words);
+        }
+    }
+
+    fn say_refused(&self, owner: &str, now: DateTime<Utc>, message: String) {
+        log::warn!("security: host {owner}: {message}");
+        // Recorded, but never waited for: a refusal must not cost the writer a commit.
+        let _ = self.ingest.submit(crate::store::HistoryRecord {
+            host: owner.to_owned(),
+            at: now,
+            kind: "security".into(),
+            message,
+        });
     }
 
     /// Takes one token from the host's bucket, or says when to come back.
@@ -251,5 +358,36 @@ impl<T: DeserializeOwned> FromRequest<Arc<App>> for Body<T> {
         let b = Bytes::from_request(req, app).await;
         let b = super::body(b, &app.metrics)?;
         super::parse(&b).map(Body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RefusalLog;
+    use chrono::{TimeZone, Utc};
+
+    #[test]
+    fn a_flood_of_refused_writes_is_said_once_then_once_a_minute() {
+        let t0 = Utc.with_ymd_and_hms(2026, 12, 3, 10, 0, 0).unwrap();
+        let s = chrono::TimeDelta::seconds;
+        let mut log = RefusalLog::default();
+        let first = log.refused("web-1", "web-2", "m/i", t0).unwrap();
+        assert!(first.contains("\"web-2\""), "{first}");
+        for i in 0..20_000 {
+            let target = format!("web-{}", 2 + i % 9);
+            assert_eq!(log.refused("web-1", &target, "m/i", t0 + s(i / 1000)), None);
+        }
+        assert!(log.due(t0 + s(59)).is_empty(), "not before a minute");
+        let due = log.due(t0 + s(60));
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].0, "web-1");
+        assert!(due[0].1.starts_with("20000 more writes"), "{}", due[0].1);
+        assert!(due[0].1.contains("\"web-2\", \"web-3\""), "{}", due[0].1);
+        // Quiet since: nothing more to say, and after a quiet minute it is forgotten, so
+        // the next refusal is said at once again.
+        assert!(log.due(t0 + s(120)).is_empty());
+        assert!(log.refused("web-1", "web-5", "m/i", t0 + s(121)).is_some());
+        // Another credential is said on its own.
+        assert!(log.refused("db-1", "web-5", "m/j", t0 + s(121)).is_some());
     }
 }

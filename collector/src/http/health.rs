@@ -50,8 +50,17 @@ pub(super) async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// Ready: hosts loaded, and the store takes writes. A load balancer sends agents elsewhere
+/// while this collector can acknowledge nothing.
 pub(super) async fn readyz(State(app): State<Arc<App>>) -> Response {
-    if app.ready.load(Ordering::Relaxed) {
+    if let Some(why) = app.metrics.store_failing() {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("storage failing: {why}"),
+        )
+        .retry(5)
+        .into_response()
+    } else if app.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "loading hosts")

@@ -121,29 +121,16 @@ pub(super) async fn heartbeat(
 ) -> Result<Json<HeartbeatAck>> {
     app.client_cert(peer.as_deref())?;
     let owner = app.host_credential(&headers)?;
+    // Before anything else: a credential's budget covers what it sends, refused or not.
+    let now = app.now();
+    app.rate_check(&app.rate, &owner, now)?;
     let b = body(b, &app.metrics)?;
     let mut hb: Heartbeat = parse(&b).inspect_err(|_| app.metrics.rejected("bad_request"))?;
     validate(hb.proto_version, &hb.host, &hb.identity, &hb.labels)
         .inspect_err(|_| app.metrics.rejected("bad_request"))?;
     validate_heartbeat(&hb).inspect_err(|_| app.metrics.rejected("bad_request"))?;
-    let now = app.now();
     if hb.host != owner {
-        app.metrics.rejected("wrong_host");
-        log::warn!(
-            "security: the credential of host {owner} was used to write host {:?} (identity {}); refused",
-            hb.host,
-            hb.identity
-        );
-        // Recorded, but never waited for: a refusal must not cost the writer a commit each.
-        let _ = app.ingest.submit(HistoryRecord {
-            host: owner.clone(),
-            at: now,
-            kind: "security".into(),
-            message: format!(
-                "its credential was used to write host {:?} (identity {}); refused",
-                hb.host, hb.identity
-            ),
-        });
+        app.refused_write(&owner, &hb.host, &hb.identity.to_string(), now);
         return Err(ApiError::field(
             StatusCode::FORBIDDEN,
             "host",
@@ -153,7 +140,6 @@ pub(super) async fn heartbeat(
             ),
         ));
     }
-    app.rate_check(&app.rate, &hb.host, now)?;
     let ahead = date_events(&mut hb.events, now);
     if ahead > 0 {
         log::debug!(

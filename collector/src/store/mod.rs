@@ -158,6 +158,38 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// What went wrong and what to do, for an API answer, a log line and `/readyz`.
+    pub fn sentence(&self) -> String {
+        use rusqlite::ErrorCode as C;
+        match self {
+            StoreError::Sqlite { path, source } => {
+                let what = match source.sqlite_error_code() {
+                    Some(C::DiskFull) => "the disk is full; free space on its filesystem",
+                    Some(C::ReadOnly) => {
+                        "it is read-only; check the filesystem and the file's owner and mode"
+                    }
+                    Some(C::SystemIoFailure) => {
+                        "an I/O error occurred; check the disk and the kernel log"
+                    }
+                    Some(C::DatabaseBusy | C::DatabaseLocked) => {
+                        "it is locked by another process; run one collector per data directory"
+                    }
+                    Some(C::CannotOpen | C::PermissionDenied) => {
+                        "it cannot be opened; check the data directory's owner and mode"
+                    }
+                    Some(C::DatabaseCorrupt | C::NotADatabase) => {
+                        "it is damaged; restore it from a backup"
+                    }
+                    _ => "see the collector's log",
+                };
+                format!("the database {path} cannot be written: {what} ({source})")
+            }
+            StoreError::Corrupt { .. } => format!("{self}; restore the database from a backup"),
+        }
+    }
+}
+
 pub trait Store: Send {
     /// Every host, for the in-memory index at start-up.
     fn load_hosts(&self) -> Result<Vec<HostRow>, StoreError>;
