@@ -82,6 +82,8 @@ struct Cred {
     /// [`key`] of its host and identity.
     key: u64,
     revoked: bool,
+    /// When it was issued, ms since the epoch.
+    issued_ms: i64,
 }
 
 /// Host and identity, hashed: a re-enrollment finds the credential it replaces by it.
@@ -115,7 +117,8 @@ impl Credentials {
         let mut c = Credentials::default();
         for r in rows {
             let Some(h) = unhex(&r.sha256) else { continue };
-            c.put(h, &r.host, key(&r.host, &r.identity), r.revoked);
+            let issued = r.issued_at.timestamp_millis();
+            c.put(h, &r.host, key(&r.host, &r.identity), r.revoked, issued);
         }
         c
     }
@@ -130,12 +133,13 @@ impl Credentials {
 
     /// Records a credential; a live one replaces (revokes) the live one of its host and
     /// identity.
-    fn put(&mut self, sha256: [u8; 32], host: &str, key: u64, revoked: bool) {
+    fn put(&mut self, sha256: [u8; 32], host: &str, key: u64, revoked: bool, issued_ms: i64) {
         let cred = Cred {
             sha256,
             host: host.into(),
             key,
             revoked: true,
+            issued_ms,
         };
         let i = match self.slot(&sha256) {
             Some(i) => {
@@ -206,10 +210,11 @@ impl Credentials {
                 sha256,
                 host,
                 identity,
+                at,
                 ..
             } => {
                 let Some(h) = unhex(sha256) else { return };
-                self.put(h, host, key(host, identity), false);
+                self.put(h, host, key(host, identity), false, at.timestamp_millis());
             }
             // An operator's act: a scan of every credential is affordable.
             RevokeHost { host, .. } => {
@@ -220,6 +225,30 @@ impl Credentials {
                 }
             }
         }
+    }
+
+    /// Hosts holding a live credential that `heard` says never spoke, with when their
+    /// newest was issued, oldest first: enrolled, but no heartbeat ever came.
+    pub fn unheard(
+        &self,
+        heard: impl Fn(&str) -> bool,
+    ) -> Vec<(&str, chrono::DateTime<chrono::Utc>)> {
+        let mut by_host: std::collections::HashMap<&str, i64> = Default::default();
+        for c in self.creds.iter().filter(|c| !c.revoked && !heard(&c.host)) {
+            let t = by_host.entry(&c.host).or_insert(c.issued_ms);
+            *t = (*t).max(c.issued_ms);
+        }
+        let mut v: Vec<_> = by_host
+            .into_iter()
+            .map(|(h, ms)| {
+                (
+                    h,
+                    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default(),
+                )
+            })
+            .collect();
+        v.sort_by_key(|&(h, t)| (t, h));
+        v
     }
 
     /// Live credentials of `host`.
@@ -435,6 +464,7 @@ mod tests {
             sha256: hash("old"),
             host: "web1".into(),
             identity: "m/i".into(),
+            issued_at: chrono::Utc::now(),
             revoked: true,
         }]);
         assert_eq!(c.check("old"), Credential::Revoked("web1"));

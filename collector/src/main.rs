@@ -153,6 +153,7 @@ fn run(cli: Config) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         rate: Mutex::new(Default::default()),
         enroll_rate: Mutex::new(Default::default()),
+        secret_rate: Mutex::new(Default::default()),
         ready: Default::default(),
         require_client_cert: cli.client_ca.is_some(),
         clock: clock.clone(),

@@ -595,6 +595,16 @@ impl Registry {
         }
     }
 
+    /// When `name` was last heard, if within its interval and grace: an agent speaks for
+    /// it.
+    pub fn speaking(&self, name: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let h = &self.hosts[self.id(name)? as usize];
+        let last = at(h.last_heard_ms);
+        let span = chrono::Duration::seconds(i64::from(h.interval_s))
+            + chrono::Duration::from_std(self.policy.grace).unwrap_or_default();
+        (now - last <= span).then_some(last)
+    }
+
     pub fn get(&self, name: &str, now: DateTime<Utc>) -> Option<HostView<'_>> {
         self.id(name).map(|id| self.view(id, now))
     }

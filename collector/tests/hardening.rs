@@ -415,3 +415,81 @@ fn a_full_disk_makes_the_collector_unready_and_is_counted() {
     assert_eq!(ready(&c).status, 200);
     assert_eq!(metric_value(&c, "rollcall_store_failing"), 0.0);
 }
+
+#[test]
+fn an_enrollment_under_a_speaking_hosts_name_does_not_cut_it_off() {
+    let d = tempfile::tempdir().unwrap();
+    let c = Collector::start(d.path(), "120s");
+    let agents = c.agents();
+    assert_eq!(agents.post(&heartbeat("web-1", 60, "ok", &[1])).status, 200);
+
+    // Someone holding the enrollment secret enrolls as web-1, with its identity (a
+    // machine-id is not a secret) and with another.
+    let enroller = c.enroller();
+    let mut other = enroll_body("web-1");
+    other["identity"]["machine_id"] = json!("stolen");
+    for body in [enroll_body("web-1"), other] {
+        let r = enroller.send_json("POST", "/api/v1/enroll", &body).unwrap();
+        expect(&r, 409, Some("host"), "rollcall revoke web-1");
+        assert!(r.body.get("credential").is_none());
+    }
+    // The live agent goes on; the attempt is in the host's history, once.
+    assert_eq!(agents.post(&heartbeat("web-1", 60, "ok", &[2])).status, 200);
+    let notes: Vec<String> = history(&c, "web-1")
+        .into_iter()
+        .filter(|l| l.contains("an enrollment as this host"))
+        .collect();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+
+    // A host reinstalled for real: an admin revokes the old credential, the new agent
+    // enrolls.
+    let (code, out) = admin_cli(&c, &["revoke", "web-1"]);
+    assert_eq!(code, 0, "{out}");
+    let r = enroller
+        .send_json("POST", "/api/v1/enroll", &enroll_body("web-1"))
+        .unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.body);
+
+    // Hosts that enrolled and never spoke are listed, and the CLI shows them.
+    for h in ["ghost-1", "ghost-2"] {
+        let r = enroller
+            .send_json("POST", "/api/v1/enroll", &enroll_body(h))
+            .unwrap();
+        assert_eq!(r.status, 200);
+    }
+    let v = c.admin().get("/api/v1/enrollments/unheard").unwrap().body;
+    let hosts: Vec<&str> = v["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["host"].as_str().unwrap())
+        .collect();
+    assert_eq!(hosts, ["ghost-1", "ghost-2"], "{v}");
+    let (code, out) = admin_cli(&c, &["unheard"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("ghost-1") && out.contains("2 host(s) enrolled and never heard"),
+        "{out}"
+    );
+}
+
+#[test]
+fn an_enrollment_secret_enrolls_a_bounded_number_of_hosts_at_once() {
+    let d = tempfile::tempdir().unwrap();
+    let c = Collector::start(d.path(), "120s");
+    let enroller = c.enroller();
+    let mut statuses = std::collections::BTreeMap::<u16, u32>::new();
+    for i in 0..600 {
+        let r = enroller
+            .send_json("POST", "/api/v1/enroll", &enroll_body(&format!("h-{i}")))
+            .unwrap();
+        *statuses.entry(r.status).or_default() += 1;
+        if r.status == 429 {
+            assert!(r.retry_after.is_some());
+        }
+    }
+    // A burst of 500, then 10 a second: the loop takes a few seconds, so a few dozen more.
+    let ok = statuses.get(&200).copied().unwrap_or(0);
+    assert!((500..600).contains(&ok), "{statuses:?}");
+    assert!(statuses.get(&429).copied().unwrap_or(0) > 0, "{statuses:?}");
+}

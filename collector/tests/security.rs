@@ -237,7 +237,8 @@ fn rotating_the_enrollment_secret_keeps_enrolled_hosts() {
 #[test]
 fn a_reload_is_history_and_two_live_identities_are_a_duplicate() {
     let d = tempfile::tempdir().unwrap();
-    let c = Collector::start(d.path(), "120s");
+    // Heartbeats 1 s apart and a grace of 1 s: an agent that stops is silent in 2 s.
+    let c = Collector::start(d.path(), "1s");
     let (admin, enroller) = (c.admin(), c.enroller());
     let as_identity = |machine: &str| {
         let mut e = enroll_body("r1");
@@ -246,13 +247,15 @@ fn a_reload_is_history_and_two_live_identities_are_a_duplicate() {
             .as_str()
             .unwrap()
             .to_owned();
-        let mut hb = heartbeat("r1", 60, "ok", &[]);
+        let mut hb = heartbeat("r1", 1, "ok", &[]);
         hb["identity"]["machine_id"] = json!(machine);
         (cred, hb)
     };
     let (old_cred, old_hb) = as_identity("aaaa");
     assert_eq!(send(&c, &old_cred, &old_hb).status, 200);
-    // The OS is reloaded: a new machine-id under the same name.
+    // The OS is reloaded: the host goes quiet, then a new machine-id enrolls under the
+    // same name.
+    common::wait(|| admin.get("/api/v1/hosts/r1").unwrap().body["host"]["state"] == "silent");
     let (new_cred, new_hb) = as_identity("bbbb");
     assert_eq!(send(&c, &new_cred, &new_hb).status, 200);
     let h = admin.get("/api/v1/hosts/r1").unwrap().body;

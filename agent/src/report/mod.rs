@@ -420,6 +420,17 @@ impl<C: Clock> Reporter<C> {
                 ));
                 Err(None)
             }
+            Err(Failure::Refused {
+                status: 409,
+                error,
+                retry_after,
+            }) => {
+                // Another agent speaks for this host name with a live credential.
+                self.say_once(&format!(
+                    "the collector will not enroll this host while another agent speaks for it ({error})"
+                ));
+                Err(retry_after)
+            }
             Err(f) => Err(self.failed(f)),
         }
     }

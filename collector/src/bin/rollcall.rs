@@ -55,6 +55,11 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Hosts that enrolled and never sent a heartbeat, oldest first.
+    Unheard {
+        #[arg(long)]
+        json: bool,
+    },
     /// Hosts per state.
     Summary {
         #[arg(long)]
@@ -234,6 +239,7 @@ impl Cmd {
             | Cmd::Host { json, .. }
             | Cmd::Silent { json }
             | Cmd::Summary { json }
+            | Cmd::Unheard { json }
             | Cmd::Zones { json }
             | Cmd::Relays { json }
             | Cmd::Compliance { json, .. }
@@ -509,6 +515,27 @@ fn run(cli: Cli) -> Outcome {
                         l["message"].as_str().unwrap_or("")
                     );
                 }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Unheard { json } => {
+            let v = get(&c, "/api/v1/enrollments/unheard")?;
+            if json {
+                print_json(&v);
+            } else {
+                let rows: Vec<Vec<String>> = v["hosts"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|h| {
+                        vec![
+                            h["host"].as_str().unwrap_or("").to_owned(),
+                            h["enrolled_at"].as_str().unwrap_or("").to_owned(),
+                        ]
+                    })
+                    .collect();
+                println!("{}", table(&["HOST", "ENROLLED"], &rows));
+                println!("{} host(s) enrolled and never heard", v["count"]);
             }
             Ok(ExitCode::SUCCESS)
         }

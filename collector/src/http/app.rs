@@ -36,6 +36,8 @@ pub struct App {
     pub rate: Mutex<HashMap<String, Bucket>>,
     /// Per-host enrollment budget, apart: enrolling does not cost a heartbeat.
     pub enroll_rate: Mutex<HashMap<String, Bucket>>,
+    /// Per-enrollment-secret budget, by the secret's hash.
+    pub secret_rate: Mutex<HashMap<String, Bucket>>,
     pub ready: AtomicBool,
     /// Agents must present a client certificate signed by the collector's client CA.
     pub require_client_cert: bool,
@@ -47,13 +49,14 @@ pub struct App {
     pub inventory: Arc<crate::inventory::Watch>,
     /// The open connections.
     pub connections: Arc<crate::server::Connections>,
-    /// Writes refused because a credential named another host.
+    /// Refusals to say about a host, a few at a time.
     pub refusals: Mutex<RefusalLog>,
 }
 
-/// Writes refused because a credential named another host, by the credential's owner:
-/// the first is said at once, the ones after it counted and said at most once a minute.
-/// A flood of refused writes writes almost nothing.
+/// Refusals that say something about a host (its credential used to write another host,
+/// an enrollment under its name while its agent speaks), by that host: the first is said
+/// at once, the ones after it counted and said at most once a minute. A flood of refused
+/// requests writes almost nothing.
 #[derive(Debug, Default)]
 pub struct RefusalLog(HashMap<String, Refusals>);
 
@@ -69,12 +72,13 @@ struct Refusals {
 const SAY_REFUSALS_EVERY: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 
 impl RefusalLog {
-    /// `owner`'s credential tried to write `target`: the words to say now, if any.
+    /// A refusal about host `owner` naming `target` (the host written, the identity
+    /// enrolled): `first`'s words if they are to be said now.
     pub fn refused(
         &mut self,
         owner: &str,
         target: &str,
-        identity: &str,
+        first: impl FnOnce() -> String,
         now: DateTime<Utc>,
     ) -> Option<String> {
         if let Some(r) = self.0.get_mut(owner) {
@@ -92,9 +96,7 @@ impl RefusalLog {
                 targets: Vec::new(),
             },
         );
-        Some(format!(
-            "its credential was used to write host {target:?} (identity {identity}); refused"
-        ))
+        Some(first())
     }
 
     /// The counts due (owner, words); forgets credentials quiet for a minute.
@@ -112,10 +114,10 @@ impl RefusalLog {
             due.push((
                 owner.clone(),
                 format!(
-                    "{} more writes with its credential for other hosts ({}{more}) were refused in the last {} min",
+                    "{} more like it were refused in the last {} min ({}{more})",
                     r.more,
+                    (now - r.said_at).num_minutes().max(1),
                     targets.join(", "),
-                    (now - r.said_at).num_minutes().max(1)
                 ),
             ));
             r.more = 0;
@@ -127,15 +129,33 @@ impl RefusalLog {
     }
 }
 
-/// Per-host token bucket: a burst of 20, refilled one every 3 s.
+/// A token bucket.
 #[derive(Debug, Clone, Copy)]
 pub struct Bucket {
     tokens: f64,
     at: DateTime<Utc>,
 }
 
-const BURST: f64 = 20.0;
-const REFILL_PER_SEC: f64 = 1.0 / 3.0;
+/// A bucket's size and refill.
+#[derive(Debug, Clone, Copy)]
+pub struct Rate {
+    pub burst: f64,
+    pub per_sec: f64,
+}
+
+/// Per host: a burst of 20, refilled one every 3 s.
+pub const HOST_RATE: Rate = Rate {
+    burst: 20.0,
+    per_sec: 1.0 / 3.0,
+};
+
+/// Per enrollment secret: a burst of 500, refilled 10 a second. A fleet of 6,000 hosts
+/// bootstrapped at once enrolls in about ten minutes; a stolen secret cannot enroll
+/// hosts by the hundred thousand.
+pub const SECRET_RATE: Rate = Rate {
+    burst: 500.0,
+    per_sec: 10.0,
+};
 
 impl App {
     pub fn now(&self) -> DateTime<Utc> {
@@ -275,9 +295,30 @@ impl App {
     /// [`RefusalLog`] decides.
     pub fn refused_write(&self, owner: &str, target: &str, identity: &str, now: DateTime<Utc>) {
         self.metrics.rejected("wrong_host");
-        let words = lock(&self.refusals).refused(owner, target, identity, now);
+        let words = lock(&self.refusals).refused(
+            owner,
+            target,
+            || {
+                format!(
+                "its credential was used to write host {target:?} (identity {identity}); refused"
+            )
+            },
+            now,
+        );
         if let Some(w) = words {
             self.say_refused(owner, now, w);
+        }
+    }
+
+    /// An enrollment as `host` (identity `identity`) refused while its agent speaks with a
+    /// live credential: said as [`RefusalLog`] decides.
+    pub fn refused_enrollment(&self, host: &str, identity: &str, now: DateTime<Utc>) {
+        self.metrics.rejected("live_credential");
+        let words = lock(&self.refusals).refused(host, identity, || {
+            format!("an enrollment as this host (identity {identity}) was refused: its agent holds a live credential and is heard")
+        }, now);
+        if let Some(w) = words {
+            self.say_refused(host, now, w);
         }
     }
 
@@ -307,22 +348,34 @@ impl App {
         host: &str,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let mut rate = lock(buckets);
-        let b = rate.entry(host.to_owned()).or_insert(Bucket {
-            tokens: BURST,
-            at: now,
-        });
-        let elapsed = (now - b.at).num_milliseconds().max(0) as f64 / 1000.0;
-        b.tokens = (b.tokens + elapsed * REFILL_PER_SEC).min(BURST);
-        b.at = now;
-        if b.tokens < 1.0 {
-            let wait = ((1.0 - b.tokens) / REFILL_PER_SEC).ceil() as u64;
-            self.metrics.rejected("rate_limited");
-            return Err(ApiError::new(
+        self.take(buckets, host, HOST_RATE, now).map_err(|wait| {
+            ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 format!("host {host} calls too often; retry in {wait}s"),
             )
-            .retry(wait));
+            .retry(wait)
+        })
+    }
+
+    /// Takes one token from `key`'s bucket at `rate`, or says how many seconds to wait.
+    pub fn take(
+        &self,
+        buckets: &Mutex<HashMap<String, Bucket>>,
+        key: &str,
+        rate: Rate,
+        now: DateTime<Utc>,
+    ) -> std::result::Result<(), u64> {
+        let mut all = lock(buckets);
+        let b = all.entry(key.to_owned()).or_insert(Bucket {
+            tokens: rate.burst,
+            at: now,
+        });
+        let elapsed = (now - b.at).num_milliseconds().max(0) as f64 / 1000.0;
+        b.tokens = (b.tokens + elapsed * rate.per_sec).min(rate.burst);
+        b.at = now;
+        if b.tokens < 1.0 {
+            self.metrics.rejected("rate_limited");
+            return Err(((1.0 - b.tokens) / rate.per_sec).ceil() as u64);
         }
         b.tokens -= 1.0;
         Ok(())
@@ -371,23 +424,30 @@ mod tests {
         let t0 = Utc.with_ymd_and_hms(2026, 12, 3, 10, 0, 0).unwrap();
         let s = chrono::TimeDelta::seconds;
         let mut log = RefusalLog::default();
-        let first = log.refused("web-1", "web-2", "m/i", t0).unwrap();
+        let words = || "its credential was used to write host \"web-2\"".to_owned();
+        let first = log.refused("web-1", "web-2", words, t0).unwrap();
         assert!(first.contains("\"web-2\""), "{first}");
         for i in 0..20_000 {
             let target = format!("web-{}", 2 + i % 9);
-            assert_eq!(log.refused("web-1", &target, "m/i", t0 + s(i / 1000)), None);
+            assert_eq!(log.refused("web-1", &target, words, t0 + s(i / 1000)), None);
         }
         assert!(log.due(t0 + s(59)).is_empty(), "not before a minute");
         let due = log.due(t0 + s(60));
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].0, "web-1");
-        assert!(due[0].1.starts_with("20000 more writes"), "{}", due[0].1);
+        assert!(
+            due[0]
+                .1
+                .starts_with("20000 more like it were refused in the last 1 min"),
+            "{}",
+            due[0].1
+        );
         assert!(due[0].1.contains("\"web-2\", \"web-3\""), "{}", due[0].1);
         // Quiet since: nothing more to say, and after a quiet minute it is forgotten, so
         // the next refusal is said at once again.
         assert!(log.due(t0 + s(120)).is_empty());
-        assert!(log.refused("web-1", "web-5", "m/i", t0 + s(121)).is_some());
+        assert!(log.refused("web-1", "web-5", words, t0 + s(121)).is_some());
         // Another credential is said on its own.
-        assert!(log.refused("db-1", "web-5", "m/j", t0 + s(121)).is_some());
+        assert!(log.refused("db-1", "web-5", words, t0 + s(121)).is_some());
     }
 }

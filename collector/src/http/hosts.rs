@@ -106,3 +106,18 @@ pub(super) async fn summary(State(app): State<Arc<App>>, _: Reader) -> Result<Js
         json!({ "hosts": r.len(), "flagged": flagged, "states": states, "zones_flagged": zones_flagged }),
     ))
 }
+
+/// `GET /api/v1/enrollments/unheard`: hosts that enrolled and never sent a heartbeat,
+/// oldest first. A bootstrap that stopped half-way, or a secret used to enroll hosts that
+/// do not exist.
+pub(super) async fn unheard(State(app): State<Arc<App>>, _: Reader) -> Json<Value> {
+    let registry = lock(&app.registry);
+    let creds = crate::read(&app.credentials);
+    let now = app.now();
+    let hosts: Vec<Value> = creds
+        .unheard(|h| registry.get(h, now).is_some())
+        .into_iter()
+        .map(|(host, at)| json!({ "host": host, "enrolled_at": at }))
+        .collect();
+    Json(json!({ "count": hosts.len(), "hosts": hosts }))
+}

@@ -9,11 +9,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
 use rollcall_proto::{EnrollRequest, EnrollResponse, Heartbeat, HeartbeatAck, PROTO_VERSION};
 
+use super::app::SECRET_RATE;
 use super::{body, parse, ApiError, App, Result};
 use crate::auth::Role;
 use crate::server::Peer;
 use crate::store::{CredentialRecord, HeartbeatRecord, HistoryRecord, StateJson};
-use crate::write;
+use crate::{lock, read, write};
 
 const MAX_EVENTS: usize = 1000;
 const MAX_LABELS: usize = 32;
@@ -187,6 +188,20 @@ pub(super) async fn enroll(
 ) -> Result<Json<EnrollResponse>> {
     app.client_cert(peer.as_deref())?;
     app.require(&headers, Role::Enroll)?;
+    let now = app.now();
+    let secret = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(crate::auth::hash)
+        .unwrap_or_default();
+    app.take(&app.secret_rate, &secret, SECRET_RATE, now)
+        .map_err(|wait| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("this enrollment secret enrolls too many hosts at once; retry in {wait}s"),
+            )
+            .retry(wait)
+        })?;
     let b = body(b, &app.metrics)?;
     let req: EnrollRequest = parse(&b).inspect_err(|_| app.metrics.rejected("bad_request"))?;
     validate(req.proto_version, &req.host, &req.identity, &req.labels)
@@ -205,8 +220,25 @@ pub(super) async fn enroll(
         log::warn!("enrollment of {} refused: {why}", req.host);
         return Err(ApiError::field(StatusCode::FORBIDDEN, "host", why));
     }
-    let now = app.now();
     app.rate_check(&app.enroll_rate, &req.host, now)?;
+    // Enrolling must not cut off an agent that speaks: see ARCHITECTURE.md, "Enrollment".
+    if read(&app.credentials).live(&req.host) > 0 {
+        let heard = lock(&app.registry).speaking(&req.host, now);
+        if let Some(last) = heard {
+            app.refused_enrollment(&req.host, &req.identity.to_string(), now);
+            return Err(ApiError::field(
+                StatusCode::CONFLICT,
+                "host",
+                format!(
+                    "host {} already has an agent with a live credential, last heard {}; it keeps it. If this host was reinstalled, revoke the old credential first (rollcall revoke {}), or enroll once it has gone silent",
+                    req.host,
+                    last.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    req.host
+                ),
+            )
+            .retry(60));
+        }
+    }
     let credential = crate::auth::new_token()
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).retry(5))?;
     let issue = CredentialRecord::Issue {

@@ -145,6 +145,7 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/api/v1/hosts/{name}/lifecycle", put(admin::put_lifecycle))
         .route("/api/v1/summary", get(hosts::summary))
+        .route("/api/v1/enrollments/unheard", get(hosts::unheard))
         .route("/api/v1/probe-targets", get(scan::probe_targets))
         .route("/api/v1/probe-results", post(scan::probe_results))
         .route("/api/v1/zones", get(scan::zones))

@@ -80,6 +80,7 @@ pub struct CredentialRow {
     pub sha256: String,
     pub host: String,
     pub identity: String,
+    pub issued_at: DateTime<Utc>,
     pub revoked: bool,
 }
 

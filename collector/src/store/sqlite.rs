@@ -338,7 +338,9 @@ impl Store for SqliteStore {
     fn load_credentials(&self) -> Result<Vec<CredentialRow>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT sha256, host, identity, revoked_at IS NOT NULL FROM credentials")
+            .prepare(
+                "SELECT sha256, host, identity, revoked_at IS NOT NULL, issued_at FROM credentials",
+            )
             .map_err(self.err())?;
         let rows = stmt
             .query_map([], |r| {
@@ -347,6 +349,7 @@ impl Store for SqliteStore {
                     host: r.get(1)?,
                     identity: r.get(2)?,
                     revoked: r.get(3)?,
+                    issued_at: from_ms(r.get(4)?),
                 })
             })
             .map_err(self.err())?;
