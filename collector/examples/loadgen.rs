@@ -255,7 +255,9 @@ fn collector(data: &Path, extra: &[&str]) -> Proc {
 fn serve_noop(dir: &Path) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let cfg = rollcall_collector::tls::server_config(dir, None).expect("tls");
+        let served = rollcall_collector::tls::Served::load(dir).expect("certificates");
+        let cfg =
+            rollcall_collector::tls::server_config(std::sync::Arc::new(served), None).expect("tls");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

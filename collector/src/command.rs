@@ -37,6 +37,96 @@ pub enum Sub {
         #[command(subcommand)]
         action: TokenAction,
     },
+    /// The collector's certificates: `show` them, `rotate` the server's now.
+    Cert {
+        #[command(subcommand)]
+        action: CertAction,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum CertAction {
+    /// The CA and the server certificate: names, validity, SHA-256 fingerprints.
+    Show,
+    /// Issue a new server key and certificate from the CA now. A running collector serves
+    /// them within a minute; clients pin the CA and notice nothing.
+    Rotate {
+        /// The CA key, if it is kept off this server (default: ca.key in the data
+        /// directory).
+        #[arg(long, value_name = "FILE")]
+        ca_key: Option<std::path::PathBuf>,
+    },
+}
+
+/// `rollcall-collector cert show|rotate`.
+pub fn cert(
+    dir: &Path,
+    sans: &[String],
+    validity: std::time::Duration,
+    action: CertAction,
+) -> anyhow::Result<()> {
+    use crate::tls;
+    let p = tls::Paths::in_dir(dir);
+    match action {
+        CertAction::Show => {
+            let now = Utc::now();
+            for (what, path) in [("CA", &p.ca), ("server", &p.cert)] {
+                let i = tls::info(path)?;
+                let left = i.not_after - now;
+                println!("{what} certificate {}", path.display());
+                println!("  subject:  {}", i.subject);
+                if !i.names.is_empty() {
+                    println!("  names:    {}", i.names.join(", "));
+                }
+                println!(
+                    "  valid:    {} to {}",
+                    i.not_before.to_rfc3339(),
+                    i.not_after.to_rfc3339()
+                );
+                println!(
+                    "  expires:  {}",
+                    if left.num_seconds() <= 0 {
+                        "EXPIRED".to_owned()
+                    } else {
+                        format!("in {} days", left.num_days())
+                    }
+                );
+                println!("  sha256:   {}", i.sha256);
+            }
+            println!(
+                "CA key: {}",
+                if p.ca_key.exists() {
+                    format!(
+                        "{} (the server certificate is renewed automatically)",
+                        p.ca_key.display()
+                    )
+                } else {
+                    "not in the data directory: renew with `cert rotate --ca-key FILE`".to_owned()
+                }
+            );
+        }
+        CertAction::Rotate { ca_key } => {
+            let mut names = tls::info(&p.cert).map(|i| i.names).unwrap_or_default();
+            for n in tls::names_for_this_host(sans) {
+                if !names.contains(&n) {
+                    names.push(n);
+                }
+            }
+            tls::issue(
+                dir,
+                &names,
+                validity,
+                ca_key.as_deref().unwrap_or(&p.ca_key),
+            )?;
+            let i = tls::info(&p.cert)?;
+            println!(
+                "new server certificate for {} valid until {}; a running collector serves it within a minute",
+                i.names.join(", "),
+                i.not_after.to_rfc3339()
+            );
+        }
+    }
+    Ok(())
 }
 
 #[derive(clap::Subcommand)]
@@ -144,14 +234,46 @@ pub fn token(dir: &Path, action: TokenAction) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The data directory, made private (0700) if new.
+/// The data directory, made private: 0700 even if it existed, and every file in it 0600
+/// but the certificates (public). Says what it tightened.
 pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .with_context(|| format!("creating data directory {}", dir.display()))
+        .with_context(|| format!("creating data directory {}", dir.display()))?;
+    let tighten = |path: &Path, mode: u32| -> anyhow::Result<()> {
+        let m = std::fs::symlink_metadata(path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if m.file_type().is_symlink() || m.permissions().mode() & 0o777 == mode {
+            return Ok(());
+        }
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("making {} mode {mode:o}; fix its owner", path.display()))?;
+        log::warn!(
+            "{} was mode {:o}; made {mode:o}",
+            path.display(),
+            m.permissions().mode() & 0o777
+        );
+        Ok(())
+    };
+    tighten(dir, 0o700)?;
+    let entries = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+    for e in entries.flatten() {
+        let path = e.path();
+        if !e.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let public = matches!(
+            path.file_name().and_then(|n| n.to_str()),
+            Some("ca.pem" | "server.pem")
+        );
+        if !public {
+            tighten(&path, 0o600)?;
+        }
+    }
+    Ok(())
 }
 
 /// What a first start made, and how to point the CLI at it.

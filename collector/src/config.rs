@@ -59,6 +59,10 @@ pub struct Args {
     /// wait for its next request (over agents' 60 s interval, so theirs are reused).
     #[arg(long, default_value = "75s", value_parser = humantime::parse_duration)]
     pub header_timeout: Duration,
+    /// How long a server certificate is valid; it is renewed from the CA a third of that
+    /// (at most 30 days) before it expires.
+    #[arg(long, default_value = "365days", value_parser = humantime::parse_duration)]
+    pub cert_validity: Duration,
 }
 
 /// What the collector runs with.
@@ -74,6 +78,7 @@ pub struct Config {
     pub queue: usize,
     pub max_connections: Option<usize>,
     pub header_timeout: Duration,
+    pub cert_validity: Duration,
     /// `[incidents]` and `[[notify]]` (file only).
     pub notify: crate::notify::NotifyConfig,
     /// `[inventory]` (file only).
@@ -120,6 +125,7 @@ impl Config {
             queue: args.queue,
             max_connections: args.max_connections,
             header_timeout: args.header_timeout.max(Duration::from_secs(1)),
+            cert_validity: args.cert_validity.max(Duration::from_secs(2)),
             notify: Default::default(),
             inventory: None,
         };

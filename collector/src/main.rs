@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches};
 use rollcall_collector::auth::{self, Credentials, Tokens};
 use rollcall_collector::clock::{Clock, SystemClock};
-use rollcall_collector::command::{create_private_dir, first_start, token, Cli, Stderr, Sub};
+use rollcall_collector::command::{cert, create_private_dir, first_start, token, Cli, Stderr, Sub};
 use rollcall_collector::config::{Config, EX_CONFIG};
 use rollcall_collector::http::{self, App};
 use rollcall_collector::ingest::Ingest;
@@ -64,6 +64,9 @@ fn main() -> ExitCode {
             Ok(())
         }
         Some(Sub::Token { action }) => token(&config.data_dir, action),
+        Some(Sub::Cert { action }) => {
+            cert(&config.data_dir, &config.sans, config.cert_validity, action)
+        }
         None => run(config),
     };
     match done {
@@ -77,9 +80,18 @@ fn main() -> ExitCode {
 
 fn run(cli: Config) -> anyhow::Result<()> {
     let dir = &cli.data_dir;
+    // Everything the collector creates is its own: the database, its journal, keys.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     create_private_dir(dir)?;
-    tls::ensure_for_this_host(dir, &cli.sans)?;
-    let tls_config = tls::server_config(dir, cli.client_ca.as_deref())?;
+    let names = tls::names_for_this_host(&cli.sans);
+    tls::ensure(dir, &names, cli.cert_validity)?;
+    let served = Arc::new(tls::Served::load(dir)?);
+    match served.renew_if_due(&names, cli.cert_validity, chrono::Utc::now()) {
+        Ok(Some(said)) => log::info!("{said}"),
+        Ok(None) => {}
+        Err(e) => log::warn!("{e}"),
+    }
+    let tls_config = tls::server_config(served.clone(), cli.client_ca.as_deref())?;
     let (tokens, new_admin) = Tokens::load_or_init(dir)?;
 
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -161,6 +173,7 @@ fn run(cli: Config) -> anyhow::Result<()> {
         inventory: inventory.clone(),
         connections: Default::default(),
         refusals: Default::default(),
+        tls: served.clone(),
     });
     let limits = server::Limits::new(cli.max_connections, cli.header_timeout);
     log::info!(
@@ -200,6 +213,12 @@ fn run(cli: Config) -> anyhow::Result<()> {
             tokio::spawn(notifier.clone().run_receiver(i, clock.clone()));
         }
         tokio::spawn(auth::reload_on_hup(app.clone(), dir.clone()));
+        tokio::spawn(tls::run_renewal(
+            served.clone(),
+            names.clone(),
+            cli.cert_validity,
+            clock.clone(),
+        ));
         let a = app.clone();
         tokio::spawn(async move {
             loop {

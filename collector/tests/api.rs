@@ -530,7 +530,12 @@ fn a_client_with_the_wrong_ca_is_refused() {
     let d = tempfile::tempdir().unwrap();
     let c = Collector::start(d.path(), "120s");
     let other = tempfile::tempdir().unwrap();
-    rollcall_collector::tls::ensure(other.path(), &["localhost".into()]).unwrap();
+    rollcall_collector::tls::ensure(
+        other.path(),
+        &["localhost".into()],
+        rollcall_collector::tls::SERVER_VALIDITY,
+    )
+    .unwrap();
     let wrong = Client::new(&c.url, &other.path().join("ca.pem"), None).unwrap();
     let e = wrong.get("/healthz").unwrap_err().to_string();
     assert!(e.contains("certificate") || e.contains("Unknown"), "{e}");

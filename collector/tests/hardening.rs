@@ -493,3 +493,101 @@ fn an_enrollment_secret_enrolls_a_bounded_number_of_hosts_at_once() {
     assert!((500..600).contains(&ok), "{statuses:?}");
     assert!(statuses.get(&429).copied().unwrap_or(0) > 0, "{statuses:?}");
 }
+
+/// The SHA-256 of the certificate the collector serves now.
+fn served_fingerprint(c: &Collector) -> String {
+    use sha2::Digest;
+    use std::io::Write;
+    let tcp = std::net::TcpStream::connect(&c.addr).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(tls_config(c), name).unwrap();
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: rollcall\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let cert = s.conn.peer_certificates().unwrap()[0].clone();
+    sha2::Sha256::digest(cert.as_ref())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn the_server_certificate_is_renewed_while_clients_keep_trusting_it() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    // A data directory that already existed, open to all.
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut c = Collector::start_with(&data, "120s", &["--cert-validity", "6s"]);
+    let agents = c.agents();
+    assert_eq!(agents.post(&heartbeat("web-1", 60, "ok", &[1])).status, 200);
+
+    // Private: the directory 0700, every file 0600 but the certificates.
+    assert_eq!(mode(&data), 0o700);
+    for e in std::fs::read_dir(&data).unwrap() {
+        let path = e.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        let want = if name.ends_with(".pem") { 0o644 } else { 0o600 };
+        assert_eq!(mode(&path), want, "{name}");
+    }
+
+    // Valid for 6 s, renewed 2 s before it ends: a new certificate is served, and a client
+    // pinning the CA goes on as if nothing happened.
+    let first = served_fingerprint(&c);
+    let expiry = |c: &Collector| {
+        metric_value(
+            c,
+            "rollcall_certificate_expiry_timestamp_seconds{cert=\"server\"}",
+        )
+    };
+    let first_expiry = expiry(&c);
+    let now = chrono::Utc::now().timestamp() as f64;
+    assert!(
+        first_expiry - now <= 7.0,
+        "expires {first_expiry}, now {now}"
+    );
+    common::wait(|| served_fingerprint(&c) != first);
+    assert!(expiry(&c) > first_expiry);
+    assert_eq!(agents.post(&heartbeat("web-1", 60, "ok", &[2])).status, 200);
+    let ca = rollcall_collector::tls::info(&data.join("ca.pem")).unwrap();
+    assert!(
+        (ca.not_after - chrono::Utc::now()).num_days() > 3000,
+        "{ca:?}"
+    );
+
+    // `cert show` and `cert rotate` from the command line.
+    let collector = |args: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_rollcall-collector"))
+            .arg("--data-dir")
+            .arg(&data)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let shown = collector(&["cert", "show"]);
+    assert!(
+        shown.contains("CA certificate") && shown.contains("127.0.0.1"),
+        "{shown}"
+    );
+    let before = served_fingerprint(&c);
+    let rotated = collector(&["--cert-validity", "1h", "cert", "rotate"]);
+    assert!(rotated.contains("new server certificate"), "{rotated}");
+    common::wait(|| served_fingerprint(&c) != before);
+
+    // A file loosened while it was stopped is tightened at the next start.
+    c.kill9();
+    std::fs::set_permissions(
+        data.join("rollcall.db"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let _c = Collector::start_with(&data, "120s", &[]);
+    assert_eq!(mode(&data.join("rollcall.db")), 0o600);
+}

@@ -51,6 +51,8 @@ pub struct App {
     pub connections: Arc<crate::server::Connections>,
     /// Refusals to say about a host, a few at a time.
     pub refusals: Mutex<RefusalLog>,
+    /// The server certificate served, renewed in place.
+    pub tls: Arc<crate::tls::Served>,
 }
 
 /// Refusals that say something about a host (its credential used to write another host,

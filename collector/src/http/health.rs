@@ -30,6 +30,11 @@ pub(super) async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
         app.connections.count(),
         app.connections.evicted()
     ));
+    text.push_str(&format!(
+        "# HELP rollcall_certificate_expiry_timestamp_seconds When a certificate expires: the server's is renewed from the CA before; the CA's is not.\n# TYPE rollcall_certificate_expiry_timestamp_seconds gauge\nrollcall_certificate_expiry_timestamp_seconds{{cert=\"server\"}} {}\nrollcall_certificate_expiry_timestamp_seconds{{cert=\"ca\"}} {}\n",
+        app.tls.server().not_after.timestamp(),
+        app.tls.ca().not_after.timestamp()
+    ));
     text.push_str(&app.notifier.render(app.now()));
     if let Some(inv) = app.inventory.current() {
         text.push_str(&format!(
