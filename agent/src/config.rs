@@ -30,6 +30,10 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub host: HostConfig,
     pub collector: Option<CollectorConfig>,
+    /// What is wrong with `[collector]`, located, if anything. The agent then supervises
+    /// without reporting (a bootstrap that stopped half-way must not leave the BigFix
+    /// client unsupervised); `check-config` and `doctor` fail on it.
+    pub collector_problem: Option<String>,
     pub besclient: BesclientConfig,
     pub remediation: RemediationConfig,
     pub nessusd: NessusdConfig,
@@ -86,14 +90,36 @@ impl Config {
         }
     }
 
-    /// Parses config text; `path` is only used in error messages.
+    /// Parses config text; `path` is only used in error messages. What is wrong with
+    /// `[collector]` is kept in [`Config::collector_problem`], not returned.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let (mut c, problem) = Config::parse_all(path, text)?;
+        c.collector_problem = problem.map(|e| e.to_string());
+        Ok(c)
+    }
+
+    /// As [`Config::load`], but a problem in `[collector]` is an error too: `check-config`.
+    pub fn load_strict(path: &Path) -> Result<Config, ConfigError> {
+        Config::parse_strict(path, &ConfigError::read(path)?)
+    }
+
+    /// As [`Config::parse`], but a problem in `[collector]` is an error too.
+    pub fn parse_strict(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        match Config::parse_all(path, text)? {
+            (_, Some(e)) => Err(e),
+            (c, None) => Ok(c),
+        }
+    }
+
+    fn parse_all(path: &Path, text: &str) -> Result<(Config, Option<ConfigError>), ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
             located(path, text, span, e.message().to_owned())
         })?;
-        raw.validate()
-            .map_err(|(span, msg)| located(path, text, span, msg))
+        let (c, problem) = raw
+            .validate()
+            .map_err(|(span, msg)| located(path, text, span, msg))?;
+        Ok((c, problem.map(|(span, msg)| located(path, text, span, msg))))
     }
 }
 
@@ -325,7 +351,8 @@ pub(crate) fn argv(v: Option<Spanned<Vec<String>>>, what: &str) -> Result<Vec<St
 }
 
 impl RawConfig {
-    fn validate(self) -> Result<Config, Invalid> {
+    /// The configuration, and what is wrong with `[collector]` if anything.
+    fn validate(self) -> Result<(Config, Option<Invalid>), Invalid> {
         let state_dir = absolute(self.state_dir, "/var/lib/rollcall", "state_dir")?;
 
         let host_name = match self.host.name {
@@ -384,9 +411,14 @@ impl RawConfig {
             reinstall: argv(r.reinstall, "reinstall")?,
         };
 
-        Ok(Config {
+        let (collector, problem) = match crate::report::config::validate(self.collector) {
+            Ok(c) => (c, None),
+            Err(invalid) => (None, Some(invalid)),
+        };
+        let config = Config {
             state_dir,
-            collector: crate::report::config::validate(self.collector)?,
+            collector,
+            collector_problem: None,
             besclient: self.besclient.validate()?,
             remediation,
             nessusd: self.nessusd.validate()?,
@@ -396,7 +428,8 @@ impl RawConfig {
                 name: host_name,
                 labels: self.host.labels,
             },
-        })
+        };
+        Ok((config, problem))
     }
 }
 
@@ -405,7 +438,21 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::parse(Path::new("agent.toml"), text)
+        Config::parse_strict(Path::new("agent.toml"), text)
+    }
+
+    #[test]
+    fn a_broken_collector_section_is_kept_apart_from_the_rest() {
+        let text = "[collector]\nurl = \"https://c:8443\"\nca_file = \"/nonexistent/ca.pem\"\n[remediation]\nmax_restarts = 3\n";
+        let c = Config::parse(Path::new("agent.toml"), text).unwrap();
+        assert!(c.collector.is_none());
+        assert_eq!(c.remediation.max_restarts, 3, "the rest is in force");
+        let p = c.collector_problem.unwrap();
+        assert!(
+            p.starts_with("agent.toml:3:") && p.contains("/nonexistent/ca.pem"),
+            "{p}"
+        );
+        assert!(Config::parse_strict(Path::new("agent.toml"), text).is_err());
     }
 
     fn invalid(text: &str) -> (usize, String, String) {

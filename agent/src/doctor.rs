@@ -24,7 +24,7 @@ pub async fn collect(config: &Config, clock: std::sync::Arc<dyn Clock>) -> anyho
         let status = prober.status().await;
         let free = crate::disk::check(&config.nessusd.install_dir).map(|d| (d.path, d.avail_bytes));
         let (health, reason) = judge(&status, free);
-        Some(NessusdCheck { health, reason })
+        Some(Verdict { health, reason })
     } else {
         None
     };
@@ -47,15 +47,40 @@ pub async fn collect(config: &Config, clock: std::sync::Arc<dyn Clock>) -> anyho
     )
     .await
     .into_state(clock.now());
+    let broken = config.collector_problem.as_ref().map(|p| Verdict {
+        health: Health::Critical,
+        reason: format!("reporting is off: {p}"),
+    });
+    let reporting = broken.or_else(|| {
+        config.collector.as_ref().map(|c| {
+            let running = agent.as_ref().and_then(|a| a.reporting_problem.clone());
+            match (crate::report::link::Link::new(c), running) {
+                (Err(e), _) => Verdict {
+                    health: Health::Critical,
+                    reason: format!("cannot set up TLS to the collector {}: {e}", c.url),
+                },
+                (Ok(_), Some(p)) => Verdict {
+                    health: Health::Critical,
+                    reason: format!("the running agent says: {p}"),
+                },
+                (Ok(_), None) => Verdict {
+                    health: Health::Ok,
+                    reason: format!("reports to {} (CA {})", c.url, c.ca_file.display()),
+                },
+            }
+        })
+    });
     let health = nessusd
         .as_ref()
         .map_or(besclient.health, |n| n.health.max(besclient.health))
-        .max(bmc.health);
+        .max(bmc.health)
+        .max(reporting.as_ref().map_or(Health::Ok, |r| r.health));
     Ok(Report {
         health,
         besclient,
         nessusd,
         bmc,
+        reporting,
         agent,
         agent_note,
     })
@@ -66,17 +91,20 @@ pub struct Report {
     pub health: Health,
     pub besclient: BesclientState,
     /// nessusd's status, where `[nessusd]` is enabled.
-    pub nessusd: Option<NessusdCheck>,
+    pub nessusd: Option<Verdict>,
     /// The host's own BMC, in-band ("no BMC" on a VM is fine).
     pub bmc: rollcall_proto::BmcState,
+    /// Whether the agent can report to its collector, where `[collector]` is set.
+    pub reporting: Option<Verdict>,
     /// The running agent's own last state and actions, if it is running.
     pub agent: Option<LocalState>,
     /// Why the running agent's state could not be read, if it could not.
     pub agent_note: Option<String>,
 }
 
+/// A check's health and its reason in words (nessusd, reporting).
 #[derive(Debug, Serialize)]
-pub struct NessusdCheck {
+pub struct Verdict {
     pub health: Health,
     pub reason: String,
 }
@@ -119,6 +147,9 @@ impl Report {
             let _ = writeln!(o, "[{}] nessusd: {}", mark(n.health), n.reason);
         }
         let _ = writeln!(o, "[{}] bmc: {}", mark(self.bmc.health), self.bmc.reason);
+        if let Some(r) = &self.reporting {
+            let _ = writeln!(o, "[{}] reporting: {}", mark(r.health), r.reason);
+        }
         let _ = writeln!(
             o,
             "       status {} since {} ({} ago)",

@@ -21,3 +21,8 @@ pub mod remediation;
 pub mod report;
 pub mod state;
 pub mod supervisor;
+
+/// A mutex's contents, even if a thread panicked while holding it: the agent keeps going.
+pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -18,7 +18,7 @@ use rollcall_agent::{doctor, logging, pause};
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::CheckConfig { config } => load(&config).map_or_else(
+        Command::CheckConfig { config } => load_strict(&config).map_or_else(
             |code| code,
             |_| {
                 println!("{}: ok", config.display());
@@ -98,6 +98,13 @@ fn main() -> ExitCode {
     }
 }
 
+fn load_strict(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load_strict(path).map_err(|e| {
+        eprintln!("rollcall-agent: {e}");
+        ExitCode::from(EX_CONFIG)
+    })
+}
+
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|e| {
         eprintln!("rollcall-agent: {e}");
@@ -132,21 +139,40 @@ fn run(config: Config) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         log::info!(target: "agent", "rollcall-agent {} started; state in {}", env!("CARGO_PKG_VERSION"), config.state_dir.display());
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let (events, reporting, reporter) = match &config.collector {
-            Some(_) => {
-                let me = HostIdentity::load(&config.state_dir, config.host.name.as_deref())
-                    .context("establishing this host's identity")?;
-                let (reporter, first_seq) = Reporter::new(&config, me, clock.clone())?;
+        let problem = report::Problem::default();
+        if let Some(p) = &config.collector_problem {
+            let why = format!("reporting is off: {p}; supervision and healing go on; fix the file and restart the agent");
+            log::error!(target: "agent", "{why}");
+            *rollcall_agent::lock(&problem) = Some(why);
+        }
+        let reporter = match &config.collector {
+            Some(_) => HostIdentity::load(&config.state_dir, config.host.name.as_deref())
+                .context("establishing this host's identity")
+                .and_then(|me| Reporter::new(&config, me, clock.clone(), problem.clone()))
+                .map(Some)
+                .unwrap_or_else(|e| {
+                    // Reporting is what failed; supervising must not.
+                    let why = format!("reporting is off: {e:#}; supervision and healing go on; fix it and restart the agent");
+                    log::error!(target: "agent", "{why}");
+                    *rollcall_agent::lock(&problem) = Some(why);
+                    None
+                }),
+            None if config.collector_problem.is_some() => None,
+            None => {
+                log::info!(target: "agent", "no [collector] configured: supervising without reporting");
+                None
+            }
+        };
+        let (events, reporting, reporter) = match reporter {
+            Some((reporter, first_seq)) => {
                 let (outlet, inlet) = report::channel(first_seq);
                 let task = tokio::spawn(reporter.run(inlet, until(stopped.clone())));
                 (outlet.event_log(), Some(outlet.state), Some(task))
             }
-            None => {
-                log::info!(target: "agent", "no [collector] configured: supervising without reporting");
-                (EventLog::new(), None, None)
-            }
+            None => (EventLog::new(), None, None),
         };
-        let board = Board::new(config.state_dir.clone(), events.clone(), clock.clone(), reporting);
+        let board = Board::new(config.state_dir.clone(), events.clone(), clock.clone(), reporting)
+            .with_reporting_problem(problem);
         let outlet = (board, events);
         // One line per supervised daemon.
         let mut supervising: Vec<LocalBoxFuture<()>> = vec![Box::pin(

@@ -36,6 +36,8 @@ struct Inner {
     reporting: Option<watch::Sender<Option<AgentState>>>,
     /// The state file could not be written; said once.
     said_unwritable: bool,
+    /// What keeps the agent from reporting, shown in the state file.
+    problem: Option<crate::report::Problem>,
 }
 
 impl Board {
@@ -54,7 +56,14 @@ impl Board {
             clock,
             reporting,
             said_unwritable: false,
+            problem: None,
         })))
+    }
+
+    /// Shows what keeps the agent from reporting (set by the reporter) in the state file.
+    pub fn with_reporting_problem(self, problem: crate::report::Problem) -> Board {
+        crate::lock(&self.0).problem = Some(problem);
+        self
     }
 
     /// Takes a check's state (`put` places it), its words for what comes next, and whether
@@ -122,6 +131,7 @@ impl Inner {
             state: agent_state,
             next,
             events: self.events.recent(STATE_FILE_EVENTS),
+            reporting_problem: self.problem.as_ref().and_then(|p| crate::lock(p).clone()),
         };
         let bytes = serde_json::to_vec_pretty(&local).unwrap_or_default();
         let path = state::path(&self.state_dir);

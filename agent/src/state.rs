@@ -14,6 +14,9 @@ pub struct LocalState {
     /// What the agent will do next, in words.
     pub next: String,
     pub events: Vec<Event>,
+    /// What keeps the agent from reporting to its collector, if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reporting_problem: Option<String>,
 }
 
 pub fn path(state_dir: &Path) -> PathBuf {

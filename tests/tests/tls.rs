@@ -79,6 +79,15 @@ fn host(c: &Collector, name: &str, extra: &str) -> (SimHost, Agent) {
     (h, a)
 }
 
+/// Points the agent config's `ca_file` (as `report_to` wrote it for `c`) at `ca`.
+fn pin(config: &Path, c: &Collector, ca: &Path) {
+    let text = std::fs::read_to_string(config).unwrap().replace(
+        &c.data.join("ca.pem").display().to_string(),
+        &ca.display().to_string(),
+    );
+    std::fs::write(config, text).unwrap();
+}
+
 /// Whether the agent's log has a line with `words` (any case).
 fn says(a: &Agent, words: &str) -> bool {
     let words = words.to_lowercase();
@@ -203,11 +212,7 @@ fn an_agent_that_pins_the_wrong_or_an_expired_ca_does_not_talk_to_the_collector(
     h.start_client();
     let config = h.agent_config("sysv", "", "");
     h.report_to(&config, &c, "wrong-ca-1", "1s", "env = \"test\"");
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        &c.data.join("ca.pem").display().to_string(),
-        &other.display().to_string(),
-    );
-    std::fs::write(&config, text).unwrap();
+    pin(&config, &c, &other);
     let a = Agent::start(&config);
     a.wait_supervising();
     wait_until(
@@ -255,4 +260,72 @@ fn an_agent_that_pins_the_wrong_or_an_expired_ca_does_not_talk_to_the_collector(
         "nothing written: {} host(s)",
         stored.len()
     );
+}
+
+#[test]
+fn an_agent_with_a_broken_ca_file_still_heals_and_reports_once_it_is_fixed() {
+    let data = tempfile::tempdir().unwrap();
+    let c = Collector::start(data.path(), "127.0.0.1:0", "2s");
+    let h = SimHost::new();
+    h.faults("interval_ms = 200\n");
+    let old = h.start_client();
+    let config = h.agent_config("sysv", "stale_after = \"30s\"\nverify_within = \"10s\"", "");
+    h.report_to(&config, &c, "half-bootstrapped-1", "1s", "env = \"test\"");
+    // A bootstrap that stopped half-way: the CA file is there, and empty.
+    let ca = h.root().join("etc/rollcall/ca.pem");
+    std::fs::create_dir_all(ca.parent().unwrap()).unwrap();
+    std::fs::write(&ca, "").unwrap();
+    pin(&config, &c, &ca);
+
+    let a = Agent::start(&config);
+    a.wait_supervising();
+    wait_until(
+        "the agent to say reporting is misconfigured",
+        Duration::from_secs(10),
+        || says(&a, "reporting is misconfigured"),
+    );
+    // It heals a killed client all the same.
+    let ok = std::process::Command::new("kill")
+        .args(["-KILL", &old.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let (i, _) = a.wait_event("a restart", 0, Duration::from_secs(30), |e| {
+        e["action"] == "restart"
+    });
+    a.wait_event("the restart verified", i, Duration::from_secs(30), |e| {
+        e["event"] == "verified"
+    });
+    assert_ne!(h.daemon_pid(), old);
+    // The state file and doctor say what is wrong.
+    wait_until(
+        "state.json to carry the problem",
+        Duration::from_secs(10),
+        || {
+            h.agent_state().is_some_and(|s| {
+                s["reporting_problem"]
+                    .as_str()
+                    .is_some_and(|p| p.contains(&ca.display().to_string()))
+            })
+        },
+    );
+    let doctor = std::process::Command::new(rollcall_tests::bin("rollcall-agent"))
+        .args(["doctor", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&doctor.stdout);
+    assert_eq!(doctor.status.code(), Some(2), "{out}");
+    assert!(out.contains("[CRIT] reporting:"), "{out}");
+    assert!(!known(&c, "half-bootstrapped-1"));
+
+    // The bootstrap finishes: the agent sets the link up on its own and reports.
+    std::fs::copy(c.data.join("ca.pem"), &ca).unwrap();
+    wait_until(
+        "the host to be known to the collector",
+        Duration::from_secs(15),
+        || known(&c, "half-bootstrapped-1"),
+    );
+    assert!(says(&a, "is set up"), "{}", log_of(&a));
 }

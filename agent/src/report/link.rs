@@ -36,6 +36,7 @@ impl std::fmt::Display for Failure {
     }
 }
 
+#[derive(Clone)]
 pub struct Link {
     http: reqwest::Client,
     base: String,

@@ -81,13 +81,20 @@ enum Wait {
     Throttled(Duration),
 }
 
+/// What keeps the agent from reporting, if anything: shown in `state.json` and by
+/// `doctor` while supervision goes on.
+pub type Problem = std::sync::Arc<std::sync::Mutex<Option<String>>>;
+
 pub struct Reporter<C: Clock> {
     cfg: CollectorConfig,
     labels: std::collections::BTreeMap<String, String>,
     me: HostIdentity,
     credential_file: PathBuf,
     credential: Option<String>,
-    link: Link,
+    /// Set up on first use and again after it failed: a CA file that a bootstrap has not
+    /// written yet must not stop supervision, and is picked up once it is there.
+    link: Option<Link>,
+    problem: Problem,
     spool: Spool,
     schedule: Schedule,
     clock: C,
@@ -111,7 +118,12 @@ pub fn first_seq(highest_on_disk: u64, now: DateTime<Utc>) -> u64 {
 
 impl<C: Clock> Reporter<C> {
     /// Opens the spool and the link; returns the first event sequence number to use.
-    pub fn new(config: &Config, me: HostIdentity, clock: C) -> anyhow::Result<(Reporter<C>, u64)> {
+    pub fn new(
+        config: &Config,
+        me: HostIdentity,
+        clock: C,
+        problem: Problem,
+    ) -> anyhow::Result<(Reporter<C>, u64)> {
         use anyhow::Context;
         let Some(cfg) = config.collector.clone() else {
             anyhow::bail!("no [collector] section: nothing to report to");
@@ -125,7 +137,6 @@ impl<C: Clock> Reporter<C> {
         if !spool.is_empty() {
             log::info!(target: "agent", "{} event(s) spooled from an earlier run are waiting for the collector", spool.len());
         }
-        let link = Link::new(&cfg).context("setting up TLS to the collector")?;
         let credential_file = config.state_dir.join("credential");
         let credential = std::fs::read_to_string(&credential_file)
             .ok()
@@ -142,7 +153,8 @@ impl<C: Clock> Reporter<C> {
                 me,
                 credential_file,
                 credential,
-                link,
+                link: None,
+                problem: problem.clone(),
                 spool,
                 schedule,
                 clock,
@@ -269,7 +281,30 @@ impl<C: Clock> Reporter<C> {
     }
 
     /// One heartbeat. `Ok(true)`: more events are waiting. `Err`: how long to wait.
+    /// The link to the collector, set up now if it is not yet.
+    fn link(&mut self) -> Result<Link, Wait> {
+        if let Some(l) = &self.link {
+            return Ok(l.clone());
+        }
+        match Link::new(&self.cfg) {
+            Ok(l) => {
+                if crate::lock(&self.problem).take().is_some() {
+                    log::info!(target: "agent", "reporting to {} is set up", self.cfg.url);
+                }
+                self.link = Some(l.clone());
+                Ok(l)
+            }
+            Err(e) => {
+                let why = format!("reporting is misconfigured: setting up TLS to the collector: {e}; supervision and healing go on, events are spooled, and the setup is retried");
+                self.say_once(&why);
+                *crate::lock(&self.problem) = Some(why);
+                Err(Wait::Backoff(None))
+            }
+        }
+    }
+
     async fn send(&mut self, mut state: AgentState) -> Result<bool, Wait> {
+        let link = self.link()?;
         state.bmc = self.bmc.clone();
         let credential = match self.credential.clone() {
             Some(c) => c,
@@ -288,8 +323,7 @@ impl<C: Clock> Reporter<C> {
             booted_at: self.me.booted_at,
             events_dropped: dropped,
         };
-        match self
-            .link
+        match link
             .post::<_, HeartbeatAck>("/api/v1/heartbeat", &credential, &hb)
             .await
         {
@@ -393,8 +427,10 @@ impl<C: Clock> Reporter<C> {
                 .and_then(|b| b.address)
                 .map(|a| a.to_string()),
         };
-        match self
-            .link
+        let Some(link) = self.link.clone() else {
+            return Err(None);
+        };
+        match link
             .post::<_, EnrollResponse>("/api/v1/enroll", &secret, &req)
             .await
         {
@@ -441,10 +477,10 @@ impl<C: Clock> Reporter<C> {
         probing: &mut Option<tokio::task::JoinHandle<scan::Round>>,
     ) -> tokio::time::Instant {
         let now = tokio::time::Instant::now();
-        let Some(credential) = self.credential.clone() else {
+        let (Some(credential), Some(link)) = (self.credential.clone(), self.link.clone()) else {
             return now + Duration::from_secs(10);
         };
-        match scan::assignment(&self.link, &credential).await {
+        match scan::assignment(&link, &credential).await {
             Ok((targets, every)) => {
                 log::debug!(target: "scanner", "probing {} BMC(s) of zone {}", targets.targets.len(), targets.zone);
                 *probing = Some(tokio::spawn(scan::probe(targets, self.scanner.clone())));
@@ -462,11 +498,11 @@ impl<C: Clock> Reporter<C> {
 
     /// Reports a finished round and says what it found.
     async fn finish_round(&mut self, round: &scan::Round) {
-        let Some(credential) = self.credential.clone() else {
+        let (Some(credential), Some(link)) = (self.credential.clone(), self.link.clone()) else {
             return;
         };
         let down = round.results.iter().filter(|r| !r.reachable).count();
-        match scan::report(&self.link, &credential, &self.me.host, round).await {
+        match scan::report(&link, &credential, &self.me.host, round).await {
             Ok((taken, ignored, why)) => {
                 let msg = format!(
                     "probed {} BMC(s) of zone {} in {:.1}s ({} packets): {down} unreachable; the collector took {taken}{}",

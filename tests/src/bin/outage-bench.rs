@@ -157,7 +157,7 @@ fn spool_run(label: &str, minutes: u64, per_minute: u64) -> Result<()> {
             base: Utc::now(),
             start: tokio::time::Instant::now(),
         };
-        let (reporter, first) = Reporter::new(&config, me, clock.clone())?;
+        let (reporter, first) = Reporter::new(&config, me, clock.clone(), Default::default())?;
         let (outlet, inlet) = report::channel(first);
         let mut log = outlet.event_log();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
