@@ -3,7 +3,7 @@
 # against the BESClient simulator, CLI, fleets in network namespaces, BMC simulators, and
 # the packages under a real systemd booted with systemd-nspawn). Installs what it needs
 # (apt-get: iproute2, rpm, openipmi, freeipmi-tools, ipmitool, prometheus-alertmanager, debootstrap; cargo install:
-# cargo-deb, cargo-generate-rpm). Needs root: tests mount a small tmpfs, boot a container,
+# cargo-deb, cargo-generate-rpm, cargo-deny). Needs root: tests mount a small tmpfs, boot a container,
 # make network namespaces, bind UDP 623 and read /proc of other processes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,4 +27,7 @@ ROLLCALL_PKG_VERSION="$version+upgrade1" scripts/build-packages.sh
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+# Licenses, banned crates and sources of every dependency (deny.toml), offline.
+command -v cargo-deny >/dev/null || cargo install --locked cargo-deny
+cargo deny --offline check licenses bans sources
 cargo test --workspace
