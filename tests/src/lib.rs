@@ -3,6 +3,7 @@
 
 pub mod bmc;
 pub mod container;
+pub mod fuzz;
 pub mod sim;
 
 use std::io::{BufRead, BufReader};

@@ -114,6 +114,30 @@ fn date_events(events: &mut [rollcall_proto::Event], now: chrono::DateTime<chron
     moved
 }
 
+/// A heartbeat body, parsed and checked: what the collector takes from an agent before
+/// any credential decides whose it is. Every refusal is a 400 naming the field.
+pub fn decode_heartbeat(body: &[u8]) -> Result<Heartbeat> {
+    let hb: Heartbeat = parse(body)?;
+    validate(hb.proto_version, &hb.host, &hb.identity, &hb.labels)?;
+    validate_heartbeat(&hb)?;
+    Ok(hb)
+}
+
+/// An enrollment body, parsed and checked, as [`decode_heartbeat`].
+pub fn decode_enroll(body: &[u8]) -> Result<EnrollRequest> {
+    let req: EnrollRequest = parse(body)?;
+    validate(req.proto_version, &req.host, &req.identity, &req.labels)?;
+    if let Some(a) = &req.bmc_address {
+        if a.parse::<std::net::IpAddr>().is_err() {
+            return Err(ApiError::bad(
+                "bmc_address",
+                format!("bmc_address {a:?} is not an IP address"),
+            ));
+        }
+    }
+    Ok(req)
+}
+
 pub(super) async fn heartbeat(
     State(app): State<Arc<App>>,
     peer: Option<Extension<Peer>>,
@@ -126,10 +150,7 @@ pub(super) async fn heartbeat(
     let now = app.now();
     app.rate_check(&app.rate, &owner, now)?;
     let b = body(b, &app.metrics)?;
-    let mut hb: Heartbeat = parse(&b).inspect_err(|_| app.metrics.rejected("bad_request"))?;
-    validate(hb.proto_version, &hb.host, &hb.identity, &hb.labels)
-        .inspect_err(|_| app.metrics.rejected("bad_request"))?;
-    validate_heartbeat(&hb).inspect_err(|_| app.metrics.rejected("bad_request"))?;
+    let mut hb = decode_heartbeat(&b).inspect_err(|_| app.metrics.rejected("bad_request"))?;
     if hb.host != owner {
         app.refused_write(&owner, &hb.host, &hb.identity.to_string(), now);
         return Err(ApiError::field(
@@ -203,18 +224,7 @@ pub(super) async fn enroll(
             .retry(wait)
         })?;
     let b = body(b, &app.metrics)?;
-    let req: EnrollRequest = parse(&b).inspect_err(|_| app.metrics.rejected("bad_request"))?;
-    validate(req.proto_version, &req.host, &req.identity, &req.labels)
-        .inspect_err(|_| app.metrics.rejected("bad_request"))?;
-    if let Some(a) = &req.bmc_address {
-        if a.parse::<std::net::IpAddr>().is_err() {
-            app.metrics.rejected("bad_request");
-            return Err(ApiError::bad(
-                "bmc_address",
-                format!("bmc_address {a:?} is not an IP address"),
-            ));
-        }
-    }
+    let req = decode_enroll(&b).inspect_err(|_| app.metrics.rejected("bad_request"))?;
     if let Err(why) = app.inventory.may_enroll(&req.host) {
         app.metrics.rejected("not_in_inventory");
         log::warn!("enrollment of {} refused: {why}", req.host);

@@ -25,6 +25,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 pub use app::{Admin, App, Body, Bucket, Reader};
+pub use ingest::{decode_enroll, decode_heartbeat};
 
 use crate::metrics::Metrics;
 
@@ -57,6 +58,15 @@ impl ApiError {
     pub fn bad(field: &str, error: impl Into<String>) -> Self {
         ApiError::field(StatusCode::BAD_REQUEST, field, error)
     }
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The field it names, if any.
+    pub fn field_name(&self) -> Option<&str> {
+        self.field.as_deref()
+    }
+
     pub fn retry(mut self, secs: u64) -> Self {
         self.retry_after = Some(secs);
         self
