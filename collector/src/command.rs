@@ -276,15 +276,17 @@ pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What a first start made, and how to point the CLI at it.
-pub fn first_start(addr: &std::net::SocketAddr, dir: &Path, admin_token: &str) {
+/// What a first start made, and how to point the CLI at it. The admin token is named by
+/// its file, never printed: under systemd, stdout goes to the journal.
+pub fn first_start(addr: &std::net::SocketAddr, dir: &Path) {
     println!(
         "first start: made a CA, a server certificate and tokens in {}",
         dir.display()
     );
     println!("point the CLI at it:");
     println!(
-        "  export ROLLCALL_URL=https://{addr} ROLLCALL_CA={}/ca.pem ROLLCALL_TOKEN={admin_token}",
+        "  export ROLLCALL_URL=https://{addr} ROLLCALL_CA={}/ca.pem ROLLCALL_TOKEN=$(cat {}/admin.token)",
+        dir.display(),
         dir.display()
     );
     println!(

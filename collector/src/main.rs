@@ -192,8 +192,8 @@ fn run(cli: Config) -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
         app.ready.store(true, Ordering::Relaxed);
         println!("rollcall-collector listening on https://{addr}");
-        if let Some(token) = new_admin {
-            first_start(&addr, dir, &token);
+        if new_admin.is_some() {
+            first_start(&addr, dir);
         }
         tokio::spawn(sweeper::run(
             registry.clone(),

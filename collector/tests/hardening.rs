@@ -591,3 +591,91 @@ fn the_server_certificate_is_renewed_while_clients_keep_trusting_it() {
     let _c = Collector::start_with(&data, "120s", &[]);
     assert_eq!(mode(&data.join("rollcall.db")), 0o600);
 }
+
+#[test]
+fn no_secret_reaches_the_collectors_output() {
+    use std::io::Read;
+    let d = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rollcall-collector"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--log-level",
+            "debug",
+            "--data-dir",
+        ])
+        .arg(d.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&first).contains("enroll.secret") {
+        let n = stdout.read(&mut buf).unwrap();
+        assert!(n > 0, "the collector exited");
+        first.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&first).into_owned();
+    let url = text
+        .lines()
+        .find_map(|l| l.strip_prefix("rollcall-collector listening on "))
+        .unwrap()
+        .to_owned();
+    let read = |f: &str| {
+        std::fs::read_to_string(d.path().join(f))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let (admin, secret) = (read("admin.token"), read("enroll.secret"));
+    let client = |token: &str| {
+        rollcall_collector::client::Client::new(&url, &d.path().join("ca.pem"), Some(token.into()))
+            .unwrap()
+    };
+    // Enroll, report, write another host, fail to authenticate: everything that logs.
+    let r = client(&secret)
+        .send_json("POST", "/api/v1/enroll", &enroll_body("web-1"))
+        .unwrap();
+    let cred = r.body["credential"].as_str().unwrap().to_owned();
+    let hb = heartbeat("web-1", 60, "ok", &[1]);
+    assert_eq!(
+        client(&cred)
+            .send_json("POST", "/api/v1/heartbeat", &hb)
+            .unwrap()
+            .status,
+        200
+    );
+    let other = heartbeat("web-2", 60, "ok", &[1]);
+    assert_eq!(
+        client(&cred)
+            .send_json("POST", "/api/v1/heartbeat", &other)
+            .unwrap()
+            .status,
+        403
+    );
+    assert_eq!(client(&admin).get("/api/v1/summary").unwrap().status, 200);
+    assert_eq!(client("wrong").get("/api/v1/summary").unwrap().status, 401);
+    child.kill().unwrap();
+    let _ = child.wait();
+    let mut out = text;
+    let _ = stdout.read_to_string(&mut out);
+    let mut err = String::new();
+    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+    let all = out + &err;
+    assert!(
+        all.contains("security: host web-1"),
+        "the refusal is logged: {all}"
+    );
+    for (what, s) in [
+        ("admin token", &admin),
+        ("enrollment secret", &secret),
+        ("credential", &cred),
+    ] {
+        assert!(
+            !all.contains(s.as_str()),
+            "the {what} is in the collector's output:\n{all}"
+        );
+    }
+}
