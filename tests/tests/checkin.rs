@@ -258,8 +258,13 @@ fn a_relay_most_of_whose_hosts_fail_together_is_suspect_and_the_hosts_say_so() {
                 )
             })
     });
-    assert_eq!(host_view(&admin, "a5")["host"]["state"], "up");
-    assert_eq!(host_view(&admin, "b0")["host"]["state"], "up");
+    // The hosts that still check in are not flagged (with a 1 s interval a busy machine
+    // may catch one a few milliseconds late, which is not a flag).
+    for n in ["a5", "b0"] {
+        let h = host_view(&admin, n)["host"].clone();
+        assert_eq!(h["flagged"], false, "{n}: {h}");
+        assert!(h["state"] == "up" || h["state"] == "late", "{n}: {h}");
+    }
     let o = std::process::Command::new(rollcall_tests::bin("rollcall"))
         .arg("relays")
         .env("ROLLCALL_URL", &c.url)
