@@ -57,11 +57,6 @@ fn bad_configs_exit_78_naming_file_line_key_and_fix() {
             ":2:",
             "besclient.start",
         ),
-        (
-            "[collector]\nurl = \"https://c:8443\"\nca_file = \"/no/ca.pem\"\n",
-            ":3:",
-            "collector.ca_file",
-        ),
         ("state_dir = \"relative/dir\"\n", ":1:", "absolute"),
     ];
     for (body, line, words) in cases {
@@ -78,6 +73,36 @@ fn bad_configs_exit_78_naming_file_line_key_and_fix() {
             assert!(t.contains(words), "{cmd}: {words:?} missing in {t}");
         }
     }
+}
+
+#[test]
+fn a_broken_collector_section_fails_check_config_but_not_supervision() {
+    let h = SimHost::new();
+    let cfg = h.agent_config("sysv", "stale_after = \"1h\"", "");
+    let mut body = std::fs::read_to_string(&cfg).unwrap();
+    body.push_str("\n[collector]\nurl = \"https://c:8443\"\nca_file = \"/no/ca.pem\"\n");
+    std::fs::write(&cfg, &body).unwrap();
+    let line = body.lines().position(|l| l.starts_with("ca_file")).unwrap() + 1;
+    let cfg = cfg.to_str().unwrap();
+
+    // check-config: exit 78 with the place and the key, as for any other mistake.
+    let o = agent(&["check-config", "--config", cfg]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(78), "{t}");
+    assert!(
+        t.contains(&format!("agent.toml:{line}:")) && t.contains("collector.ca_file"),
+        "{t}"
+    );
+    // doctor: the checks run, and reporting is critical with the same words.
+    let o = agent(&["doctor", "--config", cfg]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("[CRIT] reporting: reporting is off:") && t.contains("/no/ca.pem"),
+        "{t}"
+    );
+    assert!(t.contains("besclient:"), "the other checks ran: {t}");
+    // run: supervises (tests/tests/tls.rs shows it healing a killed client).
 }
 
 #[test]

@@ -113,6 +113,27 @@ fn bootstrap_installs_an_agent_that_enrolls_heals_and_survives_upgrade_and_purge
         "rollcall-collector",
         "the collector runs as its own user"
     );
+    // A database file loosened by hand is made private again at the next start, with a
+    // warning journald files as one: `journalctl -p warning` shows it and not the
+    // start-up lines.
+    c.sh("chmod 0644 /var/lib/rollcall-collector/rollcall.db && systemctl restart rollcall-collector");
+    assert_eq!(c.show("rollcall-collector"), "active/running");
+    assert_eq!(
+        c.sh("stat -c %a /var/lib/rollcall-collector/rollcall.db"),
+        "600"
+    );
+    let warnings = c.sh("journalctl -u rollcall-collector -p warning --no-pager -o cat");
+    assert!(
+        warnings.contains("rollcall.db was mode 644; made 600"),
+        "{warnings}"
+    );
+    assert!(
+        !warnings.contains("at most"),
+        "an info line filed as a warning: {warnings}"
+    );
+    assert!(c
+        .sh("journalctl -u rollcall-collector -p info --no-pager -o cat")
+        .contains("at most"));
     assert!(c
         .sh("ls /usr/share/bash-completion/completions/")
         .contains("rollcall"));
