@@ -146,7 +146,12 @@ fn main() {
         &dir.path().join("data"),
         "127.0.0.1:0",
         &format!("{GRACE}s"),
-        &["--config", config.to_str().expect("utf-8")],
+        &[
+            "--config",
+            config.to_str().expect("utf-8"),
+            "--enroll-rate",
+            "1000000",
+        ],
     );
 
     // Hosts that stay up (an hour's interval, heard once): the silent ones are then a

@@ -166,6 +166,7 @@ fn run(cli: Config) -> anyhow::Result<()> {
         rate: Mutex::new(Default::default()),
         enroll_rate: Mutex::new(Default::default()),
         secret_rate: Mutex::new(Default::default()),
+        secret_limit: http::Rate::per_secret(cli.enroll_rate),
         ready: Default::default(),
         require_client_cert: cli.client_ca.is_some(),
         clock: clock.clone(),

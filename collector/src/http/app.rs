@@ -36,8 +36,9 @@ pub struct App {
     pub rate: Mutex<HashMap<String, Bucket>>,
     /// Per-host enrollment budget, apart: enrolling does not cost a heartbeat.
     pub enroll_rate: Mutex<HashMap<String, Bucket>>,
-    /// Per-enrollment-secret budget, by the secret's hash.
+    /// Per-enrollment-secret budget, by the secret's hash, at `secret_limit`.
     pub secret_rate: Mutex<HashMap<String, Bucket>>,
+    pub secret_limit: Rate,
     pub ready: AtomicBool,
     /// Agents must present a client certificate signed by the collector's client CA.
     pub require_client_cert: bool,
@@ -151,13 +152,17 @@ pub const HOST_RATE: Rate = Rate {
     per_sec: 1.0 / 3.0,
 };
 
-/// Per enrollment secret: a burst of 500, refilled 10 a second. A fleet of 6,000 hosts
-/// bootstrapped at once enrolls in about ten minutes; a stolen secret cannot enroll
-/// hosts by the hundred thousand.
-pub const SECRET_RATE: Rate = Rate {
-    burst: 500.0,
-    per_sec: 10.0,
-};
+impl Rate {
+    /// Per enrollment secret: `per_sec` a second after a burst of 50 times as many. At the
+    /// default 10, a fleet of 6,000 hosts bootstrapped at once enrolls in about ten
+    /// minutes, and a stolen secret cannot enroll hosts by the hundred thousand.
+    pub fn per_secret(per_sec: u32) -> Rate {
+        Rate {
+            burst: 50.0 * f64::from(per_sec.max(1)),
+            per_sec: f64::from(per_sec.max(1)),
+        }
+    }
+}
 
 impl App {
     pub fn now(&self) -> DateTime<Utc> {

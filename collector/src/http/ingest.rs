@@ -9,7 +9,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
 use rollcall_proto::{EnrollRequest, EnrollResponse, Heartbeat, HeartbeatAck, PROTO_VERSION};
 
-use super::app::SECRET_RATE;
 use super::{body, parse, ApiError, App, Result};
 use crate::auth::Role;
 use crate::server::Peer;
@@ -215,7 +214,7 @@ pub(super) async fn enroll(
         .and_then(|v| v.to_str().ok())
         .map(crate::auth::hash)
         .unwrap_or_default();
-    app.take(&app.secret_rate, &secret, SECRET_RATE, now)
+    app.take(&app.secret_rate, &secret, app.secret_limit, now)
         .map_err(|wait| {
             ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,

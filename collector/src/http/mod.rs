@@ -24,7 +24,7 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-pub use app::{Admin, App, Body, Bucket, Reader};
+pub use app::{Admin, App, Body, Bucket, Rate, Reader};
 pub use ingest::{decode_enroll, decode_heartbeat};
 
 use crate::metrics::Metrics;

@@ -383,7 +383,8 @@ fn reconnect() -> Result<()> {
     let outage = Duration::from_secs(arg("--outage", 180));
     let data = tempfile::tempdir()?;
     let listen = format!("127.0.0.1:{}", free_port());
-    let mut c = Collector::start(data.path(), &listen, "600s");
+    // The fleet enrolls at once: set-up, not an attack.
+    let mut c = Collector::start_with(data.path(), &listen, "600s", &["--enroll-rate", "1000000"]);
     let cfg = rollcall_agent::config::CollectorConfig {
         url: c.url.clone(),
         ca_file: data.path().join("ca.pem"),
