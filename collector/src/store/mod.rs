@@ -191,6 +191,33 @@ impl StoreError {
     }
 }
 
+#[cfg(test)]
+mod error_tests {
+    use super::StoreError;
+
+    #[test]
+    fn a_store_error_says_what_to_do() {
+        let e = |code| StoreError::Sqlite {
+            path: "/var/lib/rollcall-collector/rollcall.db".into(),
+            source: rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None),
+        };
+        let full = e(rusqlite::ffi::SQLITE_FULL).sentence();
+        assert!(
+            full.starts_with("the database /var/lib/rollcall-collector/rollcall.db cannot be written: the disk is full; free space on its filesystem"),
+            "{full}"
+        );
+        assert!(e(rusqlite::ffi::SQLITE_READONLY)
+            .sentence()
+            .contains("read-only"));
+        assert!(e(rusqlite::ffi::SQLITE_IOERR)
+            .sentence()
+            .contains("kernel log"));
+        assert!(e(rusqlite::ffi::SQLITE_CORRUPT)
+            .sentence()
+            .contains("backup"));
+    }
+}
+
 pub trait Store: Send {
     /// Every host, for the in-memory index at start-up.
     fn load_hosts(&self) -> Result<Vec<HostRow>, StoreError>;
