@@ -467,6 +467,31 @@ pub fn pids_of(exe: &Path) -> Vec<u32> {
 
 impl Drop for SimHost {
     fn drop(&mut self) {
+        // An agent configured under this root still running (a helper's `(SimHost,
+        // Agent)` drops the host first) is stopped first: it would restart the client
+        // killed below, and its last state write on the way out would re-create the
+        // directory after it is removed.
+        let root = self.root().display().to_string();
+        let agents: Vec<u32> = pids_of(&bin("rollcall-agent"))
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&root))
+            })
+            .collect();
+        for pid in &agents {
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline
+            && pids_of(&bin("rollcall-agent"))
+                .iter()
+                .any(|p| agents.contains(p))
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         for pid in self.daemon_pids().into_iter().chain(self.nessus_pids()) {
             let _ = Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
