@@ -30,7 +30,7 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "auto")]
         log_format: logging::Format,
         /// Least severe log lines written: error, warn, info, debug or trace.
-        #[arg(long, default_value = "info", env = "ROLLCALL_LOG_LEVEL", value_parser = level)]
+        #[arg(long, default_value = "info", env = "ROLLCALL_LOG_LEVEL", value_parser = rollcall_support::log_level)]
         log_level: log::LevelFilter,
     },
     /// Run every check once and report; exit 2 if anything is critical.
@@ -79,9 +79,4 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-}
-
-fn level(s: &str) -> Result<log::LevelFilter, String> {
-    s.parse()
-        .map_err(|_| format!("unknown log level {s:?}; one of error, warn, info, debug, trace"))
 }

@@ -98,15 +98,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// The config, or exit 78. `check-config` is strict: a broken `[collector]` fails it
+/// too, where the daemon and doctor go on without reporting.
 fn load_strict(path: &std::path::Path) -> Result<Config, ExitCode> {
-    Config::load_strict(path).map_err(|e| {
-        eprintln!("rollcall-agent: {e}");
-        ExitCode::from(EX_CONFIG)
-    })
+    config_or_exit(Config::load_strict(path))
 }
 
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
-    Config::load(path).map_err(|e| {
+    config_or_exit(Config::load(path))
+}
+
+fn config_or_exit(c: Result<Config, rollcall_support::ConfigError>) -> Result<Config, ExitCode> {
+    c.map_err(|e| {
         eprintln!("rollcall-agent: {e}");
         ExitCode::from(EX_CONFIG)
     })

@@ -20,7 +20,7 @@ pub struct Cli {
     #[command(flatten)]
     pub args: Args,
     /// Least severe log lines written: error, warn, info, debug or trace.
-    #[arg(long, global = true, default_value = "info", env = "ROLLCALL_LOG_LEVEL", value_parser = level)]
+    #[arg(long, global = true, default_value = "info", env = "ROLLCALL_LOG_LEVEL", value_parser = rollcall_support::log_level)]
     pub log_level: log::LevelFilter,
     #[command(subcommand)]
     pub command: Option<Sub>,
@@ -106,12 +106,8 @@ pub fn cert(
             );
         }
         CertAction::Rotate { ca_key } => {
-            let mut names = tls::info(&p.cert).map(|i| i.names).unwrap_or_default();
-            for n in tls::names_for_this_host(sans) {
-                if !names.contains(&n) {
-                    names.push(n);
-                }
-            }
+            let current = tls::info(&p.cert).map(|i| i.names).unwrap_or_default();
+            let names = tls::renewed_names(&current, &tls::names_for_this_host(sans));
             tls::issue(
                 dir,
                 &names,
@@ -146,11 +142,6 @@ pub enum TokenAction {
     },
     /// Names and roles of the tokens (never the tokens).
     List,
-}
-
-fn level(s: &str) -> Result<log::LevelFilter, String> {
-    s.parse()
-        .map_err(|_| format!("unknown log level {s:?}; one of error, warn, info, debug, trace"))
 }
 
 /// Lines on stderr. Under systemd, journald takes them, and each carries its syslog

@@ -284,11 +284,7 @@ impl Registry {
             .as_ref()
             .and_then(|i| i.devices_named(name).next())
         {
-            self.hosts[id as usize].inventory = Some(crate::state::InventoryFacts {
-                listed: true,
-                cancelled: d.cancelled(),
-                provisioned: d.provisioned,
-            });
+            self.hosts[id as usize].inventory = Some(d.facts());
         }
         let (hosts, hasher) = (&self.hosts, &self.hasher);
         self.names.insert_unique(hasher.hash_one(name), id, |&i| {
@@ -605,6 +601,11 @@ impl Registry {
         (now - last <= span).then_some(last)
     }
 
+    /// Whether a host called `name` was ever heard.
+    pub fn knows(&self, name: &str) -> bool {
+        self.id(name).is_some()
+    }
+
     pub fn get(&self, name: &str, now: DateTime<Utc>) -> Option<HostView<'_>> {
         self.id(name).map(|id| self.view(id, now))
     }
@@ -653,11 +654,7 @@ impl Registry {
             let h = &mut self.hosts[id as usize];
             let device = inv.devices_named(&h.name).next();
             let facts = match (device, h.inventory) {
-                (Some(d), _) => Some(crate::state::InventoryFacts {
-                    listed: true,
-                    cancelled: d.cancelled(),
-                    provisioned: d.provisioned,
-                }),
+                (Some(d), _) => Some(d.facts()),
                 (None, Some(was)) => Some(crate::state::InventoryFacts {
                     listed: false,
                     ..was

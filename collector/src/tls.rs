@@ -169,7 +169,12 @@ pub fn info(path: &Path) -> Result<Info, TlsError> {
         .next()
         .ok_or_else(|| read("no certificate in it".into()))?
         .map_err(|e| read(e.to_string()))?;
-    let (_, x) = x509_parser::parse_x509_certificate(&der).map_err(|e| read(e.to_string()))?;
+    info_of(&der).map_err(read)
+}
+
+/// What the certificate `der` says of itself.
+fn info_of(der: &CertificateDer<'_>) -> Result<Info, String> {
+    let (_, x) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;
     let at = |t: x509_parser::time::ASN1Time| {
         DateTime::from_timestamp(t.timestamp(), 0).unwrap_or_default()
     };
@@ -233,9 +238,10 @@ fn certified_key(dir: &Path) -> Result<(Arc<CertifiedKey>, Info), TlsError> {
     }
     let key = PrivateKeyDer::from_pem_file(&p.key).map_err(|e| read(&p.key, e.to_string()))?;
     let provider = rustls::crypto::ring::default_provider();
+    let info = info_of(&certs[0]).map_err(|e| read(&p.cert, e))?;
     let ck = CertifiedKey::from_der(certs, key, &provider)
         .map_err(|e| read(&p.key, format!("{e} (does it match server.pem?)")))?;
-    Ok((Arc::new(ck), info(&p.cert)?))
+    Ok((Arc::new(ck), info))
 }
 
 impl Served {
@@ -290,13 +296,12 @@ impl Served {
         let validity_c = chrono::Duration::from_std(validity).unwrap_or(chrono::Duration::MAX);
         let left = current.not_after - now;
         if left < renew_before(validity) || left > validity_c + chrono::Duration::days(1) {
-            let mut all: Vec<String> = current.names.clone();
-            for n in names {
-                if !all.contains(n) {
-                    all.push(n.clone());
-                }
-            }
-            issue(&self.dir, &all, validity, &p.ca_key)?;
+            issue(
+                &self.dir,
+                &renewed_names(&current.names, names),
+                validity,
+                &p.ca_key,
+            )?;
             self.reload()?;
             said = Some(format!(
                 "server certificate renewed: it was valid until {}, the new one until {}",
@@ -306,6 +311,17 @@ impl Served {
         }
         Ok(said)
     }
+}
+
+/// The names a renewed certificate is for: the current one's, then `more` it lacks.
+pub fn renewed_names(current: &[String], more: &[String]) -> Vec<String> {
+    let mut all = current.to_vec();
+    for n in more {
+        if !all.contains(n) {
+            all.push(n.clone());
+        }
+    }
+    all
 }
 
 /// How long before expiry a server certificate is renewed: a third of its validity, at
@@ -328,6 +344,8 @@ pub async fn run_renewal(
     let every = (validity / 20).clamp(Duration::from_millis(200), Duration::from_secs(60));
     let mut failing: Option<String> = None;
     loop {
+        // The first check was made at start, before serving.
+        tokio::time::sleep(every).await;
         match served.renew_if_due(&names, validity, clock.now()) {
             Ok(said) => {
                 if let Some(s) = said {
@@ -346,7 +364,6 @@ pub async fn run_renewal(
                 }
             }
         }
-        tokio::time::sleep(every).await;
     }
 }
 

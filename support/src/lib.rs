@@ -121,6 +121,12 @@ mod tests {
     }
 }
 
+/// A `--log-level` value, for both daemons' command lines.
+pub fn log_level(s: &str) -> Result<log::LevelFilter, String> {
+    s.parse()
+        .map_err(|_| format!("unknown log level {s:?}; one of error, warn, info, debug, trace"))
+}
+
 /// `s` with its control characters (C0, DEL, C1: newlines, ESC, NUL…) written out as
 /// escapes (`\n`, `\u{1b}`), for text from outside on its way to a terminal or a log: it
 /// can neither forge a line nor drive the terminal.

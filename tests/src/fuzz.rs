@@ -313,11 +313,16 @@ type Check = Box<dyn Fn(&[u8]) -> Result<bool, String>>;
 
 fn checker(target: &str) -> Check {
     match target {
-        "heartbeat" => Box::new(|b| {
-            api_outcome(rollcall_collector::http::decode_heartbeat(b).map(|hb| {
-                // What is taken round-trips.
-                serde_json::to_vec(&hb).is_ok()
-            }))
+        "heartbeat" => Box::new(|b| match rollcall_collector::http::decode_heartbeat(b) {
+            Err(e) => api_outcome(Err(e)),
+            // What is taken is taken again as written back: nothing is lost or changed.
+            Ok(hb) => {
+                let again = serde_json::to_vec(&hb).map_err(|e| e.to_string())?;
+                match rollcall_collector::http::decode_heartbeat(&again) {
+                    Ok(back) if back == hb => Ok(true),
+                    other => Err(format!("a taken heartbeat does not round-trip: {other:?}")),
+                }
+            }
         }),
         "enroll" => {
             Box::new(|b| api_outcome(rollcall_collector::http::decode_enroll(b).map(|_| true)))

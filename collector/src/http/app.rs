@@ -298,34 +298,21 @@ impl App {
         }
     }
 
-    /// The credential of `owner` tried to write host `target`: refused, and said as
-    /// [`RefusalLog`] decides.
-    pub fn refused_write(&self, owner: &str, target: &str, identity: &str, now: DateTime<Utc>) {
-        self.metrics.rejected("wrong_host");
-        let words = lock(&self.refusals).refused(
-            owner,
-            target,
-            || {
-                format!(
-                "its credential was used to write host {target:?} (identity {identity}); refused"
-            )
-            },
-            now,
-        );
-        if let Some(w) = words {
+    /// A request refused for `reason` (a `rollcall_requests_rejected_total` label) that
+    /// says something about host `owner`, naming `target` (the host written, the identity
+    /// enrolled): counted, and `words` said as [`RefusalLog`] decides.
+    pub fn refused(
+        &self,
+        reason: &'static str,
+        owner: &str,
+        target: &str,
+        now: DateTime<Utc>,
+        words: impl FnOnce() -> String,
+    ) {
+        self.metrics.rejected(reason);
+        let said = lock(&self.refusals).refused(owner, target, words, now);
+        if let Some(w) = said {
             self.say_refused(owner, now, w);
-        }
-    }
-
-    /// An enrollment as `host` (identity `identity`) refused while its agent speaks with a
-    /// live credential: said as [`RefusalLog`] decides.
-    pub fn refused_enrollment(&self, host: &str, identity: &str, now: DateTime<Utc>) {
-        self.metrics.rejected("live_credential");
-        let words = lock(&self.refusals).refused(host, identity, || {
-            format!("an enrollment as this host (identity {identity}) was refused: its agent holds a live credential and is heard")
-        }, now);
-        if let Some(w) = words {
-            self.say_refused(host, now, w);
         }
     }
 

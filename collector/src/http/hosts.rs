@@ -113,9 +113,8 @@ pub(super) async fn summary(State(app): State<Arc<App>>, _: Reader) -> Result<Js
 pub(super) async fn unheard(State(app): State<Arc<App>>, _: Reader) -> Json<Value> {
     let registry = lock(&app.registry);
     let creds = crate::read(&app.credentials);
-    let now = app.now();
     let hosts: Vec<Value> = creds
-        .unheard(|h| registry.get(h, now).is_some())
+        .unheard(|h| registry.knows(h))
         .into_iter()
         .map(|(host, at)| json!({ "host": host, "enrolled_at": at }))
         .collect();

@@ -151,7 +151,13 @@ pub(super) async fn heartbeat(
     let b = body(b, &app.metrics)?;
     let mut hb = decode_heartbeat(&b).inspect_err(|_| app.metrics.rejected("bad_request"))?;
     if hb.host != owner {
-        app.refused_write(&owner, &hb.host, &hb.identity.to_string(), now);
+        let identity = hb.identity.to_string();
+        app.refused("wrong_host", &owner, &hb.host, now, || {
+            format!(
+                "its credential was used to write host {:?} (identity {identity}); refused",
+                hb.host
+            )
+        });
         return Err(ApiError::field(
             StatusCode::FORBIDDEN,
             "host",
@@ -231,22 +237,24 @@ pub(super) async fn enroll(
     }
     app.rate_check(&app.enroll_rate, &req.host, now)?;
     // Enrolling must not cut off an agent that speaks: see ARCHITECTURE.md, "Enrollment".
-    if read(&app.credentials).live(&req.host) > 0 {
-        let heard = lock(&app.registry).speaking(&req.host, now);
-        if let Some(last) = heard {
-            app.refused_enrollment(&req.host, &req.identity.to_string(), now);
-            return Err(ApiError::field(
-                StatusCode::CONFLICT,
-                "host",
-                format!(
-                    "host {} already has an agent with a live credential, last heard {}; it keeps it. If this host was reinstalled, revoke the old credential first (rollcall revoke {}), or enroll once it has gone silent",
-                    req.host,
-                    last.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                    req.host
-                ),
-            )
-            .retry(60));
-        }
+    // The registry's lookup first: counting a host's live credentials scans them all.
+    let heard = lock(&app.registry).speaking(&req.host, now);
+    if let Some(last) = heard.filter(|_| read(&app.credentials).live(&req.host) > 0) {
+        let identity = req.identity.to_string();
+        app.refused("live_credential", &req.host, &identity, now, || {
+            format!("an enrollment as this host (identity {identity}) was refused: its agent holds a live credential and is heard")
+        });
+        return Err(ApiError::field(
+            StatusCode::CONFLICT,
+            "host",
+            format!(
+                "host {} already has an agent with a live credential, last heard {}; it keeps it. If this host was reinstalled, revoke the old credential first (rollcall revoke {}), or enroll once it has gone silent",
+                req.host,
+                last.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                req.host
+            ),
+        )
+        .retry(60));
     }
     let credential = crate::auth::new_token()
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).retry(5))?;

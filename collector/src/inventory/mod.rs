@@ -98,6 +98,15 @@ impl Device {
         CANCELLED.iter().any(|c| s == *c || s.contains(c))
     }
 
+    /// What the registry derives a lifecycle from, for a host this device lists.
+    pub fn facts(&self) -> crate::state::InventoryFacts {
+        crate::state::InventoryFacts {
+            listed: true,
+            cancelled: self.cancelled(),
+            provisioned: self.provisioned,
+        }
+    }
+
     /// The label `name` (env, region, zone, role) as the inventory has it.
     pub fn label(&self, name: &str) -> &str {
         match name {
