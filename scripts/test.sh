@@ -2,7 +2,8 @@
 # Every check a submission must pass: formatting, lints, then all tests (unit, end-to-end
 # against the BESClient simulator, CLI, fleets in network namespaces, BMC simulators, and
 # the packages under a real systemd booted with systemd-nspawn). Installs what it needs
-# (apt-get: iproute2, rpm, openipmi, freeipmi-tools, ipmitool, prometheus-alertmanager, debootstrap; cargo install:
+# (apt-get: iproute2, rpm, openipmi, freeipmi-tools, ipmitool, prometheus-alertmanager, chromium,
+# chromium-driver, debootstrap; cargo install:
 # cargo-deb, cargo-generate-rpm, cargo-deny). Needs root: tests mount a small tmpfs, boot a container,
 # make network namespaces, bind UDP 623 and read /proc of other processes.
 set -euo pipefail
@@ -10,10 +11,11 @@ cd "$(dirname "$0")/.."
 
 need() { command -v "$1" >/dev/null 2>&1; }
 if ! need mount || ! need dd || ! need kill || ! need readlink || ! need ip || ! need rpm \
-    || ! need ipmi_sim || ! need rmcpping || ! need prometheus-alertmanager; then
+    || ! need ipmi_sim || ! need rmcpping || ! need prometheus-alertmanager \
+    || ! need chromium || ! need chromedriver; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq util-linux coreutils procps iproute2 rpm \
-        openipmi freeipmi-tools ipmitool prometheus-alertmanager
+        openipmi freeipmi-tools ipmitool prometheus-alertmanager chromium chromium-driver
 fi
 
 # A bookworm root for the real-systemd tests (cached after the first run).

@@ -267,7 +267,7 @@ pub fn new_token() -> Result<String, AuthError> {
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
-fn write_secret(path: &Path, text: &str) -> Result<(), AuthError> {
+pub(crate) fn write_secret(path: &Path, text: &str) -> Result<(), AuthError> {
     let err = |e: std::io::Error| AuthError::File {
         path: path.to_owned(),
         detail: e.to_string(),
@@ -334,8 +334,25 @@ impl Tokens {
 
     /// The role of a presented token, if it is one of ours.
     pub fn role(&self, token: &str) -> Option<Role> {
+        self.who(token).map(|(_, role, _)| role)
+    }
+
+    /// The name, role and hash of a presented token, if it is one of ours.
+    pub fn who(&self, token: &str) -> Option<(&str, Role, &str)> {
         let h = hash(token);
-        self.entries.iter().find(|e| e.sha256 == h).map(|e| e.role)
+        self.entries
+            .iter()
+            .find(|e| e.sha256 == h)
+            .map(|e| (e.name.as_str(), e.role, e.sha256.as_str()))
+    }
+
+    /// The role of the token named `name` if its hash still begins with `tag`: a
+    /// dashboard session lives only as long as the token it was opened with.
+    pub fn still(&self, name: &str, tag: &str) -> Option<Role> {
+        self.entries
+            .iter()
+            .find(|e| e.name == name && !tag.is_empty() && e.sha256.starts_with(tag))
+            .map(|e| e.role)
     }
 
     /// Makes a new token for `name` with `role`, saves its hash to `dir/tokens.json`, and

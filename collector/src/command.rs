@@ -284,6 +284,10 @@ pub fn first_start(addr: &std::net::SocketAddr, dir: &Path) {
         "agents enroll with the secret in {}/enroll.secret",
         dir.display()
     );
+    println!(
+        "the dashboard is https://{addr}/ (sign in with that token; trust {}/ca.pem in the browser)",
+        dir.display()
+    );
 }
 
 #[cfg(test)]

@@ -223,6 +223,13 @@ mod tests {
         ) -> Result<Vec<crate::store::HistoryRecord>, crate::store::StoreError> {
             self.0.recent_history(h, n)
         }
+        fn history_since(
+            &self,
+            s: chrono::DateTime<chrono::Utc>,
+            n: usize,
+        ) -> Result<Vec<crate::store::HistoryRecord>, crate::store::StoreError> {
+            self.0.history_since(s, n)
+        }
         fn commit(&mut self, b: &[Write]) -> Result<CommitStats, crate::store::StoreError> {
             let _ = self.2.send(());
             let _ = self.1.recv();

@@ -6,6 +6,7 @@ pub mod client;
 pub mod clock;
 pub mod command;
 pub mod config;
+pub mod dashboard;
 pub mod http;
 pub mod incidents;
 pub mod index;

@@ -93,6 +93,7 @@ fn run(cli: Config) -> anyhow::Result<()> {
     }
     let tls_config = tls::server_config(served.clone(), cli.client_ca.as_deref())?;
     let (tokens, new_admin) = Tokens::load_or_init(dir)?;
+    let sessions = rollcall_collector::dashboard::Sessions::load_or_init(dir)?;
 
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let up_since = clock.now();
@@ -175,6 +176,7 @@ fn run(cli: Config) -> anyhow::Result<()> {
         connections: Default::default(),
         refusals: Default::default(),
         tls: served.clone(),
+        sessions,
     });
     let limits = server::Limits::new(cli.max_connections, cli.header_timeout);
     log::info!(

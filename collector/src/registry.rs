@@ -18,9 +18,11 @@ use crate::store::{HeartbeatRecord, HistoryRecord, HostRow, StateJson};
 
 mod compliance;
 mod incidents;
+mod page;
 mod relays;
 mod scan;
 pub use compliance::{ComplianceRow, CSV_HEADER};
+pub use page::{urgency, Page, Tile};
 pub use relays::RelayView;
 pub use scan::{ProbeAssignment, ScannerView, ZoneView};
 
@@ -147,6 +149,16 @@ pub struct CheckinView<'r> {
 pub struct Labels<'r>([&'r str; 4]);
 
 impl<'r> Labels<'r> {
+    /// The labels set, by name.
+    pub fn pairs(&self) -> impl Iterator<Item = (&'static str, &'r str)> + '_ {
+        self.iter()
+    }
+
+    /// env, region, zone and role, "" where unset.
+    pub fn values(&self) -> [&'r str; 4] {
+        self.0
+    }
+
     fn iter(&self) -> impl Iterator<Item = (&'static str, &'r str)> + '_ {
         LABELS
             .iter()
@@ -171,6 +183,8 @@ pub struct Filter {
     pub region: Option<String>,
     pub zone: Option<String>,
     pub role: Option<String>,
+    /// Names beginning with this.
+    pub name_prefix: Option<String>,
 }
 
 fn ms(t: DateTime<Utc>) -> i64 {
@@ -612,33 +626,27 @@ impl Registry {
 
     /// Hosts matching `f`, by name. A state filter reads only that state's set.
     pub fn query(&self, f: &Filter, now: DateTime<Utc>) -> Vec<HostView<'_>> {
-        // Per label: no filter, or the wanted value's id (`None` if no host has that value,
-        // which then matches nothing).
-        let wanted: [Option<Option<u32>>; 4] =
-            [&f.env, &f.region, &f.zone, &f.role].map(|v| v.as_ref().map(|v| self.labels.find(v)));
-        let matches = |h: &Host| {
-            f.lifecycle.is_none_or(|l| h.lifecycle == l)
-                && wanted
-                    .iter()
-                    .zip(h.labels)
-                    .all(|(w, have)| w.is_none_or(|id| id == Some(have)))
-        };
-        let mut ids: Vec<HostId> = match f.state {
-            Some(s) => self.by_state[slot(s)]
-                .iter()
-                .copied()
-                .filter(|id| matches(&self.hosts[*id as usize]))
-                .collect(),
-            None => (0..self.hosts.len() as HostId)
-                .filter(|id| matches(&self.hosts[*id as usize]))
-                .collect(),
-        };
+        let ids = self.sorted(f);
+        self.views(&ids, now)
+    }
+
+    /// The slots of the hosts matching `f`, by name: to view a few at a time.
+    pub fn sorted(&self, f: &Filter) -> Vec<HostId> {
+        let mut ids = self.matching(f);
         ids.sort_unstable_by(|a, b| {
             self.hosts[*a as usize]
                 .name
                 .cmp(&self.hosts[*b as usize].name)
         });
-        ids.into_iter().map(|id| self.view(id, now)).collect()
+        ids
+    }
+
+    /// The hosts in slots `ids` (from [`Registry::sorted`]; slots are never reused).
+    pub fn views(&self, ids: &[HostId], now: DateTime<Utc>) -> Vec<HostView<'_>> {
+        ids.iter()
+            .filter(|id| (**id as usize) < self.hosts.len())
+            .map(|id| self.view(*id, now))
+            .collect()
     }
 
     /// Takes each host's lifecycle from `inv` (a host listed once and gone since is

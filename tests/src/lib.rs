@@ -2,9 +2,11 @@
 //! with its LSB init script) and the real `rollcall-agent` binary driven as a process.
 
 pub mod bmc;
+pub mod browser;
 pub mod container;
 pub mod fuzz;
 pub mod sim;
+pub mod synthetic;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -54,6 +54,8 @@ pub struct App {
     pub refusals: Mutex<RefusalLog>,
     /// The server certificate served, renewed in place.
     pub tls: Arc<crate::tls::Served>,
+    /// Dashboard sessions: the key they are signed with.
+    pub sessions: crate::dashboard::Sessions,
 }
 
 /// Refusals that say something about a host (its credential used to write another host,
@@ -169,7 +171,8 @@ impl App {
         self.clock.now()
     }
 
-    pub fn role(&self, headers: &HeaderMap) -> Result<Role> {
+    /// The name and role of the API token presented.
+    pub fn caller(&self, headers: &HeaderMap) -> Result<(String, Role)> {
         let Some(v) = headers.get(header::AUTHORIZATION) else {
             self.metrics.rejected("unauthenticated");
             return Err(ApiError::new(
@@ -182,15 +185,18 @@ impl App {
             .ok()
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        let role = read(&self.tokens).role(token);
-        role.ok_or_else(|| {
+        let who = read(&self.tokens)
+            .who(token)
+            .map(|(name, role, _)| (name.to_owned(), role));
+        who.ok_or_else(|| {
             self.metrics.rejected("unauthenticated");
             ApiError::new(StatusCode::UNAUTHORIZED, "unknown API token")
         })
     }
 
-    pub fn require(&self, headers: &HeaderMap, need: Role) -> Result<Role> {
-        let role = self.role(headers)?;
+    /// The caller's token name, if its role is at least `need`.
+    pub fn require(&self, headers: &HeaderMap, need: Role) -> Result<String> {
+        let (name, role) = self.caller(headers)?;
         let ok = match need {
             Role::Enroll => role == Role::Enroll,
             Role::Read => role >= Role::Read,
@@ -205,7 +211,7 @@ impl App {
             };
             return Err(ApiError::new(StatusCode::FORBIDDEN, what));
         }
-        Ok(role)
+        Ok(name)
     }
 
     /// The host a heartbeat's credential belongs to.
@@ -376,8 +382,9 @@ impl App {
     }
 }
 
-/// A call that needs an admin token (403 with a read token, 401 without one).
-pub struct Admin;
+/// A call that needs an admin token (403 with a read token, 401 without one), with the
+/// token's name: what the history says did it.
+pub struct Admin(pub String);
 
 /// A call that needs a read or admin token.
 pub struct Reader;
@@ -385,7 +392,7 @@ pub struct Reader;
 impl FromRequestParts<Arc<App>> for Admin {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self> {
-        app.require(&parts.headers, Role::Admin).map(|_| Admin)
+        app.require(&parts.headers, Role::Admin).map(Admin)
     }
 }
 

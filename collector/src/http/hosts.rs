@@ -14,7 +14,7 @@ use crate::lock;
 use crate::registry::Filter;
 use crate::state::{HostState, Lifecycle};
 
-fn filter(q: &HashMap<String, String>) -> Result<Filter> {
+pub fn filter(q: &HashMap<String, String>) -> Result<Filter> {
     let mut f = Filter::default();
     for (k, v) in q {
         match k.as_str() {
@@ -30,7 +30,8 @@ fn filter(q: &HashMap<String, String>) -> Result<Filter> {
             "region" => f.region = Some(v.clone()),
             "zone" => f.zone = Some(v.clone()),
             "role" => f.role = Some(v.clone()),
-            other => return Err(ApiError::bad(other, format!("unknown filter {other:?}; use state, lifecycle, env, region, zone or role"))),
+            "name" => f.name_prefix = Some(v.clone()),
+            other => return Err(ApiError::bad(other, format!("unknown filter {other:?}; use state, lifecycle, env, region, zone, role or name (a prefix)"))),
         }
     }
     Ok(f)

@@ -1,11 +1,11 @@
 //! The HTTPS JSON API, split by resource. Errors are `{"error": "...", "field": "..."}` with
 //! the status that fits; nothing that fails validation reaches the store.
 
-mod admin;
+pub mod admin;
 mod app;
 mod compliance;
 mod health;
-mod hosts;
+pub mod hosts;
 mod incidents;
 mod ingest;
 mod reconcile;
@@ -25,6 +25,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 pub use app::{Admin, App, Body, Bucket, Rate, Reader};
+pub use hosts::filter as host_filter;
 pub use ingest::{decode_enroll, decode_heartbeat};
 
 use crate::metrics::Metrics;
@@ -60,6 +61,11 @@ impl ApiError {
     }
     pub fn status(&self) -> StatusCode {
         self.status
+    }
+
+    /// What went wrong, in words.
+    pub fn message(&self) -> &str {
+        &self.error
     }
 
     /// The field it names, if any.
@@ -138,12 +144,13 @@ pub fn body(b: std::result::Result<Bytes, BytesRejection>, metrics: &Metrics) ->
 async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        "no such endpoint; see /api/v1/hosts, /api/v1/summary, /api/v1/incidents, /api/v1/relays, /metrics",
+        "no such endpoint; see / (the dashboard), /api/v1/hosts, /api/v1/summary, /api/v1/incidents, /api/v1/relays, /metrics",
     )
 }
 
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
+        .merge(crate::dashboard::router())
         .route("/api/v1/heartbeat", post(ingest::heartbeat))
         .route("/api/v1/enroll", post(ingest::enroll))
         .route("/api/v1/hosts/{name}/credentials", delete(admin::revoke))

@@ -239,6 +239,12 @@ pub trait Store: Send {
     fn recent_events(&self, host: &str, limit: usize) -> Result<Vec<Event>, StoreError>;
     /// The newest `limit` history lines of a host, newest first.
     fn recent_history(&self, host: &str, limit: usize) -> Result<Vec<HistoryRecord>, StoreError>;
+    /// History lines of every host at or after `since`, newest first, at most `limit`.
+    fn history_since(
+        &self,
+        since: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<HistoryRecord>, StoreError>;
     /// Deletes events and history received before `before`; returns how many.
     fn prune_events(&mut self, before: DateTime<Utc>) -> Result<u64, StoreError>;
 }
@@ -272,6 +278,13 @@ impl<S: Store + ?Sized> Store for Box<S> {
     }
     fn recent_history(&self, host: &str, limit: usize) -> Result<Vec<HistoryRecord>, StoreError> {
         (**self).recent_history(host, limit)
+    }
+    fn history_since(
+        &self,
+        since: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<HistoryRecord>, StoreError> {
+        (**self).history_since(since, limit)
     }
     fn prune_events(&mut self, before: DateTime<Utc>) -> Result<u64, StoreError> {
         (**self).prune_events(before)
@@ -613,6 +626,24 @@ pub(crate) mod suite {
         );
         assert_eq!(h[0].at, t(6));
         assert_eq!(open().recent_history("web1", 1).unwrap().len(), 1);
+        // Every host's, since a time: newest first, bounded.
+        let since: Vec<(String, String)> = open()
+            .history_since(t(5), 10)
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.host, l.message))
+            .collect();
+        let pair = |h: &str, m: &str| (h.to_owned(), m.to_owned());
+        assert_eq!(
+            since,
+            [
+                pair("web1", "heard again"),
+                pair("web2", "x"),
+                pair("web1", "silent")
+            ]
+        );
+        assert_eq!(open().history_since(t(5), 1).unwrap().len(), 1);
+        assert!(open().history_since(t(7), 10).unwrap().is_empty());
     }
 
     fn latest_wins_and_first_seen_stays<S: Store>(open: &impl Fn() -> S) {

@@ -623,6 +623,30 @@ impl Store for SqliteStore {
         rows.collect::<Result<_, _>>().map_err(self.err())
     }
 
+    fn history_since(
+        &self,
+        since: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<HistoryRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT host, at, kind, message FROM history WHERE at >= ?1 ORDER BY at DESC, rowid DESC LIMIT ?2",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map(params![ms(since), limit as i64], |r| {
+                Ok(HistoryRecord {
+                    host: r.get(0)?,
+                    at: from_ms(r.get(1)?),
+                    kind: r.get(2)?,
+                    message: r.get(3)?,
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
     fn prune_events(&mut self, before: DateTime<Utc>) -> Result<u64, StoreError> {
         let n = self
             .conn

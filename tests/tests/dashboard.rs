@@ -1,0 +1,372 @@
+//! The dashboard in Debian's Chromium, headless, against the real collector and a fleet:
+//! three real agents supervising simulated BESClients, and synthetic hosts around them.
+//! Screenshots of every page go to `target/screenshots/`.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rollcall_tests::browser::{self, Browser};
+use rollcall_tests::{bin, synthetic, Agent, Collector, SimHost, Start};
+use serde_json::Value;
+
+/// A real agent reporting every second, labelled into `region`.
+fn real_host(c: &Collector, name: &str, region: &str) -> (SimHost, Agent) {
+    let h = SimHost::new();
+    h.faults("interval_ms = 200\n");
+    h.start_client();
+    let config = h.agent_config("sysv", "", "");
+    h.report_to(
+        &config,
+        c,
+        name,
+        "1s",
+        &format!("env = \"prod\", region = \"{region}\", zone = \"{region}-1\", role = \"worker\""),
+    );
+    let a = Agent::start(&config);
+    a.wait_supervising();
+    (h, a)
+}
+
+fn sign_in(b: &Browser, base: &str, token: &str) {
+    b.goto(&format!("{base}/login"));
+    b.fill("#token", token);
+    b.click("main form button[type=submit]");
+    b.wait("signed in", Duration::from_secs(10), |b| {
+        b.find("form.signout").is_some()
+    });
+}
+
+fn sign_out(b: &Browser) {
+    b.click("form.signout button");
+    b.wait("signed out", Duration::from_secs(10), |b| {
+        b.find("#token").is_some()
+    });
+}
+
+/// Each page a user can reach has a title, the landmarks, and no handler that only a mouse
+/// can reach.
+fn assert_accessible(b: &Browser, what: &str) {
+    assert!(
+        b.title().ends_with("· rollcall"),
+        "{what}: title {:?}",
+        b.title()
+    );
+    for landmark in [
+        "header",
+        "nav[aria-label]",
+        "main#main",
+        "a.skip[href='#main']",
+        "h1",
+    ] {
+        assert!(b.find(landmark).is_some(), "{what}: no {landmark}");
+    }
+    assert_eq!(
+        b.count("[onclick], div[tabindex], span[tabindex]"),
+        0,
+        "{what}"
+    );
+    // Every state shown says its word, not only a colour.
+    let wordless = b.exec(
+        "return [...document.querySelectorAll('.badge')].filter(e => e.textContent.trim().length < 3).length",
+    );
+    assert_eq!(wordless, 0, "{what}: a badge without its word");
+}
+
+fn shot(b: &Browser, name: &str) {
+    let p = browser::screenshot_dir().join(format!("{name}.png"));
+    b.screenshot(&p);
+    println!("screenshot {}", p.display());
+}
+
+fn api(c: &Collector, path: &str) -> Value {
+    c.admin().get(path).expect(path).body
+}
+
+fn number(s: &str) -> usize {
+    s.split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number in {s:?}"))
+}
+
+#[test]
+fn the_dashboard_shows_the_fleet_live_and_lets_an_admin_act() {
+    assert!(
+        browser::available(),
+        "this test needs Debian's chromium and chromium-driver (scripts/test.sh installs them)"
+    );
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("collector");
+    // A read token, made before the collector starts (it reads tokens.json at start).
+    let o = Command::new(bin("rollcall-collector"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["token", "add", "--name", "viewer", "--role", "read"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let read_token = String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .find(|w| w.len() == 64)
+        .expect("a read token printed")
+        .to_owned();
+    let c = Collector::start(&data, "127.0.0.1:0", "2s");
+    let admin_token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+    let admin_token = admin_token.trim();
+    let base = c.url.clone();
+
+    let hosts = synthetic::fleet(60);
+    synthetic::report(&c, &hosts);
+    let real: Vec<(SimHost, Agent)> = [
+        ("dash-a", "us-south"),
+        ("dash-b", "eu-de"),
+        ("dash-c", "eu-de"),
+    ]
+    .iter()
+    .map(|(n, r)| real_host(&c, n, r))
+    .collect();
+    // Live hosts, so that the collector flags them (new hosts are in `build` for 48 h).
+    for name in hosts
+        .iter()
+        .map(|h| h.name.as_str())
+        .chain(["dash-a", "dash-b", "dash-c"])
+    {
+        c.cli(&["lifecycle", name, "live"]);
+    }
+    rollcall_tests::wait_until("the fleet is in", Duration::from_secs(20), || {
+        api(&c, "/api/v1/summary")["hosts"] == 63
+            && api(&c, "/api/v1/hosts?lifecycle=live")["count"] == 63
+    });
+
+    let b = Browser::start(1280, 900);
+
+    // Signing in: a page asks for it, a wrong token is told so, a right one lands where
+    // the user was going.
+    b.goto(&format!("{base}/hosts?state=unhealthy"));
+    assert!(b.url().contains("/login?next="), "{}", b.url());
+    b.fill("#token", "not-a-token");
+    b.click("main form button[type=submit]");
+    let err = b.text("#signin-error");
+    assert!(err.contains("not known to this collector"), "{err}");
+    shot(&b, "login-refused");
+    let secret = std::fs::read_to_string(data.join("enroll.secret")).unwrap();
+    b.fill("#token", secret.trim());
+    b.click("main form button[type=submit]");
+    assert!(b.text("#signin-error").contains("enrollment secret"));
+
+    // A read session: the fleet, no admin buttons, and a change refused.
+    sign_in(&b, &base, &read_token);
+    b.goto(&format!("{base}/hosts/web-003"));
+    assert!(
+        b.text("#host-state").contains("unhealthy"),
+        "{}",
+        b.text("#host-state")
+    );
+    assert!(b.text("#host-reason").contains("remediation exhausted"));
+    assert_eq!(b.count("form.action"), 0, "a read session sees no action");
+    let status = b.exec_async(
+        "const done = arguments[0];
+         const csrf = document.querySelector('input[name=csrf]').value;
+         fetch('/hosts/web-003/maintenance', { method: 'POST',
+             headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+             body: new URLSearchParams({ csrf, for: '2h', reason: 'x', confirm: 'yes' }) })
+           .then(r => done(r.status))",
+    );
+    assert_eq!(status, 403, "a read session cannot change a host");
+    assert_eq!(
+        api(&c, "/api/v1/hosts/web-003")["host"]["state"],
+        "unhealthy"
+    );
+    sign_out(&b);
+
+    // An admin session.
+    sign_in(&b, &base, admin_token);
+
+    // The overview counts are the API's.
+    b.goto(&format!("{base}/"));
+    assert_accessible(&b, "overview");
+    let summary = api(&c, "/api/v1/summary");
+    for (state, n) in summary["states"].as_object().unwrap() {
+        let shown = number(&b.text(&format!("a.count[data-state={state}] .n")));
+        assert_eq!(shown as u64, n.as_u64().unwrap(), "{state} on the overview");
+    }
+    assert_eq!(
+        number(&b.text("#flagged-count")) as u64,
+        summary["flagged"].as_u64().unwrap()
+    );
+    assert_eq!(summary["states"]["unhealthy"], 6);
+    assert!(b.count("li.tile") >= 6, "a tile per region and zone");
+    shot(&b, "overview");
+
+    // A host killed in the fleet turns silent on the open page, without a reload.
+    b.exec("window.rollcallMarker = 42; return null;");
+    let before = number(&b.text("#flagged-count"));
+    let (_, agent) = &real[0];
+    let mut agent_pid = agent.pid();
+    Command::new("kill")
+        .args(["-9", &agent_pid.to_string()])
+        .status()
+        .unwrap();
+    agent_pid = 0;
+    let shown_at = {
+        b.wait(
+            "the killed host flagged on the page",
+            Duration::from_secs(30),
+            |b| number(&b.text("#flagged-count")) > before,
+        );
+        chrono::Utc::now()
+    };
+    assert_eq!(
+        b.exec("return window.rollcallMarker"),
+        42,
+        "the page was not reloaded"
+    );
+    assert!(number(&b.text("a.count[data-state=silent] .n")) >= 1);
+    assert!(b.text("#changes-h").contains("last hour"));
+    let flagged_at = api(&c, "/api/v1/hosts/dash-a")["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["kind"] == "state" && l["message"].as_str().unwrap_or("").contains("silent"))
+        .and_then(|l| l["at"].as_str())
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .expect("dash-a's silence in its history");
+    let lag = shown_at - flagged_at.with_timezone(&chrono::Utc);
+    println!("figure: flag to page {} ms", lag.num_milliseconds());
+    assert!(
+        b.text("ul.tiles").contains("1 flagged"),
+        "the region's tile counts it: {}",
+        b.text("ul.tiles")
+    );
+    shot(&b, "overview-after-kill");
+    let _ = agent_pid;
+
+    // Filters and search narrow the table; the URL holds them and reproduces them.
+    b.goto(&format!("{base}/hosts"));
+    assert_accessible(&b, "hosts");
+    // Flagged first.
+    assert_eq!(
+        b.exec("return document.querySelector('#hosts tbody tr').dataset.host"),
+        "dash-a"
+    );
+    shot(&b, "hosts");
+    b.select("#f-region", "eu-de");
+    b.fill("#f-name", "web-0");
+    b.click("form.filters button[type=submit]");
+    b.wait("filtered", Duration::from_secs(10), |b| {
+        b.url().contains("region=eu-de")
+    });
+    let url = b.url();
+    assert!(url.contains("name=web-0"), "{url}");
+    let want = api(&c, "/api/v1/hosts?region=eu-de&name=web-0")["count"]
+        .as_u64()
+        .unwrap();
+    assert!(want > 0 && want < 60);
+    assert_eq!(number(&b.text("#match-count")) as u64, want);
+    let rows =
+        b.exec("return [...document.querySelectorAll('#hosts tbody tr')].map(r => r.dataset.host)");
+    let rows: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(rows.len() as u64, want);
+    assert!(rows.iter().all(|h| h.starts_with("web-0")), "{rows:?}");
+    // The link, opened anew, shows the same.
+    b.goto(&format!("{base}/"));
+    b.goto(&url);
+    assert_eq!(number(&b.text("#match-count")) as u64, want);
+    assert_eq!(
+        b.exec("return document.querySelector('#f-region').value"),
+        "eu-de"
+    );
+    // The CSV of the filter: the same hosts.
+    let csv = b.exec_async(
+        "const done = arguments[0];
+         fetch(document.querySelector('#csv').href).then(r => r.text()).then(done)",
+    );
+    let csv = csv.as_str().unwrap();
+    assert_eq!(csv.lines().count() as u64, want + 1, "{csv}");
+    assert!(csv
+        .lines()
+        .skip(1)
+        .all(|l| l.starts_with("web-0") && l.contains(",eu-de,")));
+    // The state filter.
+    b.goto(&format!("{base}/hosts?state=unhealthy"));
+    let states = b
+        .exec("return [...document.querySelectorAll('#hosts tbody tr')].map(r => r.dataset.state)");
+    let states = states.as_array().unwrap();
+    assert_eq!(states.len(), 6);
+    assert!(states.iter().all(|s| s == "unhealthy"));
+    // A bad filter is named.
+    b.goto(&format!("{base}/hosts?state=asleep"));
+    assert!(b.text("main").contains("asleep"));
+
+    // An admin sets maintenance from the host page, confirmed; the CLI sees it.
+    b.goto(&format!("{base}/hosts/web-013"));
+    assert_accessible(&b, "host");
+    assert!(b.find("#checks tr[data-check=besclient]").is_some());
+    assert!(b.find("#timeline").is_some());
+    shot(&b, "host");
+    b.fill("#m-for", "2h");
+    b.fill("#m-reason", "kernel patching, CHG0042");
+    b.click("#maintenance-form button[type=submit]");
+    assert!(b.text("#confirm-form").contains("kernel patching"));
+    shot(&b, "confirm");
+    assert_eq!(
+        api(&c, "/api/v1/hosts/web-013")["host"]["state"],
+        "unhealthy",
+        "nothing changes before the confirmation"
+    );
+    b.click("#confirm");
+    b.wait("maintenance set", Duration::from_secs(10), |b| {
+        b.url().contains("done=maintenance")
+    });
+    assert!(b.text("#host-state").contains("maintenance"));
+    assert!(b.text("#history").contains("by token admin (dashboard)"));
+    let cli = c.cli(&["host", "web-013"]);
+    assert!(cli.contains("maintenance"), "{cli}");
+    assert!(cli.contains("kernel patching"), "{cli}");
+
+    // A POST without the CSRF token is refused, and changes nothing.
+    let status = b.exec_async(
+        "const done = arguments[0];
+         fetch('/hosts/web-023/maintenance', { method: 'POST',
+             headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+             body: new URLSearchParams({ for: '2h', reason: 'x', confirm: 'yes' }) })
+           .then(r => done(r.status))",
+    );
+    assert_eq!(status, 403);
+    assert_ne!(
+        api(&c, "/api/v1/hosts/web-023")["host"]["state"],
+        "maintenance"
+    );
+
+    // The other pages, and the phone width.
+    for (path, name) in [
+        ("/zones", "zones"),
+        ("/incidents", "incidents"),
+        ("/relays", "relays"),
+    ] {
+        b.goto(&format!("{base}{path}"));
+        assert_accessible(&b, name);
+        shot(&b, name);
+    }
+    b.resize(390, 844);
+    b.goto(&format!("{base}/"));
+    let overflow = b.exec("return document.documentElement.scrollWidth - window.innerWidth");
+    assert!(
+        overflow.as_i64().unwrap() <= 0,
+        "the overview fits a phone: {overflow}"
+    );
+    shot(&b, "overview-phone");
+    b.goto(&format!("{base}/hosts"));
+    let overflow = b.exec("return document.documentElement.scrollWidth - window.innerWidth");
+    assert!(
+        overflow.as_i64().unwrap() <= 0,
+        "the host list fits a phone: {overflow}"
+    );
+    shot(&b, "hosts-phone");
+    let _ = Instant::now();
+}
