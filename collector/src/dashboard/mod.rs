@@ -21,6 +21,7 @@ use axum::routing::{get, post};
 use axum::{Form, Router};
 use serde::Deserialize;
 
+pub use assets::ALL as ASSETS;
 pub use layout::{html_page, Shown};
 pub use pages::{overview_markup, Overview};
 pub use session::{Session, Sessions, COOKIE, TTL};

@@ -2,7 +2,7 @@
 //! building a view of every host that matches; the fleet per region and zone; the label
 //! values to filter by.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
@@ -107,51 +107,188 @@ impl Registry {
     /// Every region and zone with hosts (retired hosts left out), by region then zone.
     pub fn tiles(&self) -> Vec<Tile> {
         let (region, zone) = (1, 2);
-        let mut tiles: BTreeMap<(&str, &str), Tile> = BTreeMap::new();
+        // By interned ids while counting: no string is compared per host.
+        let mut tiles: HashMap<(u32, u32), Tile> = HashMap::new();
         for h in &self.hosts {
             if h.lifecycle == crate::state::Lifecycle::Retired {
                 continue;
             }
-            let key = (
-                self.labels.get(h.labels[region]),
-                self.labels.get(h.labels[zone]),
-            );
-            let t = tiles.entry(key).or_insert_with(|| Tile {
-                region: key.0.to_owned(),
-                zone: key.1.to_owned(),
-                hosts: 0,
-                flagged: 0,
-                worst: HostState::Up,
-            });
+            let t = tiles
+                .entry((h.labels[region], h.labels[zone]))
+                .or_insert_with(|| Tile {
+                    region: String::new(),
+                    zone: String::new(),
+                    hosts: 0,
+                    flagged: 0,
+                    worst: HostState::Up,
+                });
             t.hosts += 1;
-            let counts = h.flagged || h.state == HostState::Late;
             if h.flagged {
                 t.flagged += 1;
             }
+            let counts = h.flagged || h.state == HostState::Late;
             if counts && urgency(h.state) > urgency(t.worst) {
                 t.worst = h.state;
             }
         }
-        tiles.into_values().collect()
+        let mut out: Vec<Tile> = tiles
+            .into_iter()
+            .map(|((r, z), mut t)| {
+                t.region = self.labels.get(r).to_owned();
+                t.zone = self.labels.get(z).to_owned();
+                t
+            })
+            .collect();
+        out.sort_unstable_by(|a, b| (&a.region, &a.zone).cmp(&(&b.region, &b.zone)));
+        out
     }
 
     /// The values each label takes, sorted: what the dashboard's filters offer.
     pub fn label_values(&self) -> [Vec<&str>; 4] {
-        let mut seen = [const { Vec::new() }; 4];
-        let mut used: [std::collections::HashSet<u32>; 4] = Default::default();
+        // Interned ids seen, per label: a bitmap, not a hash per host.
+        let mut used = [const { Vec::new() }; 4];
+        for u in &mut used {
+            *u = vec![false; self.labels.values.len()];
+        }
         for h in &self.hosts {
-            for i in 0..4 {
-                if used[i].insert(h.labels[i]) {
-                    let v = self.labels.get(h.labels[i]);
-                    if !v.is_empty() {
-                        seen[i].push(v);
-                    }
+            for (i, id) in h.labels.iter().enumerate() {
+                if let Some(seen) = used[i].get_mut(*id as usize) {
+                    *seen = true;
                 }
             }
         }
-        for v in &mut seen {
+        used.map(|u| {
+            let mut v: Vec<&str> = u
+                .iter()
+                .enumerate()
+                .filter(|(_, seen)| **seen)
+                .map(|(id, _)| self.labels.get(id as u32))
+                .filter(|v| !v.is_empty())
+                .collect();
             v.sort_unstable();
+            v
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rollcall_proto::Health;
+
+    use super::*;
+    use crate::state::Policy;
+    use crate::store::suite::{hb, t};
+
+    /// Hosts h00…h24 in two zones; every fifth critical (flagged), h24 in another region.
+    fn fleet() -> Registry {
+        let policy = Policy {
+            build_period: Duration::ZERO,
+            ..Policy::default()
+        };
+        let mut r = Registry::new(policy, t(0));
+        for i in 0..25 {
+            let health = if i % 5 == 2 {
+                Health::Critical
+            } else {
+                Health::Ok
+            };
+            let mut rec = hb(&format!("h{i:02}"), 0, health, vec![]);
+            rec.labels.insert("zone".into(), format!("z{}", i % 2));
+            if i == 24 {
+                rec.labels.insert("region".into(), "eu-de".into());
+            }
+            r.apply(&rec);
         }
-        seen
+        r
+    }
+
+    fn names(p: &Page) -> Vec<String> {
+        p.hosts.iter().map(|h| h.name.to_owned()).collect()
+    }
+
+    #[test]
+    fn a_page_is_flagged_hosts_first_then_by_name_and_pages_do_not_overlap() {
+        let r = fleet();
+        let all = Filter::default();
+        let first = r.page(&all, 0, 7, t(10));
+        assert_eq!((first.total, first.flagged), (25, 5));
+        assert_eq!(
+            names(&first),
+            ["h02", "h07", "h12", "h17", "h22", "h00", "h01"]
+        );
+        let second = r.page(&all, 7, 7, t(10));
+        assert_eq!(
+            names(&second),
+            ["h03", "h04", "h05", "h06", "h08", "h09", "h10"]
+        );
+        let last = r.page(&all, 21, 7, t(10));
+        assert_eq!(names(&last), ["h20", "h21", "h23", "h24"]);
+        assert!(r.page(&all, 25, 7, t(10)).hosts.is_empty());
+        // Every host once, over all pages.
+        let mut seen: Vec<String> = (0..4)
+            .flat_map(|p| names(&r.page(&all, p * 7, 7, t(10))))
+            .collect();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 25);
+    }
+
+    #[test]
+    fn a_name_prefix_and_labels_narrow_a_page() {
+        let r = fleet();
+        let f = Filter {
+            name_prefix: Some("h1".into()),
+            zone: Some("z0".into()),
+            ..Filter::default()
+        };
+        let p = r.page(&f, 0, 100, t(10));
+        assert_eq!(names(&p), ["h12", "h10", "h14", "h16", "h18"]);
+        assert_eq!(p.flagged, 1);
+        let none = Filter {
+            region: Some("nowhere".into()),
+            ..Filter::default()
+        };
+        assert_eq!(r.page(&none, 0, 100, t(10)).total, 0);
+    }
+
+    #[test]
+    fn tiles_count_each_zone_and_show_its_worst_flagged_state() {
+        let mut r = fleet();
+        // Nobody heard past interval + grace: every host silent, silence the worst.
+        r.sweep(t(60 + 121));
+        let tiles = r.tiles();
+        let z: Vec<(&str, &str, usize, usize, HostState)> = tiles
+            .iter()
+            .map(|t| {
+                (
+                    t.region.as_str(),
+                    t.zone.as_str(),
+                    t.hosts,
+                    t.flagged,
+                    t.worst,
+                )
+            })
+            .collect();
+        assert_eq!(z[0].0, "eu-de", "by region, then zone");
+        assert_eq!(z.iter().map(|t| t.2).sum::<usize>(), 25);
+        assert!(z.iter().all(|t| t.4 == HostState::Silent), "{z:?}");
+        let fresh = fleet();
+        let tiles = fresh.tiles();
+        let us_z0 = tiles
+            .iter()
+            .find(|t| t.region == "us-south" && t.zone == "z0")
+            .unwrap();
+        assert_eq!(
+            (us_z0.hosts, us_z0.flagged, us_z0.worst),
+            (12, 3, HostState::Unhealthy)
+        );
+        let eu = tiles.iter().find(|t| t.region == "eu-de").unwrap();
+        assert_eq!((eu.hosts, eu.flagged, eu.worst), (1, 0, HostState::Up));
+        let labels = fresh.label_values();
+        assert_eq!(labels[1], ["eu-de", "us-south"]);
+        assert_eq!(labels[2], ["z0", "z1"]);
+        assert!(labels[0].is_empty() && labels[3].is_empty());
     }
 }

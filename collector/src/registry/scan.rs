@@ -7,7 +7,7 @@
 //! then theirs, and shows in their zone). A zone whose scanners are all silent or have
 //! nessusd critical scans nothing, and is flagged.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
@@ -345,14 +345,14 @@ impl Registry {
     /// works is flagged; a zone without any scanner is shown, not flagged (it is not a
     /// scan zone).
     pub fn zones(&self) -> Vec<ZoneView> {
-        let mut zones: BTreeMap<&str, ZoneView> = BTreeMap::new();
+        // By interned id while counting; named and sorted once at the end.
+        let mut zones: HashMap<u32, ZoneView> = HashMap::new();
         for h in &self.hosts {
-            let zone = self.label(h, ZONE);
-            if zone.is_empty() || h.lifecycle == Lifecycle::Retired {
+            if h.lifecycle == Lifecycle::Retired || self.label(h, ZONE).is_empty() {
                 continue;
             }
-            let z = zones.entry(zone).or_insert_with(|| ZoneView {
-                zone: zone.to_owned(),
+            let z = zones.entry(h.labels[ZONE]).or_insert_with(|| ZoneView {
+                zone: self.label(h, ZONE).to_owned(),
                 hosts: 0,
                 bmcs: 0,
                 scanners: Vec::new(),
@@ -368,6 +368,7 @@ impl Registry {
             }
         }
         let mut out: Vec<ZoneView> = zones.into_values().collect();
+        out.sort_unstable_by(|a, b| a.zone.cmp(&b.zone));
         for z in &mut out {
             z.scanners.sort_by(|a, b| a.name.cmp(&b.name));
             let working = z.scanners.iter().filter(|s| s.working).count();

@@ -149,7 +149,7 @@ fn main() {
 
     if forever {
         let token = std::fs::read_to_string(c.data.join("admin.token")).unwrap_or_default();
-        say(&format!("still running; try `kill -9 {pid}` or `kill -STOP {pid}` from another shell, and watch with:\n  export ROLLCALL_URL={} ROLLCALL_CA={} ROLLCALL_TOKEN={}\n  {} host demo-host\nCtrl-C ends the demo", c.url, c.data.join("ca.pem").display(), token.trim(), bin("rollcall").display()));
+        say(&format!("still running; try `kill -9 {pid}` or `kill -STOP {pid}` from another shell, and watch with:\n  export ROLLCALL_URL={} ROLLCALL_CA={} ROLLCALL_TOKEN={}\n  {} host demo-host\nor in a browser at {}/ (sign in with that token; the certificate is the demo's own CA's)\nCtrl-C ends the demo", c.url, c.data.join("ca.pem").display(), token.trim(), bin("rollcall").display(), c.url));
         loop {
             std::thread::sleep(Duration::from_secs(3600));
         }
