@@ -205,6 +205,9 @@ pub struct Registry {
     labels: Interner,
     changes: DeadlineIndex,
     by_state: [HashSet<HostId>; 6],
+    /// Host slots by name, for pages without a sort: hosts added since the last
+    /// [`Registry::refresh_names`] are not in it yet (pages sort those few themselves).
+    by_name: Vec<HostId>,
     notes: Vec<HistoryRecord>,
     suspects: relays::Suspects,
     /// Counts changes of any host's state, flag or lifecycle, and of the suspect relays:
@@ -214,7 +217,7 @@ pub struct Registry {
     inventory: Option<std::sync::Arc<crate::inventory::Inventory>>,
 }
 
-fn slot(s: HostState) -> usize {
+pub(super) fn slot(s: HostState) -> usize {
     HostState::ALL.iter().position(|x| *x == s).unwrap_or(0)
 }
 
@@ -230,6 +233,7 @@ impl Registry {
             labels: Interner::default(),
             changes: DeadlineIndex::new(),
             by_state: Default::default(),
+            by_name: Vec::new(),
             notes: Vec::new(),
             suspects: Default::default(),
             generation: 0,
@@ -252,6 +256,7 @@ impl Registry {
                 .map(|(u, why)| Box::new((ms(u), why.into_boxed_str())));
             self.rejudge(id, now);
         }
+        self.refresh_names();
     }
 
     /// The slot of host `name`, and whether it is new (made now).
@@ -691,12 +696,13 @@ impl Registry {
 
     /// Hosts per lifecycle.
     pub fn lifecycles(&self) -> BTreeMap<&'static str, usize> {
-        let mut m: BTreeMap<&'static str, usize> =
-            Lifecycle::ALL.iter().map(|l| (l.as_str(), 0)).collect();
+        let mut n = [0usize; Lifecycle::ALL.len()];
         for h in &self.hosts {
-            *m.entry(h.lifecycle.as_str()).or_default() += 1;
+            if let Some(i) = Lifecycle::ALL.iter().position(|l| *l == h.lifecycle) {
+                n[i] += 1;
+            }
         }
-        m
+        Lifecycle::ALL.iter().map(|l| l.as_str()).zip(n).collect()
     }
 
     pub fn counts(&self) -> (BTreeMap<HostState, usize>, usize) {

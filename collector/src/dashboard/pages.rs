@@ -266,7 +266,8 @@ pub(super) async fn hosts(
         Err(e) => return bad_query(&session, e),
     };
     let now = app.now();
-    let r = lock(&app.registry);
+    let mut r = lock(&app.registry);
+    r.refresh_names();
     let page = r.page(&l.filter, (l.page - 1) * PAGE_SIZE, PAGE_SIZE, now);
     let labels = r.label_values();
     let generation = r.generation();

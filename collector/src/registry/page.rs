@@ -2,7 +2,7 @@
 //! building a view of every host that matches; the fleet per region and zone; the label
 //! values to filter by.
 
-use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use chrono::{DateTime, Utc};
 
@@ -43,8 +43,9 @@ pub fn urgency(s: HostState) -> u8 {
 
 impl Registry {
     /// Whether host `h` passes `f`, labels given as the wanted values' ids.
-    fn matches(&self, f: &Filter, wanted: &[Option<Option<u32>>; 4], h: &Host) -> bool {
-        f.lifecycle.is_none_or(|l| h.lifecycle == l)
+    fn passes(&self, f: &Filter, wanted: &[Option<Option<u32>>; 4], h: &Host) -> bool {
+        f.state.is_none_or(|s| h.state == s)
+            && f.lifecycle.is_none_or(|l| h.lifecycle == l)
             && wanted
                 .iter()
                 .zip(h.labels)
@@ -54,53 +55,132 @@ impl Registry {
                 .is_none_or(|p| h.name.starts_with(p))
     }
 
-    /// Ids of the hosts matching `f`, in no order. A state filter reads only that state's
-    /// set.
-    pub(super) fn matching(&self, f: &Filter) -> Vec<HostId> {
-        // Per label: no filter, or the wanted value's id (`None` if no host has that value,
-        // which then matches nothing).
-        let wanted: [Option<Option<u32>>; 4] =
-            [&f.env, &f.region, &f.zone, &f.role].map(|v| v.as_ref().map(|v| self.labels.find(v)));
-        let ok = |id: &HostId| self.matches(f, &wanted, &self.hosts[*id as usize]);
+    /// Per label: no filter, or the wanted value's id (`None` if no host has that value,
+    /// which then matches nothing).
+    fn wanted(&self, f: &Filter) -> [Option<Option<u32>>; 4] {
+        [&f.env, &f.region, &f.zone, &f.role].map(|v| v.as_ref().map(|v| self.labels.find(v)))
+    }
+
+    /// The slots a filter can match: its state's set, or every host.
+    fn candidates<'a>(&'a self, f: &Filter) -> Box<dyn Iterator<Item = HostId> + 'a> {
         match f.state {
-            Some(s) => self.by_state[super::slot(s)]
-                .iter()
-                .copied()
-                .filter(ok)
-                .collect(),
-            None => (0..self.hosts.len() as HostId).filter(ok).collect(),
+            Some(s) => Box::new(self.by_state[super::slot(s)].iter().copied()),
+            None => Box::new(0..self.hosts.len() as HostId),
         }
     }
 
-    /// Hosts `offset..offset + limit` of those matching `f`, flagged first, then by name.
-    /// Only the hosts up to the page's end are sorted, and only the page's are viewed.
-    pub fn page(&self, f: &Filter, offset: usize, limit: usize, now: DateTime<Utc>) -> Page<'_> {
-        let mut ids = self.matching(f);
-        let total = ids.len();
-        let flagged = ids
-            .iter()
-            .filter(|id| self.hosts[**id as usize].flagged)
-            .count();
-        let key = |id: &HostId| {
-            let h = &self.hosts[*id as usize];
-            (!h.flagged, &h.name)
-        };
-        let end = offset.saturating_add(limit).min(total);
-        if end < total && end > 0 {
-            ids.select_nth_unstable_by(end - 1, |a, b| key(a).cmp(&key(b)));
-            ids.truncate(end);
+    /// Ids of the hosts matching `f`, in no order.
+    pub(super) fn matching(&self, f: &Filter) -> Vec<HostId> {
+        let wanted = self.wanted(f);
+        self.candidates(f)
+            .filter(|id| self.passes(f, &wanted, &self.hosts[*id as usize]))
+            .collect()
+    }
+
+    fn by_name_cmp(&self, a: HostId, b: HostId) -> std::cmp::Ordering {
+        self.hosts[a as usize]
+            .name
+            .cmp(&self.hosts[b as usize].name)
+    }
+
+    /// Brings the name index up to the hosts added since the last call: a few are
+    /// inserted, many merged in.
+    pub fn refresh_names(&mut self) {
+        let known = self.by_name.len();
+        if known == self.hosts.len() {
+            return;
         }
-        ids.sort_unstable_by(|a, b| key(a).cmp(&key(b)));
-        let hosts = ids
-            .get(offset.min(ids.len())..)
-            .unwrap_or_default()
-            .iter()
-            .map(|id| self.view(*id, now))
+        // Sorted with the names beside the slots: no trip through each host per comparison.
+        let mut named: Vec<(&str, HostId)> = (known..self.hosts.len())
+            .map(|i| (&*self.hosts[i].name, i as HostId))
             .collect();
+        named.sort_unstable();
+        let new: Vec<HostId> = named.into_iter().map(|(_, id)| id).collect();
+        let mut old = std::mem::take(&mut self.by_name);
+        if new.len() <= 64 {
+            for id in new {
+                let at = old.partition_point(|o| self.by_name_cmp(*o, id).is_lt());
+                old.insert(at, id);
+            }
+            self.by_name = old;
+            return;
+        }
+        self.by_name = merge(&old, &new, |a, b| self.by_name_cmp(a, b).is_le());
+    }
+
+    /// Hosts `offset..offset + limit` of those matching `f`, flagged first, then by name.
+    /// The flagged are few and sorted; the rest are read in name order from the index,
+    /// so a page costs a walk, never a sort of the fleet.
+    pub fn page(&self, f: &Filter, offset: usize, limit: usize, now: DateTime<Utc>) -> Page<'_> {
+        let wanted = self.wanted(f);
+        let passes = |id: &HostId| self.passes(f, &wanted, &self.hosts[*id as usize]);
+        // Hosts added since the index was last refreshed: sorted here, walked beside it.
+        let mut tail: Vec<HostId> =
+            (self.by_name.len() as HostId..self.hosts.len() as HostId).collect();
+        tail.sort_unstable_by(|a, b| self.by_name_cmp(*a, *b));
+        let range = |list: &[HostId]| -> std::ops::Range<usize> {
+            match f.name_prefix.as_deref() {
+                None => 0..list.len(),
+                Some(p) => {
+                    let lo = list.partition_point(|id| &*self.hosts[*id as usize].name < p);
+                    let n = list[lo..]
+                        .partition_point(|id| self.hosts[*id as usize].name.starts_with(p));
+                    lo..lo + n
+                }
+            }
+        };
+        let (a, b) = (&self.by_name[range(&self.by_name)], &tail[range(&tail)]);
+        let in_order = || Merged::new(a, b, |x, y| self.by_name_cmp(x, y).is_le());
+        let total = match (f, &wanted) {
+            (
+                Filter {
+                    state: None,
+                    lifecycle: None,
+                    name_prefix: None,
+                    ..
+                },
+                [None, None, None, None],
+            ) => self.hosts.len(),
+            // A name prefix: only the index's range for it is read.
+            (
+                Filter {
+                    state: None,
+                    name_prefix: Some(_),
+                    ..
+                },
+                _,
+            ) => in_order().filter(passes).count(),
+            _ => self.candidates(f).filter(passes).count(),
+        };
+        let mut flagged: Vec<HostId> = [
+            HostState::Silent,
+            HostState::Unhealthy,
+            HostState::Duplicate,
+        ]
+        .into_iter()
+        .flat_map(|s| self.by_state[super::slot(s)].iter().copied())
+        .filter(|id| self.hosts[*id as usize].flagged && passes(id))
+        .collect();
+        flagged.sort_unstable_by(|a, b| self.by_name_cmp(*a, *b));
+        let end = offset.saturating_add(limit);
+        let mut ids: Vec<HostId> = flagged
+            .get(offset.min(flagged.len())..end.min(flagged.len()))
+            .unwrap_or_default()
+            .to_vec();
+        if ids.len() < limit {
+            let skip = offset.saturating_sub(flagged.len());
+            let want = limit - ids.len();
+            ids.extend(
+                in_order()
+                    .filter(|id| !self.hosts[*id as usize].flagged && passes(id))
+                    .skip(skip)
+                    .take(want),
+            );
+        }
         Page {
             total,
-            flagged,
-            hosts,
+            flagged: flagged.len(),
+            hosts: ids.into_iter().map(|id| self.view(id, now)).collect(),
         }
     }
 
@@ -108,7 +188,7 @@ impl Registry {
     pub fn tiles(&self) -> Vec<Tile> {
         let (region, zone) = (1, 2);
         // By interned ids while counting: no string is compared per host.
-        let mut tiles: HashMap<(u32, u32), Tile> = HashMap::new();
+        let mut tiles: IdMap<(u32, u32), Tile> = IdMap::default();
         for h in &self.hosts {
             if h.lifecycle == crate::state::Lifecycle::Retired {
                 continue;
@@ -171,6 +251,61 @@ impl Registry {
     }
 }
 
+/// A map keyed by interned ids, hashed with a multiply: counting a million hosts into a
+/// few dozen tiles should not cost a million SipHashes.
+pub(super) type IdMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<IdHash>>;
+
+#[derive(Default)]
+pub(super) struct IdHash(u64);
+
+impl Hasher for IdHash {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u32(u32::from(*b));
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (self.0.rotate_left(5) ^ u64::from(n)).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Two sorted lists as one.
+fn merge(a: &[HostId], b: &[HostId], le: impl Fn(HostId, HostId) -> bool) -> Vec<HostId> {
+    Merged::new(a, b, le).collect()
+}
+
+/// Walks two sorted lists in order.
+struct Merged<'a, F> {
+    a: &'a [HostId],
+    b: &'a [HostId],
+    le: F,
+}
+
+impl<'a, F: Fn(HostId, HostId) -> bool> Merged<'a, F> {
+    fn new(a: &'a [HostId], b: &'a [HostId], le: F) -> Self {
+        Merged { a, b, le }
+    }
+}
+
+impl<F: Fn(HostId, HostId) -> bool> Iterator for Merged<'_, F> {
+    type Item = HostId;
+    fn next(&mut self) -> Option<HostId> {
+        let take_a = match (self.a.first(), self.b.first()) {
+            (Some(x), Some(y)) => (self.le)(*x, *y),
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => return None,
+        };
+        let list = if take_a { &mut self.a } else { &mut self.b };
+        let (first, rest) = list.split_first()?;
+        *list = rest;
+        Some(*first)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -182,13 +317,19 @@ mod tests {
     use crate::store::suite::{hb, t};
 
     /// Hosts h00…h24 in two zones; every fifth critical (flagged), h24 in another region.
+    /// Hosts added in a shuffled order, the name index refreshed half-way: pages read the
+    /// index and the hosts added since together.
     fn fleet() -> Registry {
         let policy = Policy {
             build_period: Duration::ZERO,
             ..Policy::default()
         };
         let mut r = Registry::new(policy, t(0));
-        for i in 0..25 {
+        for k in 0..25 {
+            let i = (k * 7) % 25;
+            if k == 13 {
+                r.refresh_names();
+            }
             let health = if i % 5 == 2 {
                 Health::Critical
             } else {
@@ -233,6 +374,30 @@ mod tests {
         seen.sort();
         seen.dedup();
         assert_eq!(seen.len(), 25);
+    }
+
+    #[test]
+    fn the_name_index_stays_in_order_as_hosts_come() {
+        let mut r = Registry::new(Policy::default(), t(0));
+        let mut expect = Vec::new();
+        // A few at a time (inserted), then many (merged).
+        for (round, n) in [(0, 3), (1, 70), (2, 1), (3, 300)] {
+            for i in 0..n {
+                let name = format!("n{:05}", (i * 7919 + round * 13) % 100_000);
+                if !expect.contains(&name) {
+                    expect.push(name.clone());
+                }
+                r.apply(&hb(&name, 0, Health::Ok, vec![]));
+            }
+            r.refresh_names();
+            expect.sort();
+            let got: Vec<&str> = r
+                .by_name
+                .iter()
+                .map(|id| &*r.hosts[*id as usize].name)
+                .collect();
+            assert_eq!(got, expect, "round {round}");
+        }
     }
 
     #[test]

@@ -7,7 +7,6 @@
 //! then theirs, and shows in their zone). A zone whose scanners are all silent or have
 //! nessusd critical scans nothing, and is flagged.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
@@ -346,7 +345,7 @@ impl Registry {
     /// scan zone).
     pub fn zones(&self) -> Vec<ZoneView> {
         // By interned id while counting; named and sorted once at the end.
-        let mut zones: HashMap<u32, ZoneView> = HashMap::new();
+        let mut zones: super::page::IdMap<u32, ZoneView> = Default::default();
         for h in &self.hosts {
             if h.lifecycle == Lifecycle::Retired || self.label(h, ZONE).is_empty() {
                 continue;
