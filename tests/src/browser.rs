@@ -249,6 +249,18 @@ impl Browser {
         );
     }
 
+    /// Clicks `css` (a link or a form's button) and waits until the page it leads to has
+    /// loaded.
+    pub fn click_to(&self, css: &str) {
+        self.exec("window.rollcallLeaving = true; return null;");
+        self.click(css);
+        self.wait("the next page", Duration::from_secs(10), |b| {
+            b.exec(
+                "return window.rollcallLeaving === undefined && document.readyState === 'complete'",
+            ) == true
+        });
+    }
+
     /// Waits until `cond` holds, up to `timeout`; how long it took.
     pub fn wait(
         &self,

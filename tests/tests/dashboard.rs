@@ -3,7 +3,7 @@
 //! Screenshots of every page go to `target/screenshots/`.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rollcall_tests::browser::{self, Browser};
 use rollcall_tests::{bin, synthetic, Agent, Collector, SimHost, Start};
@@ -145,13 +145,14 @@ fn the_dashboard_shows_the_fleet_live_and_lets_an_admin_act() {
     b.goto(&format!("{base}/hosts?state=unhealthy"));
     assert!(b.url().contains("/login?next="), "{}", b.url());
     b.fill("#token", "not-a-token");
-    b.click("main form button[type=submit]");
-    let err = b.text("#signin-error");
-    assert!(err.contains("not known to this collector"), "{err}");
+    b.click_to("main form button[type=submit]");
+    assert!(b
+        .text("#signin-error")
+        .contains("not known to this collector"));
     shot(&b, "login-refused");
     let secret = std::fs::read_to_string(data.join("enroll.secret")).unwrap();
     b.fill("#token", secret.trim());
-    b.click("main form button[type=submit]");
+    b.click_to("main form button[type=submit]");
     assert!(b.text("#signin-error").contains("enrollment secret"));
 
     // A read session: the fleet, no admin buttons, and a change refused.
@@ -198,56 +199,64 @@ fn the_dashboard_shows_the_fleet_live_and_lets_an_admin_act() {
     assert!(b.count("li.tile") >= 6, "a tile per region and zone");
     shot(&b, "overview");
 
-    // A host killed in the fleet turns silent on the open page, without a reload.
+    // A host killed in the fleet turns silent on the open page, without a reload: each of
+    // the three real agents in turn, the time from the collector's flag to the page
+    // printed.
     b.exec("window.rollcallMarker = 42; return null;");
-    let before = number(&b.text("#flagged-count"));
-    let (_, agent) = &real[0];
-    let mut agent_pid = agent.pid();
-    Command::new("kill")
-        .args(["-9", &agent_pid.to_string()])
-        .status()
-        .unwrap();
-    agent_pid = 0;
-    let shown_at = {
+    for (n, (name, (_, agent))) in ["dash-a", "dash-b", "dash-c"].iter().zip(&real).enumerate() {
+        let before = number(&b.text("#flagged-count"));
+        Command::new("kill")
+            .args(["-9", &agent.pid().to_string()])
+            .status()
+            .unwrap();
         b.wait(
-            "the killed host flagged on the page",
+            &format!("{name} flagged on the page"),
             Duration::from_secs(30),
             |b| number(&b.text("#flagged-count")) > before,
         );
-        chrono::Utc::now()
-    };
+        let shown_at = chrono::Utc::now();
+        assert_eq!(number(&b.text("a.count[data-state=silent] .n")), n + 1);
+        let flagged_at = api(&c, &format!("/api/v1/hosts/{name}"))["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| {
+                l["kind"] == "state" && l["message"].as_str().unwrap_or("").contains("silent")
+            })
+            .and_then(|l| l["at"].as_str())
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .unwrap_or_else(|| panic!("{name}'s silence in its history"));
+        let lag = shown_at - flagged_at.with_timezone(&chrono::Utc);
+        println!(
+            "figure: {name} flagged to shown on the open page: {} ms",
+            lag.num_milliseconds()
+        );
+        if n == 0 {
+            assert!(
+                b.text("ul.tiles").contains("1 flagged of 11"),
+                "the region's tile counts it: {}",
+                b.text("ul.tiles")
+            );
+            shot(&b, "overview-after-kill");
+        }
+    }
     assert_eq!(
         b.exec("return window.rollcallMarker"),
         42,
         "the page was not reloaded"
     );
-    assert!(number(&b.text("a.count[data-state=silent] .n")) >= 1);
-    assert!(b.text("#changes-h").contains("last hour"));
-    let flagged_at = api(&c, "/api/v1/hosts/dash-a")["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["kind"] == "state" && l["message"].as_str().unwrap_or("").contains("silent"))
-        .and_then(|l| l["at"].as_str())
-        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-        .expect("dash-a's silence in its history");
-    let lag = shown_at - flagged_at.with_timezone(&chrono::Utc);
-    println!("figure: flag to page {} ms", lag.num_milliseconds());
     assert!(
-        b.text("ul.tiles").contains("1 flagged"),
-        "the region's tile counts it: {}",
-        b.text("ul.tiles")
+        b.text("#changes").contains("-> silent"),
+        "the last hour's changes say it"
     );
-    shot(&b, "overview-after-kill");
-    let _ = agent_pid;
 
     // Filters and search narrow the table; the URL holds them and reproduces them.
     b.goto(&format!("{base}/hosts"));
     assert_accessible(&b, "hosts");
-    // Flagged first.
+    // Flagged first: the silent real hosts, then the unhealthy, by name.
     assert_eq!(
-        b.exec("return document.querySelector('#hosts tbody tr').dataset.host"),
-        "dash-a"
+        b.exec("return [...document.querySelectorAll('#hosts tbody tr')].slice(0, 4).map(r => r.dataset.host)"),
+        serde_json::json!(["dash-a", "dash-b", "dash-c", "web-003"])
     );
     shot(&b, "hosts");
     b.select("#f-region", "eu-de");
@@ -303,6 +312,38 @@ fn the_dashboard_shows_the_fleet_live_and_lets_an_admin_act() {
     b.goto(&format!("{base}/hosts?state=asleep"));
     assert!(b.text("main").contains("asleep"));
 
+    // The host page follows a change made elsewhere, but never under a form being filled.
+    b.goto(&format!("{base}/hosts/web-020"));
+    b.exec("window.rollcallMarker = 7; return null;");
+    c.cli(&["lifecycle", "web-020", "available"]);
+    b.wait(
+        "the host page shows the new lifecycle",
+        Duration::from_secs(10),
+        |b| b.text("#host-lifecycle").contains("available"),
+    );
+    b.fill("#m-reason", "half typed");
+    c.cli(&["lifecycle", "web-020", "live"]);
+    // Three of the script's one-second looks at the generation, each finding it moved.
+    std::thread::sleep(Duration::from_secs(3));
+    let now_at = b.exec_async(
+        "fetch('/ui/generation').then(r => r.text()).then(t => arguments[0](Number(t)))",
+    );
+    let page_at = b.exec("return Number(document.getElementById('live').dataset.generation)");
+    assert!(
+        now_at.as_u64() > page_at.as_u64(),
+        "a refresh was due: {now_at} > {page_at}"
+    );
+    assert_eq!(
+        b.exec("return document.querySelector('#m-reason').value"),
+        "half typed",
+        "a refresh does not wipe what is being typed"
+    );
+    assert!(
+        b.text("#host-lifecycle").contains("available"),
+        "nor replaces the part around it"
+    );
+    assert_eq!(b.exec("return window.rollcallMarker"), 7);
+
     // An admin sets maintenance from the host page, confirmed; the CLI sees it.
     b.goto(&format!("{base}/hosts/web-013"));
     assert_accessible(&b, "host");
@@ -311,7 +352,7 @@ fn the_dashboard_shows_the_fleet_live_and_lets_an_admin_act() {
     shot(&b, "host");
     b.fill("#m-for", "2h");
     b.fill("#m-reason", "kernel patching, CHG0042");
-    b.click("#maintenance-form button[type=submit]");
+    b.click_to("#maintenance-form button[type=submit]");
     assert!(b.text("#confirm-form").contains("kernel patching"));
     shot(&b, "confirm");
     assert_eq!(
@@ -368,5 +409,4 @@ fn the_dashboard_shows_the_fleet_live_and_lets_an_admin_act() {
         "the host list fits a phone: {overflow}"
     );
     shot(&b, "hosts-phone");
-    let _ = Instant::now();
 }

@@ -70,6 +70,11 @@ pub(super) async fn page(
             st.recent_history(&name, 200).unwrap_or_default(),
         )
     };
+    let actions = if session.is_admin() {
+        admin_forms(&session, &name, state, lifecycle)
+    } else {
+        html! {}
+    };
     let done = q.get("done").map(String::as_str);
     let before = html! {
         @if let Some(d) = done {
@@ -88,6 +93,7 @@ pub(super) async fn page(
                 @for (k, v) in &labels { dt { (k) } dd { a href={ "/hosts?" (layout::query(&[(k, v)])) } { (v) } } }
             }
         }
+        (actions)
         section aria-labelledby="checks-h" {
             h2 #checks-h { "Checks" }
             (checks(agent.as_ref(), probes.as_ref(), now))
@@ -105,12 +111,6 @@ pub(super) async fn page(
             (history_table(&history, now))
         }
     };
-    let actions = if session.is_admin() {
-        admin_forms(&session, &name, state, lifecycle)
-    } else {
-        html! {}
-    };
-    let before = html! { (before) (actions) };
     respond(
         &headers,
         Shown {

@@ -118,7 +118,7 @@ pub fn overview_markup(o: &Overview, now: DateTime<Utc>) -> Markup {
             @if o.changes.is_empty() {
                 p { "Nothing changed in the last hour." }
             } @else {
-                div.table-wrap { table.changes {
+                div.table-wrap { table.changes #changes {
                     thead { tr { th scope="col" { "When" } th scope="col" { "Host" } th scope="col" { "What" } } }
                     tbody {
                         @for c in &o.changes {

@@ -35,8 +35,26 @@
       .then(function () { busy = false; });
   }
 
+  // A form in the live part that the user has started to fill in is not replaced under
+  // their fingers: the refresh waits until it is sent or put back.
+  function editing() {
+    var fields = live.querySelectorAll("input, select, textarea");
+    for (var i = 0; i < fields.length; i++) {
+      var e = fields[i];
+      if (e.type === "hidden") continue;
+      if (e.tagName === "SELECT") {
+        for (var j = 0; j < e.options.length; j++) {
+          if (e.options[j].selected !== e.options[j].defaultSelected) return true;
+        }
+      } else if (e.value !== e.defaultValue) {
+        return true;
+      }
+    }
+    return live.contains(document.activeElement) && document.activeElement.tagName !== "A";
+  }
+
   function tick() {
-    if (busy || document.visibilityState !== "visible") return;
+    if (busy || document.visibilityState !== "visible" || editing()) return;
     if (Date.now() - fetched > 30000) { refresh(); return; }
     fetch("/ui/generation", { credentials: "same-origin", cache: "no-store" })
       .then(function (r) {
