@@ -24,6 +24,10 @@ pub struct Browser {
     _profile: tempfile::TempDir,
 }
 
+/// WebDriver's key codes.
+pub const TAB: char = '\u{E004}';
+pub const ENTER: char = '\u{E007}';
+
 /// The W3C element reference key.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
@@ -206,6 +210,20 @@ impl Browser {
         );
     }
 
+    /// Presses a key on the keyboard, where the focus is: `TAB`, `ENTER`.
+    pub fn press(&self, key: char) {
+        self.ok(
+            "POST",
+            "/actions",
+            Some(
+                json!({ "actions": [{ "type": "key", "id": "keyboard", "actions": [
+                { "type": "keyDown", "value": key.to_string() },
+                { "type": "keyUp", "value": key.to_string() },
+            ] }] }),
+            ),
+        );
+    }
+
     /// Chooses the option with value `value` of the select `css`.
     pub fn select(&self, css: &str, value: &str) {
         self.click(&format!("{css} option[value=\"{value}\"]"));
@@ -252,8 +270,13 @@ impl Browser {
     /// Clicks `css` (a link or a form's button) and waits until the page it leads to has
     /// loaded.
     pub fn click_to(&self, css: &str) {
+        self.navigating(|b| b.click(css));
+    }
+
+    /// Does `act`, which leads to another page, and waits until that page has loaded.
+    pub fn navigating(&self, act: impl FnOnce(&Browser)) {
         self.exec("window.rollcallLeaving = true; return null;");
-        self.click(css);
+        act(self);
         self.wait("the next page", Duration::from_secs(10), |b| {
             b.exec(
                 "return window.rollcallLeaving === undefined && document.readyState === 'complete'",

@@ -719,6 +719,19 @@ pub fn host_view(admin: &rollcall_collector::client::Client, name: &str) -> Valu
         .unwrap_or(Value::Null)
 }
 
+/// A simulated host whose running client is supervised by an agent reporting to `c` every
+/// `interval`, with `labels` (TOML inline-table contents) in `[host]`.
+pub fn reporting_host(c: &Collector, name: &str, interval: &str, labels: &str) -> (SimHost, Agent) {
+    let h = SimHost::new();
+    h.faults("interval_ms = 200\n");
+    h.start_client();
+    let config = h.agent_config("sysv", "", "");
+    h.report_to(&config, c, name, interval, labels);
+    let a = Agent::start(&config);
+    a.wait_supervising();
+    (h, a)
+}
+
 /// A free loopback port (bound, then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -6,25 +6,17 @@ use std::process::Command;
 use std::time::Duration;
 
 use rollcall_tests::browser::{self, Browser};
-use rollcall_tests::{bin, synthetic, Agent, Collector, SimHost, Start};
+use rollcall_tests::{bin, reporting_host, synthetic, Agent, Collector, SimHost, Start};
 use serde_json::Value;
 
 /// A real agent reporting every second, labelled into `region`.
 fn real_host(c: &Collector, name: &str, region: &str) -> (SimHost, Agent) {
-    let h = SimHost::new();
-    h.faults("interval_ms = 200\n");
-    h.start_client();
-    let config = h.agent_config("sysv", "", "");
-    h.report_to(
-        &config,
+    reporting_host(
         c,
         name,
         "1s",
         &format!("env = \"prod\", region = \"{region}\", zone = \"{region}-1\", role = \"worker\""),
-    );
-    let a = Agent::start(&config);
-    a.wait_supervising();
-    (h, a)
+    )
 }
 
 fn sign_in(b: &Browser, base: &str, token: &str) {
@@ -115,7 +107,15 @@ fn the_dashboard_shows_the_fleet_live_and_lets_an_admin_act() {
     let admin_token = admin_token.trim();
     let base = c.url.clone();
 
-    let hosts = synthetic::fleet(60);
+    let mut hosts = synthetic::fleet(60);
+    // A scanner, put in maintenance below: its zone has no working scanner.
+    hosts.push(synthetic::Synthetic {
+        name: "scan-1".into(),
+        region: "jp-tok".into(),
+        zone: "jp-tok-1".into(),
+        role: "scanner".into(),
+        critical: false,
+    });
     synthetic::report(&c, &hosts);
     let real: Vec<(SimHost, Agent)> = [
         ("dash-a", "us-south"),
@@ -133,9 +133,17 @@ fn the_dashboard_shows_the_fleet_live_and_lets_an_admin_act() {
     {
         c.cli(&["lifecycle", name, "live"]);
     }
+    c.cli(&[
+        "maintenance",
+        "scan-1",
+        "--for",
+        "2h",
+        "--reason",
+        "nessus upgrade",
+    ]);
     rollcall_tests::wait_until("the fleet is in", Duration::from_secs(20), || {
-        api(&c, "/api/v1/summary")["hosts"] == 63
-            && api(&c, "/api/v1/hosts?lifecycle=live")["count"] == 63
+        api(&c, "/api/v1/summary")["hosts"] == 64
+            && api(&c, "/api/v1/hosts?lifecycle=live")["count"] == 64
     });
 
     let b = Browser::start(1280, 900);
@@ -196,7 +204,12 @@ fn the_dashboard_shows_the_fleet_live_and_lets_an_admin_act() {
         summary["flagged"].as_u64().unwrap()
     );
     assert_eq!(summary["states"]["unhealthy"], 6);
-    assert!(b.count("li.tile") >= 6, "a tile per region and zone");
+    assert_eq!(b.count("li.tile"), 6, "a tile per region and zone");
+    assert!(
+        b.text("#zones-h + *").contains("jp-tok-1"),
+        "the zone whose scanner does not work: {}",
+        b.text("#zones-h + *")
+    );
     shot(&b, "overview");
 
     // A host killed in the fleet turns silent on the open page, without a reload: each of
@@ -249,6 +262,26 @@ fn the_dashboard_shows_the_fleet_live_and_lets_an_admin_act() {
         b.text("#changes").contains("-> silent"),
         "the last hour's changes say it"
     );
+
+    // From the keyboard: the first Tab reaches the skip link, the filter is sent with Enter.
+    b.goto(&format!("{base}/hosts"));
+    b.press(browser::TAB);
+    assert_eq!(b.exec("return document.activeElement.className"), "skip");
+    b.exec("document.getElementById('f-name').focus(); return null;");
+    b.fill("#f-name", "dash-");
+    b.exec("window.rollcallLeaving = true; return null;");
+    b.press(browser::ENTER);
+    b.wait(
+        "the filter sent from the keyboard",
+        Duration::from_secs(10),
+        |b| {
+            b.exec(
+                "return window.rollcallLeaving === undefined && document.readyState === 'complete'",
+            ) == true
+        },
+    );
+    assert!(b.url().contains("name=dash-"), "{}", b.url());
+    assert_eq!(number(&b.text("#match-count")), 3);
 
     // Filters and search narrow the table; the URL holds them and reproduces them.
     b.goto(&format!("{base}/hosts"));

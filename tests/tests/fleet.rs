@@ -5,7 +5,9 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use rollcall_tests::{free_port, host_view, wait_until, Agent, Collector, SimHost, Start};
+use rollcall_tests::{
+    free_port, host_view, reporting_host, wait_until, Agent, Collector, SimHost, Start,
+};
 use serde_json::Value;
 
 fn signal(pid: u32, sig: &str) {
@@ -21,20 +23,12 @@ fn state(v: &Value) -> String {
 
 /// A simulated host with a running client and an agent reporting every `interval`.
 fn host(c: &Collector, name: &str, interval: &str, region: &str) -> (SimHost, Agent) {
-    let h = SimHost::new();
-    h.faults("interval_ms = 200\n");
-    h.start_client();
-    let config = h.agent_config("sysv", "", "");
-    h.report_to(
-        &config,
+    reporting_host(
         c,
         name,
         interval,
         &format!("env = \"test\", region = \"{region}\", zone = \"{region}-1\", role = \"worker\""),
-    );
-    let a = Agent::start(&config);
-    a.wait_supervising();
-    (h, a)
+    )
 }
 
 fn history(v: &Value) -> Vec<String> {

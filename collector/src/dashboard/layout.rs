@@ -69,10 +69,10 @@ pub fn html_page(s: &Shown) -> String {
                 main #main {
                     h1 { (s.title) }
                     (s.before)
-                    div #live data-generation=(s.generation) aria-live="polite" {
+                    div #live data-generation=(s.generation) {
                         (s.live)
                     }
-                    p.live-status #live-status {}
+                    p.live-status #live-status role="status" aria-live="polite" {}
                 }
             }
         }

@@ -22,8 +22,6 @@ use axum::{Form, Router};
 use serde::Deserialize;
 
 pub use assets::ALL as ASSETS;
-pub use layout::{html_page, Shown};
-pub use pages::{overview_markup, Overview};
 pub use session::{Session, Sessions, COOKIE, TTL};
 
 use crate::http::App;

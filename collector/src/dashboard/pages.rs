@@ -100,7 +100,7 @@ pub fn overview_markup(o: &Overview, now: DateTime<Utc>) -> Markup {
         section aria-labelledby="zones-h" {
             h2 #zones-h { "Zones without a working scanner" }
             @if o.blind_zones.is_empty() {
-                p { "Every zone has a working scanner." }
+                p { "Every zone with scanners has a working one." }
             } @else {
                 ul { @for z in &o.blind_zones { li { strong { (z.zone) } ": " (z.reason) } } }
             }
@@ -164,7 +164,10 @@ pub fn incident_table(list: &[Incident], now: DateTime<Utc>) -> Markup {
                     @for i in list {
                         tr {
                             td { span class={ "sev sev-" (i.severity.as_str()) } { (i.severity.as_str()) } }
-                            td { strong { (i.kind.as_str()) " " (i.subject) } br; (i.summary)
+                            td {
+                                 strong { (i.kind.as_str()) " "
+                                     @if i.kind.is_host() { a href={ "/hosts/" (path(&i.subject)) } { (i.subject) } } @else { (i.subject) } }
+                                 br; (i.summary)
                                  @if let Some(c) = &i.covered_by { br; small { "covered by " (c) } } }
                             td { (i.hosts.len()) }
                             td { (when(i.opened_at, now)) }
@@ -448,6 +451,7 @@ pub(super) async fn zones(
                 h2 id={ "z-" (z.zone) } {
                     (z.zone) " "
                     @if z.flagged { span.badge.st-silent { span.icon aria-hidden="true" { "✖" } " no working scanner" } }
+                    @else if z.scanners.is_empty() { span.badge.neutral { span.icon aria-hidden="true" { "–" } " no scanner" } }
                     @else { span.badge.st-up { span.icon aria-hidden="true" { "✔" } " scanned" } }
                 }
                 p { (z.hosts) " hosts, " (z.bmcs) " BMCs to probe. " (z.reason) }

@@ -49,8 +49,9 @@ struct Claims {
 }
 
 impl Sessions {
-    /// A key made for one process: sessions end with it. For tests and tools.
-    pub fn ephemeral() -> Result<Sessions, AuthError> {
+    /// A key made for one test: another key's sessions are not its own.
+    #[cfg(test)]
+    fn ephemeral() -> Result<Sessions, AuthError> {
         Ok(Sessions {
             key: crate::auth::new_token()?.into_bytes(),
         })
