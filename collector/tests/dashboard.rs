@@ -264,6 +264,9 @@ fn admin_forms_need_the_csrf_token_a_confirmation_and_an_admin() {
     assert_eq!(r.status(), 200);
     let confirm = r.text().unwrap();
     assert!(confirm.contains("id=\"confirm-form\""));
+    // The answer to a form is not fetched again by the live script (a GET of a form's
+    // target is no page).
+    assert!(!confirm.contains("id=\"live\""));
     assert!(!confirm.contains("<script>alert"), "escaped");
     assert!(confirm.contains("&lt;script&gt;"));
     assert_eq!(state(), "up");

@@ -118,7 +118,7 @@ pub(super) async fn page(
             nav: "/hosts",
             session: &session,
             before,
-            live,
+            live: Some(live),
             generation,
         },
     )

@@ -17,7 +17,9 @@ pub struct Shown<'a> {
     pub session: &'a Session,
     /// Above the live part: what a refresh must not touch (a filter being typed).
     pub before: Markup,
-    pub live: Markup,
+    /// The part that refreshes itself; `None` on a page that must not be fetched again (a
+    /// confirmation or a refusal, the answer to a form).
+    pub live: Option<Markup>,
     /// The registry's generation the live part was made at.
     pub generation: u64,
 }
@@ -69,10 +71,12 @@ pub fn html_page(s: &Shown) -> String {
                 main #main {
                     h1 { (s.title) }
                     (s.before)
-                    div #live data-generation=(s.generation) {
-                        (s.live)
+                    @if let Some(live) = &s.live {
+                        div #live data-generation=(s.generation) {
+                            (live)
+                        }
+                        p.live-status #live-status role="status" aria-live="polite" {}
                     }
-                    p.live-status #live-status role="status" aria-live="polite" {}
                 }
             }
         }
@@ -91,7 +95,8 @@ fn role_words(s: &Session) -> &'static str {
 /// The page, or only its live part when `live.js` asks.
 pub fn respond(headers: &HeaderMap, s: Shown) -> Response {
     if headers.contains_key(LIVE_HEADER) {
-        let mut r = send(StatusCode::OK, s.live.into_string());
+        let part = s.live.map(Markup::into_string).unwrap_or_default();
+        let mut r = send(StatusCode::OK, part);
         if let Ok(v) = HeaderValue::from_str(&s.generation.to_string()) {
             r.headers_mut().insert("x-rollcall-generation", v);
         }
@@ -135,7 +140,7 @@ pub fn plain(
         nav,
         session,
         before: body,
-        live: html! {},
+        live: None,
         generation: 0,
     };
     send(status, html_page(&s))

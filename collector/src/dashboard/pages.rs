@@ -204,7 +204,7 @@ pub(super) async fn overview(
             nav: "/",
             session: &session,
             before: html! {},
-            live,
+            live: Some(live),
             generation: o.generation,
         },
     )
@@ -343,7 +343,7 @@ pub(super) async fn hosts(
             nav: "/hosts",
             session: &session,
             before,
-            live,
+            live: Some(live),
             generation,
         },
     )
@@ -471,7 +471,7 @@ pub(super) async fn zones(
             nav: "/zones",
             session: &session,
             before: html! {},
-            live,
+            live: Some(live),
             generation,
         },
     )
@@ -506,7 +506,7 @@ pub(super) async fn incidents(
             nav: "/incidents",
             session: &session,
             before,
-            live,
+            live: Some(live),
             generation,
         },
     )
@@ -545,7 +545,7 @@ pub(super) async fn relays(
             nav: "/relays",
             session: &session,
             before: html! {},
-            live,
+            live: Some(live),
             generation,
         },
     )
