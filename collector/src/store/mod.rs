@@ -2,6 +2,7 @@
 //! as one more file passing the same [`suite`].
 
 mod outbox;
+pub mod schema;
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -157,6 +158,12 @@ pub enum StoreError {
         what: &'static str,
         detail: String,
     },
+    #[error("database {path} has schema version {found}, newer than this rollcall-collector knows ({known}): a newer release wrote it; run that release, or restore a backup taken before the upgrade")]
+    TooNew {
+        path: String,
+        found: u32,
+        known: u32,
+    },
 }
 
 impl StoreError {
@@ -187,6 +194,7 @@ impl StoreError {
                 format!("the database {path} cannot be written: {what} ({source})")
             }
             StoreError::Corrupt { .. } => format!("{self}; restore the database from a backup"),
+            StoreError::TooNew { .. } => self.to_string(),
         }
     }
 }
@@ -430,9 +438,10 @@ pub(crate) mod suite {
     }
 
     /// The incident and outbox checks every backend must pass.
-    pub fn run_incidents<S: IncidentStore>(open: impl Fn() -> S) {
+    /// An incident about `key` (a silent host), open or resolved.
+    pub fn incident(id: i64, key: &str, open: bool) -> Incident {
         use crate::incidents::{Kind, Severity};
-        let inc = |id: i64, key: &str, open: bool| Incident {
+        Incident {
             id,
             key: key.into(),
             kind: Kind::Silent,
@@ -454,7 +463,11 @@ pub(crate) mod suite {
             told_hosts: 1,
             told_at: Some(t(1)),
             history: vec![],
-        };
+        }
+    }
+
+    pub fn run_incidents<S: IncidentStore>(open: impl Fn() -> S) {
+        let inc = incident;
         let mut s = open();
         assert_eq!(s.load_open_incidents().unwrap(), (vec![], 1));
         let a = inc(1, "silent/a", true);

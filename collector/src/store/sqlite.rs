@@ -15,87 +15,6 @@ use super::{
 };
 use crate::state::Lifecycle;
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS hosts (
-    name          TEXT PRIMARY KEY,
-    identity      TEXT NOT NULL,
-    first_seen    INTEGER NOT NULL,
-    last_heard    INTEGER NOT NULL,
-    interval_secs INTEGER NOT NULL,
-    labels        TEXT NOT NULL,
-    health        TEXT NOT NULL,
-    reason        TEXT NOT NULL,
-    lifecycle     TEXT,
-    maint_until   INTEGER,
-    maint_reason  TEXT
-);
--- When hosts were heard: a heartbeat that changes nothing but its time lands here, one
--- row per commit (a JSON array of [ms, host] pairs) rather than one row update per host,
--- and is folded into hosts.last_heard now and then. Loading takes the later of the two.
-CREATE TABLE IF NOT EXISTS heard (
-    times TEXT NOT NULL
-);
--- The full agent state, apart from the small row a heartbeat updates every time.
-CREATE TABLE IF NOT EXISTS host_state (
-    name        TEXT PRIMARY KEY,
-    fingerprint INTEGER NOT NULL,
-    state       TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS events (
-    host        TEXT NOT NULL,
-    seq         INTEGER NOT NULL,
-    at          INTEGER NOT NULL,
-    received_at INTEGER NOT NULL,
-    body        TEXT NOT NULL,
-    PRIMARY KEY (host, seq)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS events_received ON events(received_at);
--- Per-host credentials: only their SHA-256.
-CREATE TABLE IF NOT EXISTS credentials (
-    sha256     TEXT PRIMARY KEY,
-    host       TEXT NOT NULL,
-    identity   TEXT NOT NULL,
-    issued_at  INTEGER NOT NULL,
-    revoked_at INTEGER
-);
-CREATE INDEX IF NOT EXISTS credentials_host ON credentials(host, identity);
--- What the collector saw happen to a host: reloads, reboots, silences, refusals.
-CREATE TABLE IF NOT EXISTS history (
-    host    TEXT NOT NULL,
-    at      INTEGER NOT NULL,
-    kind    TEXT NOT NULL,
-    message TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS history_host ON history(host, at);
-CREATE INDEX IF NOT EXISTS history_at ON history(at);
--- Incidents, each a JSON document; the columns are what listings filter on.
-CREATE TABLE IF NOT EXISTS incidents (
-    id        INTEGER PRIMARY KEY,
-    key       TEXT NOT NULL,
-    open      INTEGER NOT NULL,
-    opened_at INTEGER NOT NULL,
-    doc       TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS incidents_open ON incidents(open, id);
--- Notifications, written with the incident change that caused them and before they are
--- sent: `pending` until the receiver took it (`sent`) or refused it for good (`failed`).
-CREATE TABLE IF NOT EXISTS outbox (
-    id         INTEGER PRIMARY KEY,
-    receiver   TEXT NOT NULL,
-    incident   INTEGER NOT NULL,
-    action     TEXT NOT NULL,
-    body       TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    attempts   INTEGER NOT NULL DEFAULT 0,
-    next_at    INTEGER NOT NULL,
-    state      TEXT NOT NULL DEFAULT 'pending',
-    last_error TEXT,
-    done_at    INTEGER
-);
-CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(receiver, state, id);
-CREATE INDEX IF NOT EXISTS outbox_incident ON outbox(incident);
-";
-
 /// `heard` is folded into `hosts` once it holds this many rows, or this long after the
 /// last fold.
 const FOLD_ROWS: u64 = 200_000;
@@ -162,7 +81,7 @@ impl SqliteStore {
             path: path.display().to_string(),
             source,
         };
-        let conn = Connection::open(path).map_err(err)?;
+        let mut conn = Connection::open(path).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(err)?;
         conn.pragma_update(None, "synchronous", "FULL")
@@ -173,7 +92,7 @@ impl SqliteStore {
         // written many times meanwhile (the heard log's tail, busy host rows) is copied once.
         conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES)
             .map_err(err)?;
-        conn.execute_batch(SCHEMA).map_err(err)?;
+        super::schema::migrate(&mut conn, path, super::schema::SQLITE)?;
         Ok(SqliteStore {
             path: path.to_owned(),
             conn,

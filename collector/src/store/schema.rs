@@ -1,0 +1,317 @@
+//! Schema versions. The database records the version of its schema (SQLite: the
+//! `user_version` in its header); at start, every migration above it runs, in order, in
+//! one transaction with the new version, so a database is at one version or the next,
+//! never between. A database newer than this binary is refused: it was written by a newer
+//! release, and this one would misread it.
+
+use std::path::Path;
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::StoreError;
+
+/// One step of the schema.
+pub struct Migration {
+    pub version: u32,
+    /// What it changes, for the log line that says it ran.
+    pub what: &'static str,
+    pub sql: &'static str,
+}
+
+/// The SQLite store's migrations, oldest first. Version 1 is the schema every release
+/// before versions had: its statements create only what is missing, so a database made
+/// by any of them is adopted as it is.
+pub const SQLITE: &[Migration] = &[Migration {
+    version: 1,
+    what: "the schema of 0.1.0, now with a version",
+    sql: V1,
+}];
+
+/// The newest version this binary knows.
+pub fn latest(list: &[Migration]) -> u32 {
+    list.last().map_or(0, |m| m.version)
+}
+
+/// Brings the database at `path` to the newest version of `list`; the version it was at.
+pub fn migrate(conn: &mut Connection, path: &Path, list: &[Migration]) -> Result<u32, StoreError> {
+    let err = |source| StoreError::Sqlite {
+        path: path.display().to_string(),
+        source,
+    };
+    // IMMEDIATE: a second connection opening at the same time waits here, then finds the
+    // work done.
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(err)?;
+    let found: u32 = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(err)?;
+    let known = latest(list);
+    if found > known {
+        return Err(StoreError::TooNew {
+            path: path.display().to_string(),
+            found,
+            known,
+        });
+    }
+    for m in list.iter().filter(|m| m.version > found) {
+        tx.execute_batch(m.sql).map_err(err)?;
+        tx.pragma_update(None, "user_version", m.version)
+            .map_err(err)?;
+        log::info!(
+            "database {}: schema version {} ({})",
+            path.display(),
+            m.version,
+            m.what
+        );
+    }
+    tx.commit().map_err(err)?;
+    Ok(found)
+}
+
+const V1: &str = "
+
+CREATE TABLE IF NOT EXISTS hosts (
+    name          TEXT PRIMARY KEY,
+    identity      TEXT NOT NULL,
+    first_seen    INTEGER NOT NULL,
+    last_heard    INTEGER NOT NULL,
+    interval_secs INTEGER NOT NULL,
+    labels        TEXT NOT NULL,
+    health        TEXT NOT NULL,
+    reason        TEXT NOT NULL,
+    lifecycle     TEXT,
+    maint_until   INTEGER,
+    maint_reason  TEXT
+);
+-- When hosts were heard: a heartbeat that changes nothing but its time lands here, one
+-- row per commit (a JSON array of [ms, host] pairs) rather than one row update per host,
+-- and is folded into hosts.last_heard now and then. Loading takes the later of the two.
+CREATE TABLE IF NOT EXISTS heard (
+    times TEXT NOT NULL
+);
+-- The full agent state, apart from the small row a heartbeat updates every time.
+CREATE TABLE IF NOT EXISTS host_state (
+    name        TEXT PRIMARY KEY,
+    fingerprint INTEGER NOT NULL,
+    state       TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    host        TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    at          INTEGER NOT NULL,
+    received_at INTEGER NOT NULL,
+    body        TEXT NOT NULL,
+    PRIMARY KEY (host, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS events_received ON events(received_at);
+-- Per-host credentials: only their SHA-256.
+CREATE TABLE IF NOT EXISTS credentials (
+    sha256     TEXT PRIMARY KEY,
+    host       TEXT NOT NULL,
+    identity   TEXT NOT NULL,
+    issued_at  INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS credentials_host ON credentials(host, identity);
+-- What the collector saw happen to a host: reloads, reboots, silences, refusals.
+CREATE TABLE IF NOT EXISTS history (
+    host    TEXT NOT NULL,
+    at      INTEGER NOT NULL,
+    kind    TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS history_host ON history(host, at);
+CREATE INDEX IF NOT EXISTS history_at ON history(at);
+-- Incidents, each a JSON document; the columns are what listings filter on.
+CREATE TABLE IF NOT EXISTS incidents (
+    id        INTEGER PRIMARY KEY,
+    key       TEXT NOT NULL,
+    open      INTEGER NOT NULL,
+    opened_at INTEGER NOT NULL,
+    doc       TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS incidents_open ON incidents(open, id);
+-- Notifications, written with the incident change that caused them and before they are
+-- sent: `pending` until the receiver took it (`sent`) or refused it for good (`failed`).
+CREATE TABLE IF NOT EXISTS outbox (
+    id         INTEGER PRIMARY KEY,
+    receiver   TEXT NOT NULL,
+    incident   INTEGER NOT NULL,
+    action     TEXT NOT NULL,
+    body       TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    next_at    INTEGER NOT NULL,
+    state      TEXT NOT NULL DEFAULT 'pending',
+    last_error TEXT,
+    done_at    INTEGER
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(receiver, state, id);
+CREATE INDEX IF NOT EXISTS outbox_incident ON outbox(incident);
+";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::suite::{event, hb, incident, t};
+    use crate::store::{
+        Action, CredentialRecord, HistoryRecord, IncidentStore, SqliteStore, Store, Write,
+    };
+    use rollcall_proto::Health;
+
+    fn version(path: &Path) -> u32 {
+        Connection::open(path)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    fn set_version(path: &Path, v: u32) {
+        Connection::open(path)
+            .unwrap()
+            .pragma_update(None, "user_version", v)
+            .unwrap();
+    }
+
+    #[test]
+    fn a_database_of_the_releases_before_versions_is_adopted_with_nothing_lost() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("rollcall.db");
+        // What a release before versions left: the same tables and rows, and no version
+        // (the statements of version 1 are those releases' schema, unchanged).
+        {
+            let mut s = SqliteStore::open(&path).unwrap();
+            let mut a = hb("web-1", 1, Health::Critical, vec![]);
+            a.events = vec![event(7, "restart")];
+            s.commit(&[
+                Write::Heartbeat(a),
+                Write::Heartbeat(hb("web-2", 2, Health::Ok, vec![])),
+                Write::Credential(CredentialRecord::Issue {
+                    sha256: "h1".into(),
+                    host: "web-1".into(),
+                    identity: "id-web-1".into(),
+                    at: t(1),
+                    bmc_address: None,
+                }),
+                Write::History(HistoryRecord {
+                    host: "web-1".into(),
+                    at: t(3),
+                    kind: "state".into(),
+                    message: "up -> unhealthy".into(),
+                }),
+            ])
+            .unwrap();
+            s.set_maintenance("web-2", Some((t(9_000), "patching")))
+                .unwrap();
+            let i = incident(1, "silent/web-1", true);
+            s.record(
+                std::slice::from_ref(&i),
+                &[(1, "hook".into(), Action::Trigger, i.clone())],
+                t(4),
+            )
+            .unwrap();
+        }
+        set_version(&path, 0);
+
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(version(&path), 1, "the first migration records the version");
+        let mut hosts = s.load_hosts().unwrap();
+        hosts.sort_by(|a, b| a.host.cmp(&b.host));
+        assert_eq!(hosts.len(), 2);
+        assert_eq!(hosts[0].health, Health::Critical);
+        assert_eq!(hosts[1].maintenance.as_ref().unwrap().1, "patching");
+        assert_eq!(s.load_credentials().unwrap().len(), 1);
+        assert_eq!(s.recent_events("web-1", 10).unwrap()[0].seq, 7);
+        assert!(s
+            .recent_history("web-1", 10)
+            .unwrap()
+            .iter()
+            .any(|l| l.message == "up -> unhealthy"));
+        assert_eq!(s.load_open_incidents().unwrap().0.len(), 1);
+        assert_eq!(s.pending("hook", 10).unwrap().len(), 1);
+        // Opened again: nothing to do.
+        drop(s);
+        SqliteStore::open(&path).unwrap();
+        assert_eq!(version(&path), 1);
+    }
+
+    #[test]
+    fn a_database_newer_than_the_binary_is_refused_with_what_to_do() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("rollcall.db");
+        SqliteStore::open(&path).unwrap();
+        set_version(&path, latest(SQLITE) + 1);
+        let e = SqliteStore::open(&path).err().expect("refused");
+        let words = e.sentence();
+        assert!(matches!(e, StoreError::TooNew { found, .. } if found == latest(SQLITE) + 1));
+        assert!(
+            words.contains("newer release") && words.contains("backup"),
+            "{words}"
+        );
+        assert_eq!(version(&path), latest(SQLITE) + 1, "left as it was");
+    }
+
+    const TABLE_A: Migration = Migration {
+        version: 1,
+        what: "a",
+        sql: "CREATE TABLE a (x INTEGER);",
+    };
+    const COLUMN_Y: Migration = Migration {
+        version: 2,
+        what: "a.y",
+        sql: "ALTER TABLE a ADD COLUMN y TEXT;",
+    };
+    const BROKEN: Migration = Migration {
+        version: 3,
+        what: "broken",
+        sql: "CREATE TABLE b (z INTEGER); ALTER TABLE nowhere ADD COLUMN q;",
+    };
+
+    #[test]
+    fn migrations_run_in_order_each_with_its_version_or_not_at_all() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("m.db");
+        let mut c = Connection::open(&path).unwrap();
+        // Everything in one transaction: a failure leaves the database as it was.
+        assert!(migrate(&mut c, &path, &[TABLE_A, COLUMN_Y, BROKEN]).is_err());
+        assert_eq!(version(&path), 0);
+        let tables: i64 = c
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 0);
+        assert_eq!(migrate(&mut c, &path, &[TABLE_A]).unwrap(), 0);
+        c.execute("INSERT INTO a (x) VALUES (41)", []).unwrap();
+        // Only what is above the recorded version runs (table a again would fail).
+        assert_eq!(migrate(&mut c, &path, &[TABLE_A, COLUMN_Y]).unwrap(), 1);
+        assert_eq!(version(&path), 2);
+        let (x, y): (i64, Option<String>) = c
+            .query_row("SELECT x, y FROM a", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap();
+        assert_eq!((x, y), (41, None));
+        // A failing step after a good one: the version stays at the last good one.
+        assert!(migrate(&mut c, &path, &[TABLE_A, COLUMN_Y, BROKEN]).is_err());
+        assert_eq!(version(&path), 2);
+    }
+
+    /// A migration that shipped is never edited: databases already at its version would
+    /// never see the change. A new change is a new migration.
+    #[test]
+    fn shipped_migrations_are_frozen() {
+        use sha2::{Digest, Sha256};
+        let digest: String = Sha256::digest(V1.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            digest, FROZEN_V1,
+            "version 1 changed: add a migration instead"
+        );
+    }
+
+    const FROZEN_V1: &str = "fb2f70584afb5d008397a80cc930cfba99f59c26bb902f35be597aa814fe506a";
+}
