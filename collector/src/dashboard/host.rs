@@ -57,17 +57,17 @@ pub(super) async fn page(
             html! { p.error role="alert" { "No host named " strong { (name) } " has reported to this collector." } p { a href={ "/hosts?name=" (path(&name)) } { "Hosts whose name begins so" } } },
         );
     };
+    // Each read may fail on its own (a store that refuses): the page says which, rather
+    // than showing an empty list that reads as "nothing happened".
     let (agent, events, history) = {
         let st = lock(&app.store);
-        let agent: Option<AgentState> = st
+        let agent = st
             .host_state(&name)
-            .ok()
-            .flatten()
-            .and_then(|s| serde_json::from_str(&s).ok());
+            .map(|s| s.and_then(|s| serde_json::from_str::<AgentState>(&s).ok()));
         (
-            agent,
-            st.recent_events(&name, 50).unwrap_or_default(),
-            st.recent_history(&name, 200).unwrap_or_default(),
+            agent.map_err(|e| e.sentence()),
+            st.recent_events(&name, 50).map_err(|e| e.sentence()),
+            st.recent_history(&name, 200).map_err(|e| e.sentence()),
         )
     };
     let actions = if session.is_admin() {
@@ -96,19 +96,28 @@ pub(super) async fn page(
         (actions)
         section aria-labelledby="checks-h" {
             h2 #checks-h { "Checks" }
-            (checks(agent.as_ref(), probes.as_ref(), now))
+            @match &agent {
+                Ok(a) => (checks(a.as_ref(), probes.as_ref(), now)),
+                Err(e) => p.error role="alert" { "The agent's state cannot be read now: " (e) },
+            }
         }
         section aria-labelledby="timeline-h" {
             h2 #timeline-h { "The last 24 hours" }
-            (timeline(&history, state, now))
+            @match &history {
+                Ok(h) => (timeline(h, state, now)),
+                Err(e) => p.error role="alert" { "The history cannot be read now: " (e) },
+            }
         }
         section aria-labelledby="events-h" {
             h2 #events-h { "Recent agent events" }
-            (event_table(&events, now))
+            @match &events {
+                Ok(ev) => (event_table(ev, now)),
+                Err(e) => p.error role="alert" { "The events cannot be read now: " (e) },
+            }
         }
         section aria-labelledby="history-h" {
             h2 #history-h { "History" }
-            (history_table(&history, now))
+            @if let Ok(h) = &history { (history_table(h, now)) }
         }
     };
     respond(

@@ -30,8 +30,10 @@ pub struct Overview {
     pub tiles: Vec<Tile>,
     pub blind_zones: Vec<ZoneView>,
     pub suspect_relays: Vec<RelayView>,
-    pub incidents: Vec<Incident>,
-    pub changes: Vec<HistoryRecord>,
+    /// Open incidents, or why they cannot be read now.
+    pub incidents: Result<Vec<Incident>, String>,
+    /// The last hour's history lines, or why they cannot be read now.
+    pub changes: Result<Vec<HistoryRecord>, String>,
     pub generation: u64,
 }
 
@@ -47,8 +49,8 @@ impl Overview {
             tiles: r.tiles(),
             blind_zones: r.zones().into_iter().filter(|z| z.flagged).collect(),
             suspect_relays: r.relays().into_iter().filter(|r| r.suspect).collect(),
-            incidents: Vec::new(),
-            changes: Vec::new(),
+            incidents: Ok(Vec::new()),
+            changes: Ok(Vec::new()),
             generation: r.generation(),
         }
     }
@@ -95,7 +97,10 @@ pub fn overview_markup(o: &Overview, now: DateTime<Utc>) -> Markup {
         }
         section aria-labelledby="incidents-h" {
             h2 #incidents-h { "Open incidents" }
-            (incident_table(&o.incidents, now))
+            @match &o.incidents {
+                Ok(list) => (incident_table(list, now)),
+                Err(e) => p.error role="alert" { "Incidents cannot be read now: " (e) },
+            }
         }
         section aria-labelledby="zones-h" {
             h2 #zones-h { "Zones without a working scanner" }
@@ -115,13 +120,15 @@ pub fn overview_markup(o: &Overview, now: DateTime<Utc>) -> Markup {
         }
         section aria-labelledby="changes-h" {
             h2 #changes-h { "What changed in the last hour" }
-            @if o.changes.is_empty() {
+            @if let Err(e) = &o.changes {
+                p.error role="alert" { "The history cannot be read now: " (e) }
+            } @else if o.changes.as_ref().is_ok_and(Vec::is_empty) {
                 p { "Nothing changed in the last hour." }
             } @else {
                 div.table-wrap { table.changes #changes {
                     thead { tr { th scope="col" { "When" } th scope="col" { "Host" } th scope="col" { "What" } } }
                     tbody {
-                        @for c in &o.changes {
+                        @for c in o.changes.iter().flatten() {
                             tr {
                                 td { (when(c.at, now)) }
                                 td { a href={ "/hosts/" (path(&c.host)) } { (c.host) } }
@@ -192,10 +199,10 @@ pub(super) async fn overview(
         .notifier
         .incidents(Some(true), 50)
         .await
-        .unwrap_or_default();
+        .map_err(|e| e.sentence());
     o.changes = lock(&app.store)
         .history_since(now - chrono::TimeDelta::hours(1), 50)
-        .unwrap_or_default();
+        .map_err(|e| e.sentence());
     let live = overview_markup(&o, now);
     respond(
         &headers,
