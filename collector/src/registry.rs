@@ -706,12 +706,16 @@ impl Registry {
     }
 
     pub fn counts(&self) -> (BTreeMap<HostState, usize>, usize) {
-        let per = HostState::ALL
+        let flagged = self.hosts.iter().filter(|h| h.flagged).count();
+        (self.per_state(), flagged)
+    }
+
+    /// Hosts per state, from the state sets: no pass over the hosts.
+    pub fn per_state(&self) -> BTreeMap<HostState, usize> {
+        HostState::ALL
             .iter()
             .map(|s| (*s, self.by_state[slot(*s)].len()))
-            .collect();
-        let flagged = self.hosts.iter().filter(|h| h.flagged).count();
-        (per, flagged)
+            .collect()
     }
 
     pub fn len(&self) -> usize {

@@ -40,13 +40,14 @@ pub struct Overview {
 impl Overview {
     /// What the registry holds now; incidents and changes are added by the caller.
     pub fn read(r: &Registry) -> Overview {
-        let (states, flagged) = r.counts();
+        let states = r.per_state();
+        let tally = r.tally();
         Overview {
             hosts: r.len(),
-            flagged,
+            flagged: tally.flagged,
             states,
-            lifecycles: r.lifecycles(),
-            tiles: r.tiles(),
+            lifecycles: tally.lifecycles,
+            tiles: tally.tiles,
             blind_zones: r.zones().into_iter().filter(|z| z.flagged).collect(),
             suspect_relays: r.relays().into_iter().filter(|r| r.suspect).collect(),
             incidents: Ok(Vec::new()),

@@ -7,7 +7,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use chrono::{DateTime, Utc};
 
 use super::{Filter, Host, HostId, HostView, Registry};
-use crate::state::HostState;
+use crate::state::{HostState, Lifecycle};
 
 /// One page of a listing.
 pub struct Page<'r> {
@@ -27,6 +27,13 @@ pub struct Tile {
     pub flagged: usize,
     /// The most urgent state of its flagged hosts; `late` or `up` when none is flagged.
     pub worst: HostState,
+}
+
+/// The fleet as the overview counts it.
+pub struct Tally {
+    pub flagged: usize,
+    pub lifecycles: std::collections::BTreeMap<&'static str, usize>,
+    pub tiles: Vec<Tile>,
 }
 
 /// How urgent a state is on a tile: silence first, then what a human must look at.
@@ -186,11 +193,22 @@ impl Registry {
 
     /// Every region and zone with hosts (retired hosts left out), by region then zone.
     pub fn tiles(&self) -> Vec<Tile> {
+        self.tally().tiles
+    }
+
+    /// What the overview counts, in one pass over the hosts.
+    pub fn tally(&self) -> Tally {
         let (region, zone) = (1, 2);
+        let mut flagged = 0;
+        let mut lifecycles = [0usize; Lifecycle::ALL.len()];
         // By interned ids while counting: no string is compared per host.
         let mut tiles: IdMap<(u32, u32), Tile> = IdMap::default();
         for h in &self.hosts {
-            if h.lifecycle == crate::state::Lifecycle::Retired {
+            lifecycles[h.lifecycle as usize] += 1;
+            if h.flagged {
+                flagged += 1;
+            }
+            if h.lifecycle == Lifecycle::Retired {
                 continue;
             }
             let t = tiles
@@ -211,7 +229,7 @@ impl Registry {
                 t.worst = h.state;
             }
         }
-        let mut out: Vec<Tile> = tiles
+        let mut tiles: Vec<Tile> = tiles
             .into_iter()
             .map(|((r, z), mut t)| {
                 t.region = self.labels.get(r).to_owned();
@@ -219,8 +237,15 @@ impl Registry {
                 t
             })
             .collect();
-        out.sort_unstable_by(|a, b| (&a.region, &a.zone).cmp(&(&b.region, &b.zone)));
-        out
+        tiles.sort_unstable_by(|a, b| (&a.region, &a.zone).cmp(&(&b.region, &b.zone)));
+        Tally {
+            flagged,
+            lifecycles: Lifecycle::ALL
+                .iter()
+                .map(|l| (l.as_str(), lifecycles[*l as usize]))
+                .collect(),
+            tiles,
+        }
     }
 
     /// The values each label takes, sorted: what the dashboard's filters offer.
@@ -451,6 +476,11 @@ mod tests {
         );
         let eu = tiles.iter().find(|t| t.region == "eu-de").unwrap();
         assert_eq!((eu.hosts, eu.flagged, eu.worst), (1, 0, HostState::Up));
+        // The overview's one pass counts as the API's separate ones do.
+        let tally = fresh.tally();
+        assert_eq!(tally.lifecycles, fresh.lifecycles());
+        assert_eq!(tally.flagged, fresh.counts().1);
+        assert_eq!(tally.flagged, 5);
         let labels = fresh.label_values();
         assert_eq!(labels[1], ["eu-de", "us-south"]);
         assert_eq!(labels[2], ["z0", "z1"]);

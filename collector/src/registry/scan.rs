@@ -346,8 +346,10 @@ impl Registry {
     pub fn zones(&self) -> Vec<ZoneView> {
         // By interned id while counting; named and sorted once at the end.
         let mut zones: super::page::IdMap<u32, ZoneView> = Default::default();
+        // The empty zone and the scanner role as ids: no string compared per host.
+        let (no_zone, scanner) = (self.labels.find(""), self.labels.find(SCANNER_ROLE));
         for h in &self.hosts {
-            if h.lifecycle == Lifecycle::Retired || self.label(h, ZONE).is_empty() {
+            if h.lifecycle == Lifecycle::Retired || Some(h.labels[ZONE]) == no_zone {
                 continue;
             }
             let z = zones.entry(h.labels[ZONE]).or_insert_with(|| ZoneView {
@@ -362,7 +364,7 @@ impl Registry {
             if Self::probed(h).is_some() {
                 z.bmcs += 1;
             }
-            if self.is_scanner(h) {
+            if scanner.is_some() && Some(h.labels[ROLE]) == scanner {
                 z.scanners.push(self.scanner_view(h));
             }
         }
