@@ -6,30 +6,22 @@
 //!   cargo build --release -p rollcall-collector
 //!   cargo run --release -p rollcall-collector --example dashboard_bench -- 100000 1000000
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
 use chrono::{Duration, Utc};
 use rollcall_collector::store::{self, HeartbeatRecord, StateJson, Write};
+use rollcall_collector::testing::Collector;
 use rollcall_proto::Health;
 
-struct Proc(Child, String);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn bin_dir() -> PathBuf {
+/// The `rollcall-collector` built beside this example.
+fn collector_exe() -> PathBuf {
     let exe = std::env::current_exe().expect("exe");
     exe.parent()
         .and_then(|p| p.parent())
-        .expect("target dir")
-        .to_owned()
+        .map(|d| d.join("rollcall-collector"))
+        .filter(|p| p.exists())
+        .expect("rollcall-collector: cargo build --release -p rollcall-collector first")
 }
 
 /// N hosts written straight to a new database: six regions, three zones each, one in a
@@ -80,25 +72,6 @@ fn fill(dir: &Path, n: usize) {
     st.commit(&batch).expect("commit");
 }
 
-fn collector(data: &Path) -> Proc {
-    let mut child = Command::new(bin_dir().join("rollcall-collector"))
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("rollcall-collector (build it: cargo build --release -p rollcall-collector)");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let addr = loop {
-        let l = lines.next().expect("collector exited").expect("line");
-        if let Some(a) = l.strip_prefix("rollcall-collector listening on https://") {
-            break a.to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Proc(child, addr)
-}
-
 fn ms(mut v: Vec<f64>) -> (f64, f64) {
     v.sort_by(|a, b| a.total_cmp(b));
     (v[v.len() / 2], v[v.len() * 9 / 10])
@@ -122,9 +95,9 @@ fn main() {
         fill(d.path(), n);
         println!("{n} hosts written in {:.1} s", t.elapsed().as_secs_f64());
         let t = Instant::now();
-        let c = collector(d.path());
+        let c = Collector::spawn(&collector_exe(), d.path(), "127.0.0.1:0", "120s", &[]);
         println!("collector up in {:.1} s", t.elapsed().as_secs_f64());
-        let base = format!("https://{}", c.1);
+        let base = c.url.clone();
         let ca = std::fs::read(d.path().join("ca.pem")).expect("ca.pem");
         let http = reqwest::blocking::Client::builder()
             .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("ca"))

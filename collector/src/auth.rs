@@ -50,7 +50,8 @@ fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.trim().as_bytes()).into()
 }
 
-fn hex(b: &[u8]) -> String {
+/// Bytes as lowercase hex.
+pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -264,7 +265,7 @@ impl Credentials {
 pub fn new_token() -> Result<String, AuthError> {
     let mut b = [0u8; 32];
     getrandom::fill(&mut b).map_err(|e| AuthError::Random(e.to_string()))?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+    Ok(hex(&b))
 }
 
 pub(crate) fn write_secret(path: &Path, text: &str) -> Result<(), AuthError> {

@@ -104,6 +104,41 @@ impl Drop for Collector {
     }
 }
 
+/// A heartbeat as an agent sends it, now: `health` `ok` or `critical` (BESClient dead,
+/// remediation exhausted), `events` numbered as given, `labels` a JSON object. For the
+/// tests and benchmarks that stand in for many agents.
+pub fn heartbeat(
+    host: &str,
+    interval: u32,
+    health: &str,
+    events: &[u64],
+    labels: serde_json::Value,
+) -> serde_json::Value {
+    let now = chrono::Utc::now().to_rfc3339();
+    serde_json::json!({
+        "proto_version": 1,
+        "host": host,
+        "identity": { "machine_id": format!("m-{host}"), "install_id": "i1" },
+        "interval_secs": interval,
+        "labels": labels,
+        "state": {
+            "proto_version": 1, "agent_version": "0.1.0", "at": now,
+            "besclient": {
+                "health": health, "status": if health == "critical" { "dead" } else { "running" },
+                "reason": if health == "critical" { "remediation exhausted (round 2)" } else { "BESClient (pid 7) is running and logging" },
+                "since": now, "pid": 7, "manager": "systemd", "unit_state": "active (running)",
+                "log": { "dir": "/var/opt/BESClient/__BESData/__Global/Logs", "dir_exists": true, "newest": "20261122.log", "last_write": now, "stale_after_secs": 3600, "stale": false },
+                "errors": { "count": 0, "last_line": null, "last_at": null },
+                "disk": null,
+                "remediation": { "enabled": true, "paused_until": null, "pause_reason": null, "step": null, "exhausted_rounds": 0, "next_attempt_at": null, "attempts_in_window": 0, "flapping": false }
+            }
+        },
+        "events": events.iter().map(|s| serde_json::json!({
+            "seq": s, "at": now, "check": "besclient", "kind": "action", "message": format!("restart {s}"), "action": "restart", "step": "restart"
+        })).collect::<Vec<_>>()
+    })
+}
+
 /// Resident memory of process `pid`, KiB (`VmRSS` in `/proc/PID/status`), for benchmarks.
 pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{heartbeat, wait, Collector, Start};
+use common::{heartbeat, token, wait, Collector, Start};
 use reqwest::blocking::{Client, Response};
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
 
@@ -78,13 +78,6 @@ fn cookie_of(h: &HeaderMap) -> String {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .expect("a cookie")
-        .to_owned()
-}
-
-fn token(c: &Collector, file: &str) -> String {
-    std::fs::read_to_string(c.data.join(file))
-        .unwrap()
-        .trim()
         .to_owned()
 }
 

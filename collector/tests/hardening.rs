@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{admin_cli, enroll_body, expect_error as expect, heartbeat, Collector, Start};
+use common::{admin_cli, enroll_body, expect_error as expect, heartbeat, token, Collector, Start};
 use rollcall_collector::client::Reply;
 use serde_json::{json, Value};
 
@@ -11,13 +11,6 @@ fn raw(c: &Collector, token: &str, method: &str, path: &str, body: &str) -> Repl
     c.enroller()
         .request(method, path, Some(token), Some(body.as_bytes().to_vec()))
         .unwrap()
-}
-
-fn token(c: &Collector, file: &str) -> String {
-    std::fs::read_to_string(c.data.join(file))
-        .unwrap()
-        .trim()
-        .to_owned()
 }
 
 #[test]

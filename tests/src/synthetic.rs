@@ -37,35 +37,12 @@ pub fn fleet(n: usize) -> Vec<Synthetic> {
 }
 
 fn heartbeat(h: &Synthetic, interval: u32) -> Value {
-    let now = chrono::Utc::now().to_rfc3339();
-    let (health, status, reason) = if h.critical {
-        (
-            "critical",
-            "dead",
-            "BESClient is stopped; remediation exhausted after 5 restarts (round 2)",
-        )
-    } else {
-        ("ok", "running", "BESClient (pid 7) is running and logging")
-    };
-    json!({
-        "proto_version": 1,
-        "host": h.name,
-        "identity": { "machine_id": format!("m-{}", h.name), "install_id": "i1" },
-        "interval_secs": interval,
-        "labels": { "env": "prod", "region": h.region, "zone": h.zone, "role": h.role },
-        "state": {
-            "proto_version": 1, "agent_version": "0.1.0", "at": now,
-            "besclient": {
-                "health": health, "status": status, "reason": reason,
-                "since": now, "pid": 7, "manager": "systemd", "unit_state": "active (running)",
-                "log": { "dir": "/var/opt/BESClient/__BESData/__Global/Logs", "dir_exists": true, "newest": "20261203.log", "last_write": now, "stale_after_secs": 3600, "stale": false },
-                "errors": { "count": 0, "last_line": null, "last_at": null },
-                "disk": null,
-                "remediation": { "enabled": true, "paused_until": null, "pause_reason": null, "step": null, "exhausted_rounds": u32::from(h.critical) * 2, "next_attempt_at": null, "attempts_in_window": 0, "flapping": false }
-            }
-        },
-        "events": [{ "seq": 1, "at": now, "check": "besclient", "kind": "action", "message": "BESClient restarted", "action": "restart", "step": "restart" }]
-    })
+    let health = if h.critical { "critical" } else { "ok" };
+    rollcall_collector::testing::heartbeat(&h.name, interval, health, &[1], labels(h))
+}
+
+fn labels(h: &Synthetic) -> Value {
+    json!({ "env": "prod", "region": h.region, "zone": h.zone, "role": h.role })
 }
 
 /// Enrolls each host and sends its one heartbeat (interval an hour).
@@ -77,7 +54,7 @@ pub fn report(c: &Collector, hosts: &[Synthetic]) {
             "proto_version": 1,
             "host": h.name,
             "identity": { "machine_id": format!("m-{}", h.name), "install_id": "i1" },
-            "labels": { "env": "prod", "region": h.region, "zone": h.zone, "role": h.role },
+            "labels": labels(h),
         });
         let r = enroller
             .send_json("POST", "/api/v1/enroll", &body)

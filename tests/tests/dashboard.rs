@@ -5,6 +5,7 @@
 use std::process::Command;
 use std::time::Duration;
 
+use rollcall_collector::client::Client;
 use rollcall_tests::browser::{self, Browser};
 use rollcall_tests::{bin, reporting_host, synthetic, Agent, Collector, SimHost, Start};
 use serde_json::Value;
@@ -70,8 +71,8 @@ fn shot(b: &Browser, name: &str) {
     println!("screenshot {}", p.display());
 }
 
-fn api(c: &Collector, path: &str) -> Value {
-    c.admin().get(path).expect(path).body
+fn api(admin: &Client, path: &str) -> Value {
+    admin.get(path).expect(path).body
 }
 
 fn number(s: &str) -> usize {
@@ -106,6 +107,7 @@ fn the_dashboard_shows_the_fleet_live_and_lets_an_admin_act() {
     let admin_token = std::fs::read_to_string(data.join("admin.token")).unwrap();
     let admin_token = admin_token.trim();
     let base = c.url.clone();
+    let admin = c.admin();
 
     let mut hosts = synthetic::fleet(60);
     // A scanner, put in maintenance below: its zone has no working scanner.
@@ -142,8 +144,8 @@ fn the_dashboard_shows_the_fleet_live_and_lets_an_admin_act() {
         "nessus upgrade",
     ]);
     rollcall_tests::wait_until("the fleet is in", Duration::from_secs(20), || {
-        api(&c, "/api/v1/summary")["hosts"] == 64
-            && api(&c, "/api/v1/hosts?lifecycle=live")["count"] == 64
+        api(&admin, "/api/v1/summary")["hosts"] == 64
+            && api(&admin, "/api/v1/hosts?lifecycle=live")["count"] == 64
     });
 
     let b = Browser::start(1280, 900);
@@ -183,7 +185,7 @@ fn the_dashboard_shows_the_fleet_live_and_lets_an_admin_act() {
     );
     assert_eq!(status, 403, "a read session cannot change a host");
     assert_eq!(
-        api(&c, "/api/v1/hosts/web-003")["host"]["state"],
+        api(&admin, "/api/v1/hosts/web-003")["host"]["state"],
         "unhealthy"
     );
     sign_out(&b);
@@ -194,7 +196,7 @@ fn the_dashboard_shows_the_fleet_live_and_lets_an_admin_act() {
     // The overview counts are the API's.
     b.goto(&format!("{base}/"));
     assert_accessible(&b, "overview");
-    let summary = api(&c, "/api/v1/summary");
+    let summary = api(&admin, "/api/v1/summary");
     for (state, n) in summary["states"].as_object().unwrap() {
         let shown = number(&b.text(&format!("a.count[data-state={state}] .n")));
         assert_eq!(shown as u64, n.as_u64().unwrap(), "{state} on the overview");
@@ -229,7 +231,7 @@ fn the_dashboard_shows_the_fleet_live_and_lets_an_admin_act() {
         );
         let shown_at = chrono::Utc::now();
         assert_eq!(number(&b.text("a.count[data-state=silent] .n")), n + 1);
-        let flagged_at = api(&c, &format!("/api/v1/hosts/{name}"))["history"]
+        let flagged_at = api(&admin, &format!("/api/v1/hosts/{name}"))["history"]
             .as_array()
             .unwrap()
             .iter()
@@ -300,7 +302,7 @@ fn the_dashboard_shows_the_fleet_live_and_lets_an_admin_act() {
     });
     let url = b.url();
     assert!(url.contains("name=web-0"), "{url}");
-    let want = api(&c, "/api/v1/hosts?region=eu-de&name=web-0")["count"]
+    let want = api(&admin, "/api/v1/hosts?region=eu-de&name=web-0")["count"]
         .as_u64()
         .unwrap();
     assert!(want > 0 && want < 60);
@@ -389,7 +391,7 @@ fn the_dashboard_shows_the_fleet_live_and_lets_an_admin_act() {
     assert!(b.text("#confirm-form").contains("kernel patching"));
     shot(&b, "confirm");
     assert_eq!(
-        api(&c, "/api/v1/hosts/web-013")["host"]["state"],
+        api(&admin, "/api/v1/hosts/web-013")["host"]["state"],
         "unhealthy",
         "nothing changes before the confirmation"
     );
@@ -413,7 +415,7 @@ fn the_dashboard_shows_the_fleet_live_and_lets_an_admin_act() {
     );
     assert_eq!(status, 403);
     assert_ne!(
-        api(&c, "/api/v1/hosts/web-023")["host"]["state"],
+        api(&admin, "/api/v1/hosts/web-023")["host"]["state"],
         "maintenance"
     );
 
@@ -428,18 +430,13 @@ fn the_dashboard_shows_the_fleet_live_and_lets_an_admin_act() {
         shot(&b, name);
     }
     b.resize(390, 844);
-    b.goto(&format!("{base}/"));
-    let overflow = b.exec("return document.documentElement.scrollWidth - window.innerWidth");
-    assert!(
-        overflow.as_i64().unwrap() <= 0,
-        "the overview fits a phone: {overflow}"
-    );
-    shot(&b, "overview-phone");
-    b.goto(&format!("{base}/hosts"));
-    let overflow = b.exec("return document.documentElement.scrollWidth - window.innerWidth");
-    assert!(
-        overflow.as_i64().unwrap() <= 0,
-        "the host list fits a phone: {overflow}"
-    );
-    shot(&b, "hosts-phone");
+    for (path, name) in [("/", "overview"), ("/hosts", "hosts")] {
+        b.goto(&format!("{base}{path}"));
+        let overflow = b.exec("return document.documentElement.scrollWidth - window.innerWidth");
+        assert!(
+            overflow.as_i64().unwrap() <= 0,
+            "{name} fits a phone: {overflow}"
+        );
+        shot(&b, &format!("{name}-phone"));
+    }
 }

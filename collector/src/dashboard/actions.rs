@@ -36,27 +36,16 @@ pub(super) async fn act(
             html! { p.error role="alert" { "Changing a host needs an admin token; you signed in with a read token. Nothing was changed." } },
         );
     }
-    let what = match action.as_str() {
-        "maintenance" => format!(
-            "Put {name} in maintenance for {} because “{}”",
-            field("for"),
-            field("reason")
-        ),
-        "end-maintenance" => format!("End the maintenance of {name}"),
-        "lifecycle" => format!("Set the lifecycle of {name} to {}", field("lifecycle")),
-        "revoke" => format!(
-            "Revoke every credential of {name}: its agent stops reporting until it enrolls again"
-        ),
-        _ => {
-            return layout::plain(
-                StatusCode::NOT_FOUND,
-                &session,
-                "/hosts",
-                "No such action",
-                html! { p.error role="alert" { "There is no action " code { (action) } "; the host page lists them." } },
-            )
-        }
+    let Some(act) = Action::parse(&action) else {
+        return layout::plain(
+            StatusCode::NOT_FOUND,
+            &session,
+            "/hosts",
+            "No such action",
+            html! { p.error role="alert" { "There is no action " code { (action) } "; the host page lists them." } },
+        );
     };
+    let what = act.words(&name, field);
     let back = format!("/hosts/{}", path(&name));
     if field("confirm") != "yes" {
         return layout::plain(
@@ -79,18 +68,7 @@ pub(super) async fn act(
         );
     }
     let by = format!("{} (dashboard)", session.name);
-    let done = match action.as_str() {
-        "maintenance" => {
-            admin::start_maintenance(&app, &name, None, Some(field("for")), field("reason"), &by)
-                .await
-                .map(|_| ())
-        }
-        "end-maintenance" => admin::end_maintenance(&app, &name, &by).await,
-        "lifecycle" => admin::set_lifecycle(&app, &name, field("lifecycle"), &by)
-            .await
-            .map(|_| ()),
-        _ => admin::revoke_host(&app, &name, &by).await.map(|_| ()),
-    };
+    let done = act.run(&app, &name, field, &by).await;
     match done {
         Ok(()) => Redirect::to(&format!("{back}?done={action}")).into_response(),
         Err(e) => layout::plain(
@@ -107,5 +85,85 @@ pub(super) async fn act(
                 p { a href=(back) { "Back to " (name) } }
             },
         ),
+    }
+}
+
+/// What an admin can do to a host from its page: each a form posted to
+/// `/hosts/{name}/{path}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Action {
+    Maintenance,
+    EndMaintenance,
+    Lifecycle,
+    Revoke,
+}
+
+impl Action {
+    const ALL: [Action; 4] = [
+        Action::Maintenance,
+        Action::EndMaintenance,
+        Action::Lifecycle,
+        Action::Revoke,
+    ];
+
+    pub(super) fn path(self) -> &'static str {
+        match self {
+            Action::Maintenance => "maintenance",
+            Action::EndMaintenance => "end-maintenance",
+            Action::Lifecycle => "lifecycle",
+            Action::Revoke => "revoke",
+        }
+    }
+
+    pub(super) fn parse(s: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.path() == s)
+    }
+
+    /// What it will do, asked before it is done.
+    fn words<'f>(self, name: &str, field: impl Fn(&str) -> &'f str) -> String {
+        match self {
+            Action::Maintenance => format!(
+                "Put {name} in maintenance for {} because “{}”",
+                field("for"),
+                field("reason")
+            ),
+            Action::EndMaintenance => format!("End the maintenance of {name}"),
+            Action::Lifecycle => format!("Set the lifecycle of {name} to {}", field("lifecycle")),
+            Action::Revoke => format!(
+                "Revoke every credential of {name}: its agent stops reporting until it enrolls again"
+            ),
+        }
+    }
+
+    /// What the host page says once it is done.
+    pub(super) fn done(self) -> &'static str {
+        match self {
+            Action::Maintenance => "Maintenance is set; it shows in the history below.",
+            Action::EndMaintenance => "Maintenance is ended.",
+            Action::Lifecycle => "The lifecycle is set.",
+            Action::Revoke => "The host's credentials are revoked: its agent must enroll again.",
+        }
+    }
+
+    /// Does it through the same action as the API.
+    async fn run<'f>(
+        self,
+        app: &App,
+        name: &str,
+        field: impl Fn(&str) -> &'f str,
+        by: &str,
+    ) -> crate::http::Result<()> {
+        match self {
+            Action::Maintenance => {
+                admin::start_maintenance(app, name, None, Some(field("for")), field("reason"), by)
+                    .await
+                    .map(drop)
+            }
+            Action::EndMaintenance => admin::end_maintenance(app, name, by).await,
+            Action::Lifecycle => admin::set_lifecycle(app, name, field("lifecycle"), by)
+                .await
+                .map(drop),
+            Action::Revoke => admin::revoke_host(app, name, by).await.map(drop),
+        }
     }
 }

@@ -11,11 +11,13 @@ use chrono::{DateTime, TimeDelta, Utc};
 use maud::{html, Markup};
 use rollcall_proto::{AgentState, Event, Health};
 
+use super::actions::Action;
 use super::layout::{self, badge, respond, when, Shown};
 use super::pages::path;
 use super::{Session, Viewer};
 use crate::http::App;
 use crate::lock;
+use crate::registry::HostView;
 use crate::state::{HostState, Lifecycle};
 use crate::store::HistoryRecord;
 
@@ -27,28 +29,15 @@ pub(super) async fn page(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let now = app.now();
+    // The state section is made while the registry is held: its view borrows from it.
     let (host, probes, generation) = {
         let r = lock(&app.registry);
-        let view = r.get(&name, now).map(|v| {
-            (
-                v.state,
-                v.flagged,
-                v.reason.clone(),
-                v.lifecycle,
-                v.lifecycle_source,
-                v.last_heard,
-                v.labels
-                    .pairs()
-                    .map(|(k, v)| (k, v.to_owned()))
-                    .collect::<Vec<_>>(),
-                v.identity.to_owned(),
-                v.duplicate_of.map(str::to_owned),
-            )
-        });
-        (view, r.bmc_probes(&name), r.generation())
+        let host = r
+            .get(&name, now)
+            .map(|v| (v.state, v.lifecycle, summary(&v, now)));
+        (host, r.bmc_probes(&name), r.generation())
     };
-    let Some((state, flagged, reason, lifecycle, source, last_heard, labels, identity, dup)) = host
-    else {
+    let Some((state, lifecycle, summary)) = host else {
         return layout::plain(
             StatusCode::NOT_FOUND,
             &session,
@@ -78,21 +67,11 @@ pub(super) async fn page(
     let done = q.get("done").map(String::as_str);
     let before = html! {
         @if let Some(d) = done {
-            p.done role="status" #done { (done_words(d)) }
+            p.done role="status" #done { (Action::parse(d).map_or("Done.", Action::done)) }
         }
     };
     let live = html! {
-        section.summary aria-labelledby="state-h" {
-            h2 #state-h { "State" }
-            p.state #host-state { (badge(state)) @if flagged { " " span.flag { "flagged" } } }
-            p.reason #host-reason { (reason) }
-            dl.facts {
-                dt { "Last heard" } dd { (when(last_heard, now)) }
-                dt { "Lifecycle" } dd #host-lifecycle { (lifecycle.as_str()) " (from " (source) ")" }
-                dt { "Identity" } dd { code { (identity) } @if let Some(d) = &dup { " — also heard as " code { (d) } } }
-                @for (k, v) in &labels { dt { (k) } dd { a href={ "/hosts?" (layout::query(&[(k, v)])) } { (v) } } }
-            }
-        }
+        (summary)
         (actions)
         section aria-labelledby="checks-h" {
             h2 #checks-h { "Checks" }
@@ -133,13 +112,20 @@ pub(super) async fn page(
     )
 }
 
-fn done_words(d: &str) -> &'static str {
-    match d {
-        "maintenance" => "Maintenance is set; it shows in the history below.",
-        "end-maintenance" => "Maintenance is ended.",
-        "lifecycle" => "The lifecycle is set.",
-        "revoke" => "The host's credentials are revoked: its agent must enroll again.",
-        _ => "Done.",
+/// State and reason, when last heard, lifecycle, identity and labels.
+fn summary(v: &HostView<'_>, now: DateTime<Utc>) -> Markup {
+    html! {
+        section.summary aria-labelledby="state-h" {
+            h2 #state-h { "State" }
+            p.state #host-state { (badge(v.state)) @if v.flagged { " " span.flag { "flagged" } } }
+            p.reason #host-reason { (v.reason) }
+            dl.facts {
+                dt { "Last heard" } dd { (when(v.last_heard, now)) }
+                dt { "Lifecycle" } dd #host-lifecycle { (v.lifecycle.as_str()) " (from " (v.lifecycle_source) ")" }
+                dt { "Identity" } dd { code { (v.identity) } @if let Some(d) = v.duplicate_of { " — also heard as " code { (d) } } }
+                @for (k, l) in v.labels.pairs() { dt { (k) } dd { a href={ "/hosts?" (layout::query(&[(k, l)])) } { (l) } } }
+            }
+        }
     }
 }
 
@@ -148,7 +134,7 @@ fn admin_forms(s: &Session, name: &str, state: HostState, lifecycle: Lifecycle) 
     html! {
         section.actions aria-labelledby="actions-h" {
             h2 #actions-h { "Actions" }
-            form.action #maintenance-form method="post" action={ (base) "/maintenance" } {
+            form.action #maintenance-form method="post" action={ (base) "/" (Action::Maintenance.path()) } {
                 input type="hidden" name="csrf" value=(s.csrf);
                 fieldset {
                     legend { "Maintenance" }
@@ -158,12 +144,12 @@ fn admin_forms(s: &Session, name: &str, state: HostState, lifecycle: Lifecycle) 
                 }
             }
             @if state == HostState::Maintenance {
-                form.action #end-maintenance-form method="post" action={ (base) "/end-maintenance" } {
+                form.action #end-maintenance-form method="post" action={ (base) "/" (Action::EndMaintenance.path()) } {
                     input type="hidden" name="csrf" value=(s.csrf);
                     button type="submit" { "End maintenance…" }
                 }
             }
-            form.action #lifecycle-form method="post" action={ (base) "/lifecycle" } {
+            form.action #lifecycle-form method="post" action={ (base) "/" (Action::Lifecycle.path()) } {
                 input type="hidden" name="csrf" value=(s.csrf);
                 fieldset {
                     legend { "Lifecycle" }
@@ -178,7 +164,7 @@ fn admin_forms(s: &Session, name: &str, state: HostState, lifecycle: Lifecycle) 
                     button type="submit" { "Set lifecycle…" }
                 }
             }
-            form.action #revoke-form method="post" action={ (base) "/revoke" } {
+            form.action #revoke-form method="post" action={ (base) "/" (Action::Revoke.path()) } {
                 input type="hidden" name="csrf" value=(s.csrf);
                 button.danger type="submit" { "Revoke credentials…" }
             }

@@ -22,7 +22,8 @@ use axum::{Form, Router};
 use serde::Deserialize;
 
 pub use assets::ALL as ASSETS;
-pub use session::{Session, Sessions, COOKIE, TTL};
+pub use session::{Session, Sessions};
+use session::{COOKIE, TTL};
 
 use crate::http::App;
 use crate::read;

@@ -19,10 +19,10 @@ use crate::state::{HostState, Lifecycle};
 use crate::store::HistoryRecord;
 
 /// Hosts per page of the listing.
-pub const PAGE_SIZE: usize = 100;
+const PAGE_SIZE: usize = 100;
 
 /// Everything the overview shows, read in one go.
-pub struct Overview {
+struct Overview {
     pub hosts: usize,
     pub flagged: usize,
     pub states: BTreeMap<HostState, usize>,
@@ -58,7 +58,7 @@ impl Overview {
 }
 
 /// The overview's live part.
-pub fn overview_markup(o: &Overview, now: DateTime<Utc>) -> Markup {
+fn overview_markup(o: &Overview, now: DateTime<Utc>) -> Markup {
     html! {
         section aria-labelledby="counts-h" {
             h2 #counts-h { "Hosts by state" }
@@ -152,13 +152,13 @@ fn or_none(s: &str) -> &str {
 }
 
 /// A host name as a path segment.
-pub fn path(name: &str) -> String {
+pub(super) fn path(name: &str) -> String {
     url::form_urlencoded::byte_serialize(name.as_bytes())
         .collect::<String>()
         .replace('+', "%20")
 }
 
-pub fn incident_table(list: &[Incident], now: DateTime<Utc>) -> Markup {
+fn incident_table(list: &[Incident], now: DateTime<Utc>) -> Markup {
     html! {
         @if list.is_empty() {
             p { "No incident." }
@@ -245,7 +245,7 @@ fn listing(q: &HashMap<String, String>) -> Result<Listing, crate::http::ApiError
                 )
             })?,
     };
-    let filter = crate::http::host_filter(&given.clone().into_iter().collect())?;
+    let filter = crate::http::host_filter(&given)?;
     Ok(Listing {
         filter,
         given,
@@ -284,21 +284,21 @@ pub(super) async fn hosts(
     let generation = r.generation();
     let get = |k: &str| l.given.get(k).map_or("", String::as_str);
     let pages = page.total.div_ceil(PAGE_SIZE).max(1);
-    let link = |p: usize| {
-        let mut pairs: Vec<(&str, String)> = l
-            .given
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.clone()))
-            .collect();
-        pairs.push(("page", p.to_string()));
-        let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        format!("/hosts?{}", query(&pairs))
-    };
     let given: Vec<(&str, &str)> = l
         .given
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
+    // The same filter on another page.
+    let link = |p: usize| {
+        let p = p.to_string();
+        let pairs: Vec<(&str, &str)> = given
+            .iter()
+            .copied()
+            .chain([("page", p.as_str())])
+            .collect();
+        format!("/hosts?{}", query(&pairs))
+    };
     let before = html! {
         form.filters method="get" action="/hosts" role="search" aria-label="Filter hosts" {
             div.field {
@@ -357,7 +357,7 @@ pub(super) async fn hosts(
     )
 }
 
-pub fn host_table(hosts: &[crate::registry::HostView<'_>], now: DateTime<Utc>) -> Markup {
+fn host_table(hosts: &[crate::registry::HostView<'_>], now: DateTime<Utc>) -> Markup {
     html! {
         div.table-wrap { table.hosts #hosts {
             thead { tr {

@@ -128,7 +128,7 @@ impl Sessions {
     }
 
     fn session(&self, c: &Claims, role: Role) -> Session {
-        let csrf = hex(&self.mac(format!("csrf:{}", c.x).as_bytes())[..16]);
+        let csrf = crate::auth::hex(&self.mac(format!("csrf:{}", c.x).as_bytes())[..16]);
         Session {
             name: c.n.clone(),
             role,
@@ -151,10 +151,6 @@ impl Session {
     pub fn csrf_ok(&self, presented: &str) -> bool {
         constant_time_eq(presented.as_bytes(), self.csrf.as_bytes())
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -14,7 +14,8 @@ use crate::lock;
 use crate::registry::Filter;
 use crate::state::{HostState, Lifecycle};
 
-pub fn filter(q: &HashMap<String, String>) -> Result<Filter> {
+/// The filters of a query, by name (the API's and the dashboard's listings).
+pub fn filter<'q>(q: impl IntoIterator<Item = (&'q String, &'q String)>) -> Result<Filter> {
     let mut f = Filter::default();
     for (k, v) in q {
         match k.as_str() {

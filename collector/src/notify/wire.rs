@@ -6,6 +6,8 @@ use std::time::Duration;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use hmac::{KeyInit, Mac};
+
+use crate::auth::hex;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -67,10 +69,6 @@ pub fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
         .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
     m.update(data);
     m.finalize().into_bytes().to_vec()
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// The headers that sign a webhook body: GitHub's `X-Hub-Signature-256` and Standard

@@ -303,10 +303,7 @@ mod tests {
     #[test]
     fn shipped_migrations_are_frozen() {
         use sha2::{Digest, Sha256};
-        let digest: String = Sha256::digest(V1.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let digest = crate::auth::hex(&Sha256::digest(V1.as_bytes()));
         assert_eq!(
             digest, FROZEN_V1,
             "version 1 changed: add a migration instead"

@@ -37,30 +37,15 @@ impl Start for Collector {
     }
 }
 
+/// A heartbeat from `host` in us-south/dal10 (see [`rollcall_collector::testing::heartbeat`]).
 pub fn heartbeat(host: &str, interval: u32, health: &str, events: &[u64]) -> Value {
-    let now = chrono::Utc::now().to_rfc3339();
-    json!({
-        "proto_version": 1,
-        "host": host,
-        "identity": { "machine_id": format!("m-{host}"), "install_id": "i1" },
-        "interval_secs": interval,
-        "labels": { "env": "prod", "region": "us-south", "zone": "dal10", "role": "carrier-worker" },
-        "state": {
-            "proto_version": 1, "agent_version": "0.1.0", "at": now,
-            "besclient": {
-                "health": health, "status": if health == "critical" { "dead" } else { "running" },
-                "reason": if health == "critical" { "remediation exhausted (round 2)" } else { "BESClient (pid 7) is running and logging" },
-                "since": now, "pid": 7, "manager": "systemd", "unit_state": "active (running)",
-                "log": { "dir": "/var/opt/BESClient/__BESData/__Global/Logs", "dir_exists": true, "newest": "20261122.log", "last_write": now, "stale_after_secs": 3600, "stale": false },
-                "errors": { "count": 0, "last_line": null, "last_at": null },
-                "disk": null,
-                "remediation": { "enabled": true, "paused_until": null, "pause_reason": null, "step": null, "exhausted_rounds": 0, "next_attempt_at": null, "attempts_in_window": 0, "flapping": false }
-            }
-        },
-        "events": events.iter().map(|s| json!({
-            "seq": s, "at": now, "check": "besclient", "kind": "action", "message": format!("restart {s}"), "action": "restart", "step": "restart"
-        })).collect::<Vec<_>>()
-    })
+    rollcall_collector::testing::heartbeat(
+        host,
+        interval,
+        health,
+        events,
+        json!({ "env": "prod", "region": "us-south", "zone": "dal10", "role": "carrier-worker" }),
+    )
 }
 
 pub struct Agents {
@@ -121,6 +106,14 @@ impl Agents {
     pub fn post(&self, hb: &Value) -> Reply {
         self.try_post(hb).expect("the collector answers")
     }
+}
+
+/// The token or secret in the data directory's `file`.
+pub fn token(c: &Collector, file: &str) -> String {
+    std::fs::read_to_string(c.data.join(file))
+        .unwrap()
+        .trim()
+        .to_owned()
 }
 
 /// An error reply: its status, the `field` it names, and words of its `error`.
