@@ -2,7 +2,6 @@
 //! tests use it.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
@@ -48,11 +47,7 @@ impl Client {
         if roots.is_empty() {
             return Err(ca_err("no certificate in it".into()));
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let tls = crate::tls::client_config(roots)?;
         let http = reqwest::blocking::Client::builder()
             .tls_backend_preconfigured(tls)
             .timeout(Duration::from_secs(30))

@@ -67,6 +67,21 @@ pub struct Args {
     /// (default 10: 500 at once, a 6,000-host fleet in about ten minutes).
     #[arg(long, default_value_t = 10)]
     pub enroll_rate: u32,
+    /// Where the data is kept: `sqlite` (`rollcall.db` in the data directory, one
+    /// collector) or a PostgreSQL URL, `postgres://USER@HOST:PORT/DB`, that several
+    /// collectors share. The password is never part of the URL: see
+    /// `--store-password-file`, or set PGPASSWORD.
+    #[arg(
+        long,
+        default_value = "sqlite",
+        env = "ROLLCALL_STORE",
+        value_name = "sqlite|URL"
+    )]
+    pub store: String,
+    /// A file holding the PostgreSQL password (its first line), readable by the collector
+    /// only.
+    #[arg(long, env = "ROLLCALL_STORE_PASSWORD_FILE", value_name = "FILE")]
+    pub store_password_file: Option<PathBuf>,
 }
 
 /// What the collector runs with.
@@ -84,6 +99,7 @@ pub struct Config {
     pub header_timeout: Duration,
     pub cert_validity: Duration,
     pub enroll_rate: u32,
+    pub store: crate::store::Backend,
     /// `[incidents]` and `[[notify]]` (file only).
     pub notify: crate::notify::NotifyConfig,
     /// `[inventory]` (file only).
@@ -103,6 +119,8 @@ struct FileConfig {
     queue: Option<Spanned<usize>>,
     max_connections: Option<Spanned<usize>>,
     client_ca: Option<Spanned<PathBuf>>,
+    store: Option<Spanned<String>>,
+    store_password_file: Option<Spanned<PathBuf>>,
     incidents: Option<crate::notify::config::RawIncidents>,
     #[serde(default)]
     notify: Vec<crate::notify::config::RawReceiver>,
@@ -132,13 +150,31 @@ impl Config {
             header_timeout: args.header_timeout.max(Duration::from_secs(1)),
             cert_validity: args.cert_validity.max(Duration::from_secs(2)),
             enroll_rate: args.enroll_rate.max(1),
+            store: crate::store::Backend::Sqlite,
             notify: Default::default(),
             inventory: None,
         };
+        let mut store = StoreChoice {
+            url: args.store,
+            password_file: args.store_password_file,
+            from_file: None,
+        };
+        let mut file = None;
         if let Some(path) = args.config {
             let text = ConfigError::read(&path)?;
-            c.merge(&path, &text, &given)?;
+            c.merge(&path, &text, &given, &mut store)?;
+            file = Some((path, text));
         }
+        c.store = backend(&store.url, store.password_file.as_deref(), &mut |k| {
+            std::env::var(k)
+        })
+        .map_err(|message| match (&file, store.from_file) {
+            (Some((path, text)), Some(span)) => ConfigError::at(path, text, span, message),
+            _ => ConfigError::Flag {
+                flag: "store".into(),
+                message,
+            },
+        })?;
         c.probe_interval = c.probe_interval.max(Duration::from_secs(1));
         Ok(c)
     }
@@ -149,6 +185,7 @@ impl Config {
         path: &Path,
         text: &str,
         given: &dyn Fn(&str) -> bool,
+        store: &mut StoreChoice,
     ) -> Result<(), ConfigError> {
         let invalid =
             |span: Range<usize>, message: String| ConfigError::at(path, text, span, message);
@@ -241,12 +278,74 @@ impl Config {
             }
             self.client_ca = Some(v.into_inner());
         }
+        if let Some(v) = f.store.filter(|_| !given("store")) {
+            store.from_file = Some(v.span());
+            store.url = v.into_inner();
+        }
+        if let Some(v) = f
+            .store_password_file
+            .filter(|_| !given("store_password_file"))
+        {
+            store.from_file = store.from_file.take().or(Some(v.span()));
+            store.password_file = Some(v.into_inner());
+        }
         self.notify = crate::notify::config::build(path, text, f.incidents, f.notify)?;
         if let Some(i) = f.inventory {
             self.inventory = Some(i.validate(path, text)?);
         }
         Ok(())
     }
+}
+
+/// `store` and `store_password_file` as given, and where in the file if they came from it.
+struct StoreChoice {
+    url: String,
+    password_file: Option<PathBuf>,
+    from_file: Option<Range<usize>>,
+}
+
+/// The store named by `store` (`sqlite` or a PostgreSQL URL), with the password from
+/// `password_file`, or else from `PGPASSWORD` (read through `env`).
+fn backend(
+    store: &str,
+    password_file: Option<&Path>,
+    env: &mut dyn FnMut(&str) -> Result<String, std::env::VarError>,
+) -> Result<crate::store::Backend, String> {
+    use crate::store::{postgres::Target, Backend};
+    if store == "sqlite" {
+        if let Some(f) = password_file {
+            return Err(format!(
+                "store_password_file {} is set but the store is sqlite; set store to the PostgreSQL URL, or remove store_password_file",
+                f.display()
+            ));
+        }
+        return Ok(Backend::Sqlite);
+    }
+    if !(store.starts_with("postgres://") || store.starts_with("postgresql://")) {
+        return Err(format!(
+            "store {store:?} is neither \"sqlite\" nor a PostgreSQL URL; write \"sqlite\" or \"postgres://rollcall@db.example:5432/rollcall\""
+        ));
+    }
+    let password = match password_file {
+        Some(f) => {
+            let text = std::fs::read_to_string(f).map_err(|e| {
+                format!(
+                    "cannot read the store password from {}: {e}; the file must be readable by the collector's user",
+                    f.display()
+                )
+            })?;
+            let first = text.lines().next().unwrap_or_default().to_owned();
+            if first.is_empty() {
+                return Err(format!(
+                    "the store password file {} is empty; write the password on its first line",
+                    f.display()
+                ));
+            }
+            Some(first)
+        }
+        None => env("PGPASSWORD").ok().filter(|p| !p.is_empty()),
+    };
+    Target::parse(store, password).map(|t| Backend::Postgres(Box::new(t)))
 }
 
 #[cfg(test)]
@@ -332,6 +431,58 @@ mod tests {
         assert_eq!(
             invalid("client_ca = \"/nonexistent/ca.pem\"\n").2,
             "client_ca"
+        );
+    }
+
+    #[test]
+    fn the_store_is_sqlite_or_postgres_with_a_password_from_a_file() {
+        use crate::store::Backend;
+        assert_eq!(load(&[], None).unwrap().store, Backend::Sqlite);
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "s3cret\nignored\n").unwrap();
+        let file = format!(
+            "store = \"postgres://rollcall@db1.example:5432/fleet\"\nstore_password_file = {:?}\n",
+            pw.display().to_string()
+        );
+        let Backend::Postgres(t) = load(&[], Some(&file)).unwrap().store else {
+            panic!("postgres expected");
+        };
+        assert_eq!(t.shown, "postgres://rollcall@db1.example:5432/fleet");
+        assert_eq!(t.config.get_password(), Some(&b"s3cret"[..]));
+        // The command line wins over the file.
+        let c = load(
+            &["--store", "sqlite"],
+            Some("store = \"postgres://db/x\"\n"),
+        )
+        .unwrap();
+        assert_eq!(c.store, Backend::Sqlite);
+    }
+
+    #[test]
+    fn a_bad_store_is_named_with_what_to_do() {
+        let (line, _, key, msg) = invalid("grace = \"2m\"\nstore = \"mysql://db/x\"\n");
+        assert_eq!((line, key.as_str()), (2, "store"));
+        assert!(msg.contains("postgres://"), "{msg}");
+        let (_, _, key, msg) = invalid("store = \"postgres://rollcall:hunter2@db/x\"\n");
+        assert_eq!(key, "store");
+        assert!(
+            msg.contains("store_password_file") && !msg.contains("hunter2"),
+            "{msg}"
+        );
+        let (_, _, key, msg) =
+            invalid("store = \"postgres://db/x\"\nstore_password_file = \"/nonexistent/pw\"\n");
+        assert_eq!(key, "store");
+        assert!(msg.contains("/nonexistent/pw"), "{msg}");
+        let (_, _, key, msg) = invalid("store_password_file = \"/etc/hostname\"\n");
+        assert_eq!(key, "store_password_file");
+        assert!(msg.contains("store is sqlite"), "{msg}");
+        // On the command line: named by its flag.
+        let e = load(&["--store", "postgres://u:pw@db/x"], None).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("--store: the store URL holds a password"),
+            "{e}"
         );
     }
 

@@ -40,9 +40,10 @@ fn main() -> ExitCode {
     let done = match cli.command {
         Some(Sub::CheckConfig) => {
             println!(
-                "configuration ok: listen {}, data_dir {}",
+                "configuration ok: listen {}, data_dir {}, store {}",
                 config.listen,
-                config.data_dir.display()
+                config.data_dir.display(),
+                config.store.describe(&config.data_dir)
             );
             for r in &config.notify.receivers {
                 // Only the host: a Slack webhook URL is itself a secret.
@@ -78,6 +79,39 @@ fn main() -> ExitCode {
     }
 }
 
+/// Opens a connection with `open`; a PostgreSQL server that cannot be reached (down,
+/// starting, refusing the password) is said and tried again, with the wait doubling to 30 s,
+/// and systemd told so rather than left to time the start out. A database this binary
+/// cannot use (newer schema, unreadable values) ends the start.
+fn patiently<T>(
+    backend: &store::Backend,
+    dir: &std::path::Path,
+    open: impl Fn() -> Result<T, store::StoreError>,
+) -> anyhow::Result<T> {
+    let mut wait = std::time::Duration::from_secs(1);
+    loop {
+        match open() {
+            Ok(s) => return Ok(s),
+            Err(e @ store::StoreError::Postgres { .. }) => {
+                let said = format!("{}; trying again in {}s", e.sentence(), wait.as_secs());
+                log::warn!("{said}");
+                let _ = sd_notify::notify(&[
+                    sd_notify::NotifyState::Status(&said),
+                    sd_notify::NotifyState::ExtendTimeoutUsec(
+                        (wait.as_micros() as u32).saturating_add(30_000_000),
+                    ),
+                ]);
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(std::time::Duration::from_secs(30));
+            }
+            Err(e) => {
+                return Err(anyhow::Error::msg(e.sentence()))
+                    .with_context(|| format!("opening {}", backend.describe(dir)))
+            }
+        }
+    }
+}
+
 fn run(cli: Config) -> anyhow::Result<()> {
     let dir = &cli.data_dir;
     // Everything the collector creates is its own: the database, its journal, keys.
@@ -97,8 +131,8 @@ fn run(cli: Config) -> anyhow::Result<()> {
 
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let up_since = clock.now();
-    let writer_store = store::open(dir)?;
-    let reader_store = store::open(dir)?;
+    let writer_store = patiently(&cli.store, dir, || store::open(&cli.store, dir))?;
+    let reader_store = patiently(&cli.store, dir, || store::open(&cli.store, dir))?;
     let policy = Policy {
         grace: cli.grace,
         probe_interval: cli.probe_interval,
@@ -107,7 +141,7 @@ fn run(cli: Config) -> anyhow::Result<()> {
     let notifier = Arc::new(
         Notifier::new(
             cli.notify.clone(),
-            store::open_incidents(dir)?,
+            patiently(&cli.store, dir, || store::open_incidents(&cli.store, dir))?,
             external_url(&cli.listen),
         )
         .map_err(anyhow::Error::msg)?,
@@ -129,7 +163,7 @@ fn run(cli: Config) -> anyhow::Result<()> {
     log::info!(
         "loaded {} hosts from {}; flagging nobody before {}",
         registry.len(),
-        dir.join(store::DB_FILE).display(),
+        cli.store.describe(dir),
         (up_since + chrono::Duration::from_std(cli.grace).unwrap_or_default()).to_rfc3339()
     );
     if let Some(inv) = inventory.current() {

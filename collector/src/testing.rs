@@ -8,6 +8,11 @@ use std::process::{Child, Command, Stdio};
 
 use crate::client::Client;
 
+pub mod postgres;
+
+/// How much of the collector's log is kept for [`Collector::log`].
+const LOG_KEPT: usize = 4 << 20;
+
 pub struct Collector {
     child: Child,
     /// `https://127.0.0.1:PORT`.
@@ -15,6 +20,7 @@ pub struct Collector {
     /// `127.0.0.1:PORT`.
     pub addr: String,
     pub data: PathBuf,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Collector {
@@ -42,10 +48,23 @@ impl Collector {
             .stderr(if std::env::var_os("ROLLCALL_TEST_ECHO").is_some() {
                 Stdio::inherit()
             } else {
-                Stdio::null()
+                Stdio::piped()
             })
             .spawn()
             .unwrap_or_else(|e| panic!("starting {exe}: {e}"));
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        if let Some(err) = child.stderr.take() {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    let mut l = log.lock().unwrap_or_else(|e| e.into_inner());
+                    if l.len() < LOG_KEPT {
+                        l.push_str(&line);
+                        l.push('\n');
+                    }
+                }
+            });
+        }
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
         let url = loop {
             let line = lines
@@ -63,6 +82,7 @@ impl Collector {
             addr: url.trim_start_matches("https://").to_owned(),
             url,
             data: data.to_owned(),
+            log,
         }
     }
 
@@ -86,6 +106,12 @@ impl Collector {
     /// A client with the enrollment secret, as agents use to enroll.
     pub fn enroller(&self) -> Client {
         self.client_with("enroll.secret")
+    }
+
+    /// What the collector logged so far (its first 4 MiB), unless `ROLLCALL_TEST_ECHO`
+    /// sent it to the terminal.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn pid(&self) -> u32 {

@@ -407,6 +407,15 @@ pub fn server_config(
 
 /// The names this host answers to: localhost, its loopback addresses, its kernel host
 /// name, and `sans`.
+/// A TLS client trusting `roots`, on the same crypto provider as the server.
+pub fn client_config(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 pub fn names_for_this_host(sans: &[String]) -> Vec<String> {
     let mut names = vec![
         "localhost".to_owned(),

@@ -43,6 +43,9 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
+    /// A command-line flag or its environment variable.
+    #[error("--{flag}: {message}")]
+    Flag { flag: String, message: String },
 }
 
 impl ConfigError {

@@ -251,7 +251,7 @@ fn an_agent_that_pins_the_wrong_or_an_expired_ca_does_not_talk_to_the_collector(
     );
     drop(c);
     // No client can reach this collector, so look in its database.
-    let stored = rollcall_collector::store::open(data.path())
+    let stored = rollcall_collector::store::open(&Default::default(), data.path())
         .unwrap()
         .load_hosts()
         .unwrap();

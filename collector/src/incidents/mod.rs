@@ -322,6 +322,18 @@ impl Action {
             Action::Test => "test",
         }
     }
+
+    /// The action [`Action::as_str`] names.
+    pub fn parse(s: &str) -> Option<Action> {
+        [
+            Action::Trigger,
+            Action::Update,
+            Action::Resolve,
+            Action::Test,
+        ]
+        .into_iter()
+        .find(|a| a.as_str() == s)
+    }
 }
 
 /// How incidents are judged; `[incidents]` in collector.toml.

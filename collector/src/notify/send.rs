@@ -40,12 +40,7 @@ pub fn client(r: &Receiver) -> Result<reqwest::Client, String> {
                 .map_err(|e| format!("receiver {}: ca_file {}: {e}", r.name, ca.display()))?;
         }
     }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let tls = crate::tls::client_config(roots).map_err(|e| e.to_string())?;
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .timeout(TIMEOUT)

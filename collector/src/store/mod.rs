@@ -1,7 +1,9 @@
-//! Durable storage behind one trait: SQLite (embedded, the default) now, PostgreSQL later
-//! as one more file passing the same [`suite`].
+//! Durable storage behind one trait: SQLite (embedded, the default) and PostgreSQL (the
+//! store several collectors share), both passing the same [`suite`].
 
 mod outbox;
+mod pg_outbox;
+pub mod postgres;
 pub mod schema;
 mod sqlite;
 
@@ -10,6 +12,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use rollcall_proto::{Event, Health};
 
+pub(crate) use postgres::PgStore;
 pub(crate) use sqlite::SqliteStore;
 
 use crate::incidents::{Action, Incident};
@@ -73,6 +76,19 @@ pub enum CredentialRecord {
     },
     /// Every credential of `host`.
     RevokeHost { host: String, at: DateTime<Utc> },
+}
+
+/// The history line an enrollment writes.
+fn enrolled_line(identity: &str, bmc_address: Option<&str>) -> String {
+    match bmc_address {
+        Some(a) => format!("enrolled identity {identity}, BMC {a}"),
+        None => format!("enrolled identity {identity}"),
+    }
+}
+
+/// The history line a revocation of `n` credentials writes.
+fn revoked_line(n: u64) -> String {
+    format!("credentials revoked by an operator ({n})")
 }
 
 /// A credential as stored (only its hash).
@@ -152,6 +168,11 @@ pub enum StoreError {
         path: String,
         source: rusqlite::Error,
     },
+    #[error("database {target}: {source}")]
+    Postgres {
+        target: String,
+        source: ::postgres::Error,
+    },
     #[error("database {path} holds an unreadable value in {what}: {detail}")]
     Corrupt {
         path: String,
@@ -192,6 +213,37 @@ impl StoreError {
                     _ => "see the collector's log",
                 };
                 format!("the database {path} cannot be written: {what} ({source})")
+            }
+            StoreError::Postgres { target, source } => {
+                use ::postgres::error::SqlState as S;
+                let what = match source.code() {
+                    Some(c) if *c == S::DISK_FULL => {
+                        "the database server's disk is full; free space there"
+                    }
+                    Some(c) if *c == S::READ_ONLY_SQL_TRANSACTION => {
+                        "it is a read-only standby; point store at the primary"
+                    }
+                    Some(c) if *c == S::TOO_MANY_CONNECTIONS => {
+                        "it has no connection left; raise max_connections on the server"
+                    }
+                    Some(c) if *c == S::INVALID_PASSWORD || *c == S::INVALID_AUTHORIZATION_SPECIFICATION => {
+                        "it refused the user or password; check store_password_file or PGPASSWORD and pg_hba.conf"
+                    }
+                    Some(c) if *c == S::INVALID_CATALOG_NAME => {
+                        "the database does not exist; create it (createdb -O rollcall rollcall)"
+                    }
+                    Some(c) if *c == S::INSUFFICIENT_PRIVILEGE => {
+                        "the user may not do this; make it the owner of the database"
+                    }
+                    Some(c) if *c == S::ADMIN_SHUTDOWN || *c == S::CANNOT_CONNECT_NOW => {
+                        "the server is shutting down or starting; the collector tries again"
+                    }
+                    _ if source.is_closed() || source.code().is_none() => {
+                        "it cannot be reached; the collector tries again (check the server, the network and store's host and port)"
+                    }
+                    _ => "see the collector's log",
+                };
+                format!("the database {target} cannot be used: {what} ({source})")
             }
             StoreError::Corrupt { .. } => format!("{self}; restore the database from a backup"),
             StoreError::TooNew { .. } => self.to_string(),
@@ -368,16 +420,45 @@ pub trait IncidentStore: Send {
     fn prune_incidents(&mut self, before: DateTime<Utc>) -> Result<u64, StoreError>;
 }
 
-/// Opens a connection for incidents and the outbox (the notifier's and the API's).
-pub fn open_incidents(data_dir: &std::path::Path) -> Result<Box<dyn IncidentStore>, StoreError> {
-    Ok(Box::new(SqliteStore::open(&data_dir.join(DB_FILE))?))
+/// Which database the collector keeps its data in.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Backend {
+    /// `rollcall.db` in the data directory: one collector.
+    #[default]
+    Sqlite,
+    /// A PostgreSQL database any number of collectors share.
+    Postgres(Box<postgres::Target>),
 }
 
-/// Opens a connection to the store in `data_dir` (the embedded SQLite database,
-/// `rollcall.db`). Call it once per connection the collector needs: the ingest writer's,
-/// and the operators'.
-pub fn open(data_dir: &std::path::Path) -> Result<Box<dyn Store>, StoreError> {
-    Ok(Box::new(SqliteStore::open(&data_dir.join(DB_FILE))?))
+impl Backend {
+    /// Where the data is, for log lines.
+    pub fn describe(&self, data_dir: &std::path::Path) -> String {
+        match self {
+            Backend::Sqlite => data_dir.join(DB_FILE).display().to_string(),
+            Backend::Postgres(t) => t.shown.clone(),
+        }
+    }
+}
+
+/// Opens a connection for incidents and the outbox (the notifier's and the API's).
+pub fn open_incidents(
+    backend: &Backend,
+    data_dir: &std::path::Path,
+) -> Result<Box<dyn IncidentStore>, StoreError> {
+    Ok(match backend {
+        Backend::Sqlite => Box::new(SqliteStore::open(&data_dir.join(DB_FILE))?),
+        Backend::Postgres(t) => Box::new(PgStore::open(t)?),
+    })
+}
+
+/// Opens a connection to the store: the embedded SQLite database (`rollcall.db` in
+/// `data_dir`) or PostgreSQL. Call it once per connection the collector needs: the ingest
+/// writer's, and the operators'.
+pub fn open(backend: &Backend, data_dir: &std::path::Path) -> Result<Box<dyn Store>, StoreError> {
+    Ok(match backend {
+        Backend::Sqlite => Box::new(SqliteStore::open(&data_dir.join(DB_FILE))?),
+        Backend::Postgres(t) => Box::new(PgStore::open(t)?),
+    })
 }
 
 /// The SQLite database's file name in the data directory.

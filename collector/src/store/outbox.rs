@@ -16,17 +16,6 @@ fn from_ms(v: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(v).unwrap_or_default()
 }
 
-fn action(s: &str) -> Option<Action> {
-    [
-        Action::Trigger,
-        Action::Update,
-        Action::Resolve,
-        Action::Test,
-    ]
-    .into_iter()
-    .find(|a| a.as_str() == s)
-}
-
 const OUTBOX_COLUMNS: &str =
     "id, receiver, incident, action, body, created_at, attempts, next_at, state, last_error, done_at";
 
@@ -43,7 +32,7 @@ impl SqliteStore {
             id: r.get(0).map_err(get)?,
             receiver: r.get(1).map_err(get)?,
             incident: r.get(2).map_err(get)?,
-            action: action(&action_text)
+            action: Action::parse(&action_text)
                 .ok_or_else(|| self.corrupt("outbox.action", action_text.clone()))?,
             body: self.incident_doc(&body)?,
             created_at: from_ms(r.get(5).map_err(get)?),

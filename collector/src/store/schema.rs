@@ -69,6 +69,74 @@ pub fn migrate(conn: &mut Connection, path: &Path, list: &[Migration]) -> Result
     Ok(found)
 }
 
+/// The PostgreSQL store's migrations, oldest first. The version is kept in
+/// `rollcall_schema`, one row per migration that ran.
+pub const POSTGRES: &[Migration] = &[Migration {
+    version: 1,
+    what: "the first schema on PostgreSQL",
+    sql: PG_V1,
+}];
+
+/// A key for `pg_advisory_xact_lock` that only schema changes take: replicas starting
+/// together wait for one another here, and the later ones find the work done.
+const PG_MIGRATION_LOCK: i64 = 0x726f_6c6c_6361_6c6c; // "rollcall"
+
+/// Brings the PostgreSQL database to the newest version of [`POSTGRES`]; the version it
+/// was at.
+pub fn migrate_pg(c: &mut postgres::Client, shown: &str) -> Result<u32, StoreError> {
+    migrate_pg_with(c, shown, POSTGRES)
+}
+
+pub(crate) fn migrate_pg_with(
+    c: &mut postgres::Client,
+    shown: &str,
+    list: &[Migration],
+) -> Result<u32, StoreError> {
+    let err = |source| StoreError::Postgres {
+        target: shown.to_owned(),
+        source,
+    };
+    let mut tx = c.transaction().map_err(err)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PG_MIGRATION_LOCK])
+        .map_err(err)?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS rollcall_schema (
+            version    integer PRIMARY KEY,
+            what       text NOT NULL,
+            applied_at timestamptz NOT NULL DEFAULT now()
+        )",
+    )
+    .map_err(err)?;
+    let found: i32 = tx
+        .query_one("SELECT coalesce(max(version), 0) FROM rollcall_schema", &[])
+        .map_err(err)?
+        .get(0);
+    let found = found.max(0) as u32;
+    let known = latest(list);
+    if found > known {
+        return Err(StoreError::TooNew {
+            path: shown.to_owned(),
+            found,
+            known,
+        });
+    }
+    for m in list.iter().filter(|m| m.version > found) {
+        tx.batch_execute(m.sql).map_err(err)?;
+        tx.execute(
+            "INSERT INTO rollcall_schema (version, what) VALUES ($1, $2)",
+            &[&(m.version as i32), &m.what],
+        )
+        .map_err(err)?;
+        log::info!(
+            "database {shown}: schema version {} ({})",
+            m.version,
+            m.what
+        );
+    }
+    tx.commit().map_err(err)?;
+    Ok(found)
+}
+
 const V1: &str = "
 
 CREATE TABLE IF NOT EXISTS hosts (
@@ -149,6 +217,79 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(receiver, state, id);
 CREATE INDEX IF NOT EXISTS outbox_incident ON outbox(incident);
+";
+
+const PG_V1: &str = "
+CREATE TABLE hosts (
+    name          text PRIMARY KEY,
+    identity      text NOT NULL,
+    first_seen    timestamptz NOT NULL,
+    last_heard    timestamptz NOT NULL,
+    interval_secs integer NOT NULL,
+    labels        jsonb NOT NULL,
+    health        text NOT NULL,
+    reason        text NOT NULL,
+    lifecycle     text,
+    maint_until   timestamptz,
+    maint_reason  text,
+    -- Everything a routine heartbeat repeats (the row but its time, and the state):
+    -- where it matches, a heartbeat moves last_heard only.
+    fp            bigint NOT NULL
+);
+CREATE TABLE host_state (
+    name        text PRIMARY KEY,
+    fingerprint bigint NOT NULL,
+    state       text NOT NULL
+);
+CREATE TABLE events (
+    host        text NOT NULL,
+    seq         bigint NOT NULL,
+    at          timestamptz NOT NULL,
+    received_at timestamptz NOT NULL,
+    body        jsonb NOT NULL,
+    PRIMARY KEY (host, seq)
+);
+CREATE INDEX events_received ON events (received_at);
+CREATE TABLE credentials (
+    sha256     text PRIMARY KEY,
+    host       text NOT NULL,
+    identity   text NOT NULL,
+    issued_at  timestamptz NOT NULL,
+    revoked_at timestamptz
+);
+CREATE INDEX credentials_host ON credentials (host, identity);
+CREATE TABLE history (
+    id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    host    text NOT NULL,
+    at      timestamptz NOT NULL,
+    kind    text NOT NULL,
+    message text NOT NULL
+);
+CREATE INDEX history_host ON history (host, at);
+CREATE INDEX history_at ON history (at);
+CREATE TABLE incidents (
+    id        bigint PRIMARY KEY,
+    key       text NOT NULL,
+    open      boolean NOT NULL,
+    opened_at timestamptz NOT NULL,
+    doc       jsonb NOT NULL
+);
+CREATE INDEX incidents_open ON incidents (open, id);
+CREATE TABLE outbox (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    receiver   text NOT NULL,
+    incident   bigint NOT NULL,
+    action     text NOT NULL,
+    body       jsonb NOT NULL,
+    created_at timestamptz NOT NULL,
+    attempts   integer NOT NULL DEFAULT 0,
+    next_at    timestamptz NOT NULL,
+    state      text NOT NULL DEFAULT 'pending',
+    last_error text,
+    done_at    timestamptz
+);
+CREATE INDEX outbox_pending ON outbox (receiver, state, id);
+CREATE INDEX outbox_incident ON outbox (incident);
 ";
 
 #[cfg(test)]

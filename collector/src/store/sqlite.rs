@@ -65,7 +65,7 @@ fn health_str(h: Health) -> &'static str {
     h.as_str()
 }
 
-fn parse_health(s: &str) -> Option<Health> {
+pub(super) fn parse_health(s: &str) -> Option<Health> {
     match s {
         "ok" => Some(Health::Ok),
         "warn" => Some(Health::Warn),
@@ -412,15 +412,11 @@ impl Store for SqliteStore {
                     at,
                     bmc_address,
                 }) => {
-                    let bmc = bmc_address
-                        .as_deref()
-                        .map(|a| format!(", BMC {a}"))
-                        .unwrap_or_default();
                     history(
                         host,
                         *at,
                         "identity",
-                        &format!("enrolled identity {identity}{bmc}"),
+                        &super::enrolled_line(identity, bmc_address.as_deref()),
                     )?;
                     tx.prepare_cached(
                         "UPDATE credentials SET revoked_at = ?3
@@ -441,12 +437,7 @@ impl Store for SqliteStore {
                         )
                         .and_then(|mut s| s.execute(params![host, ms(*at)]))
                         .map_err(err)?;
-                    history(
-                        host,
-                        *at,
-                        "security",
-                        &format!("credentials revoked by an operator ({n})"),
-                    )?;
+                    history(host, *at, "security", &super::revoked_line(n as u64))?;
                 }
                 Write::History(h) => history(&h.host, h.at, &h.kind, &h.message)?,
             }

@@ -1,0 +1,296 @@
+//! A throwaway PostgreSQL cluster for the tests and benchmarks: Debian's server binaries,
+//! `initdb` into a fresh directory (as the `postgres` user when run as root: initdb
+//! refuses root), the server on a free loopback port with password authentication, and
+//! killed with the process that started it.
+//!
+//! `ROLLCALL_TEST_POSTGRES=postgres://USER@HOST:PORT` (with `PGPASSWORD`) uses a server
+//! that is already running instead.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::store::postgres::Target;
+
+/// The superuser's password in the throwaway clusters.
+pub const PASSWORD: &str = "rollcall-test";
+
+pub struct Cluster {
+    /// `postgres://postgres@127.0.0.1:PORT`, without a database.
+    pub base: String,
+    pub password: String,
+    /// The cluster's directory (`None` for a server given by the environment).
+    pub dir: Option<PathBuf>,
+    port: u16,
+    /// The running server's process, while it runs.
+    server: Mutex<Option<Child>>,
+    durable: bool,
+}
+
+static SHARED: OnceLock<Cluster> = OnceLock::new();
+static DATABASES: AtomicU32 = AtomicU32::new(0);
+
+/// Where Debian puts the server's binaries.
+fn bin(name: &str) -> PathBuf {
+    for v in ["17", "16", "15"] {
+        let p = Path::new("/usr/lib/postgresql")
+            .join(v)
+            .join("bin")
+            .join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    PathBuf::from(name)
+}
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// `cmd` run as the `postgres` user when this process is root, and killed when the
+/// thread that starts it ends (`setpriv --pdeathsig`).
+fn as_postgres(program: &Path) -> Command {
+    let mut c = Command::new("setpriv");
+    c.arg("--pdeathsig=KILL");
+    if is_root() {
+        c.args([
+            "--reuid=postgres",
+            "--regid=postgres",
+            "--clear-groups",
+            "--reset-env",
+        ]);
+    }
+    c.arg("--").arg(program);
+    c
+}
+
+impl Cluster {
+    /// One cluster per test process, started on first use; fast rather than durable
+    /// (`fsync = off`: a killed server loses nothing it acknowledged, a power cut would).
+    pub fn shared() -> &'static Cluster {
+        SHARED.get_or_init(|| match std::env::var("ROLLCALL_TEST_POSTGRES") {
+            Ok(base) => Cluster {
+                base: base.trim_end_matches('/').to_owned(),
+                password: std::env::var("PGPASSWORD").unwrap_or_default(),
+                dir: None,
+                port: 0,
+                server: Mutex::new(None),
+                durable: true,
+            },
+            Err(_) => Cluster::start(false),
+        })
+    }
+
+    /// A new cluster; `durable` keeps PostgreSQL's defaults (`fsync = on`), as a benchmark
+    /// of durable writes needs. Stopped when dropped.
+    pub fn start(durable: bool) -> Cluster {
+        remove_stale();
+        let dir = std::env::temp_dir().join(format!(
+            "rollcall-pg-{}-{}",
+            std::process::id(),
+            DATABASES.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("cluster directory");
+        let pwfile = dir.join("pw");
+        std::fs::write(&pwfile, PASSWORD).expect("password file");
+        if is_root() {
+            let pg = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir)
+                .status()
+                .expect("chown");
+            assert!(pg.success(), "chown {} to postgres", dir.display());
+        }
+        let out = as_postgres(&bin("initdb"))
+            .arg("-D")
+            .arg(dir.join("data"))
+            .args([
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+            ])
+            .arg(format!("--pwfile={}", pwfile.display()))
+            .output()
+            .unwrap_or_else(|e| panic!("initdb (Debian's postgresql-15): {e}"));
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let c = Cluster {
+            base: format!("postgres://postgres@127.0.0.1:{port}"),
+            password: PASSWORD.into(),
+            dir: Some(dir),
+            port,
+            server: Mutex::new(None),
+            durable,
+        };
+        c.resume();
+        c
+    }
+
+    /// Starts the server (again, after [`Cluster::kill`]) and returns once it accepts
+    /// connections.
+    pub fn resume(&self) {
+        let dir = self.dir.as_ref().expect("a cluster of our own");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut cmd = as_postgres(&bin("postgres"));
+        cmd.arg("-D")
+            .arg(dir.join("data"))
+            .args(["-p", &self.port.to_string(), "-k"])
+            .arg(dir)
+            .args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "max_connections=200",
+                "-c",
+                "shared_memory_type=mmap",
+            ]);
+        if !self.durable {
+            // Not synchronous_commit = off: that acknowledges before the WAL is written,
+            // and a killed server loses what it acknowledged.
+            cmd.args(["-c", "fsync=off"]);
+        }
+        let log = std::fs::File::create(dir.join("server.log")).expect("server log");
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        // Started from a thread that lives as long as the server: --pdeathsig fires when
+        // the thread that started it ends, which would otherwise be the first test's.
+        std::thread::spawn(move || {
+            let child = cmd.spawn();
+            let failed = child.is_err();
+            let _ = tx.send(child);
+            if !failed {
+                loop {
+                    std::thread::park();
+                }
+            }
+        });
+        let child = rx
+            .recv()
+            .expect("starter thread")
+            .unwrap_or_else(|e| panic!("starting postgres: {e}"));
+        *self.server.lock().unwrap() = Some(child);
+        self.wait_ready(Duration::from_secs(30));
+    }
+
+    fn wait_ready(&self, within: Duration) {
+        let until = Instant::now() + within;
+        loop {
+            match postgres::Client::connect(
+                &format!("{}/postgres?password={}", self.base, self.password),
+                postgres::NoTls,
+            ) {
+                Ok(_) => return,
+                Err(e) if Instant::now() > until => {
+                    let log = self
+                        .dir
+                        .as_ref()
+                        .and_then(|d| std::fs::read_to_string(d.join("server.log")).ok())
+                        .unwrap_or_default();
+                    panic!("postgres did not start within {within:?}: {e}\n{log}");
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    /// `kill -9` of the server, as a crash or a failover would stop it.
+    pub fn kill(&self) {
+        if let Some(mut c) = self.server.lock().unwrap().take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // Its backends notice the postmaster gone and exit; wait for the port to close.
+        let until = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            && Instant::now() < until
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A new, empty database (named after `prefix`), and how to reach it.
+    pub fn database(&self, prefix: &str) -> Target {
+        self.target(&self.create(prefix))
+    }
+
+    /// A new, empty database named after `prefix`: its name.
+    pub fn create(&self, prefix: &str) -> String {
+        let name = format!(
+            "{prefix}_{}_{}",
+            std::process::id(),
+            DATABASES.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut admin = postgres::Client::connect(
+            &format!("{}/postgres?password={}", self.base, self.password),
+            postgres::NoTls,
+        )
+        .unwrap_or_else(|e| panic!("connecting to {}: {e}", self.base));
+        admin
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .expect("create database");
+        name
+    }
+
+    /// A file holding the password, for `--store-password-file`.
+    pub fn password_file(&self, dir: &Path) -> PathBuf {
+        let f = dir.join("store.password");
+        std::fs::write(&f, format!("{}\n", self.password)).expect("password file");
+        f
+    }
+
+    /// How to reach database `db`.
+    pub fn target(&self, db: &str) -> Target {
+        Target::parse(&self.url(db), Some(self.password.clone())).expect("target")
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/db` (the password is [`Cluster::password`]).
+    pub fn url(&self, db: &str) -> String {
+        format!("{}/{db}", self.base)
+    }
+}
+
+/// Directories of clusters whose process is gone (a shared cluster is never dropped).
+fn remove_stale() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("rollcall-pg-")
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.kill();
+        if let Some(d) = &self.dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
