@@ -27,7 +27,12 @@ fn collector_exe() -> PathBuf {
 /// N hosts written straight to a new database: six regions, three zones each, one in a
 /// hundred unhealthy, one in a hundred last heard ten minutes ago.
 fn fill(dir: &Path, n: usize) {
-    let mut st = store::open(&store::Backend::Sqlite, dir).expect("store");
+    let mut st = store::open(
+        &store::Backend::Sqlite,
+        dir,
+        &rollcall_collector::replica::Replica::alone(),
+    )
+    .expect("store");
     let now = Utc::now();
     let regions = ["us-south", "us-east", "eu-de", "eu-gb", "jp-tok", "au-syd"];
     let mut batch = Vec::with_capacity(20_000);

@@ -15,6 +15,7 @@ pub mod inventory;
 pub mod metrics;
 pub mod notify;
 pub mod registry;
+pub mod replica;
 pub mod retention;
 pub mod server;
 pub mod state;

@@ -13,7 +13,8 @@ use rollcall_collector::ingest::Ingest;
 use rollcall_collector::metrics::Metrics;
 use rollcall_collector::notify::Notifier;
 use rollcall_collector::registry::Registry;
-use rollcall_collector::state::Policy;
+use rollcall_collector::replica::{self, Replica};
+use rollcall_collector::state::{Lifecycle, Policy};
 use rollcall_collector::store::{self, Store};
 use rollcall_collector::{lock, retention, server, sweeper, tls};
 
@@ -131,8 +132,12 @@ fn run(cli: Config) -> anyhow::Result<()> {
 
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let up_since = clock.now();
-    let writer_store = patiently(&cli.store, dir, || store::open(&cli.store, dir))?;
-    let reader_store = patiently(&cli.store, dir, || store::open(&cli.store, dir))?;
+    let replica = match &cli.store {
+        store::Backend::Postgres(_) => Replica::shared(),
+        store::Backend::Sqlite => Replica::alone(),
+    };
+    let writer_store = patiently(&cli.store, dir, || store::open(&cli.store, dir, &replica))?;
+    let reader_store = patiently(&cli.store, dir, || store::open(&cli.store, dir, &replica))?;
     let policy = Policy {
         grace: cli.grace,
         probe_interval: cli.probe_interval,
@@ -141,8 +146,11 @@ fn run(cli: Config) -> anyhow::Result<()> {
     let notifier = Arc::new(
         Notifier::new(
             cli.notify.clone(),
-            patiently(&cli.store, dir, || store::open_incidents(&cli.store, dir))?,
+            patiently(&cli.store, dir, || {
+                store::open_incidents(&cli.store, dir, &replica)
+            })?,
             external_url(&cli.listen),
+            replica.clone(),
         )
         .map_err(anyhow::Error::msg)?,
     );
@@ -156,6 +164,16 @@ fn run(cli: Config) -> anyhow::Result<()> {
         // Not fatal: the collector runs without it, says why, and reads it again when
         // the file changes.
         Err(e) => log::warn!("{e}"),
+    }
+    // Following the other collectors starts from before the load: what committed
+    // before it is in what is loaded, the rest comes through the feed.
+    if let store::Backend::Postgres(t) = &cli.store {
+        patiently(&cli.store, dir, || {
+            replica::start_position(&replica, t).map_err(|source| store::StoreError::Postgres {
+                target: t.shown.clone(),
+                source,
+            })
+        })?;
     }
     let credentials = Credentials::load(writer_store.load_credentials()?);
     let mut registry = Registry::new(policy, up_since);
@@ -211,7 +229,20 @@ fn run(cli: Config) -> anyhow::Result<()> {
         refusals: Default::default(),
         tls: served.clone(),
         sessions,
+        replica: replica.clone(),
     });
+    if let store::Backend::Postgres(t) = &cli.store {
+        let (r, t2) = (replica.clone(), (**t).clone());
+        std::thread::Builder::new()
+            .name("leader-election".into())
+            .spawn(move || replica::run_election(r, t2, |_, _| {}))
+            .context("starting the leader election thread")?;
+        let (r, t2, a) = (replica.clone(), (**t).clone(), app.clone());
+        std::thread::Builder::new()
+            .name("change-feed".into())
+            .spawn(move || replica::run_follower(r, t2, |e| follow(&a, e)))
+            .context("starting the change feed thread")?;
+    }
     let limits = server::Limits::new(cli.max_connections, cli.header_timeout);
     log::info!(
         "at most {} connections, headers within {:?}",
@@ -279,6 +310,71 @@ fn run(cli: Config) -> anyhow::Result<()> {
         log::info!("stopping");
         anyhow::Ok(())
     })
+}
+
+/// Applies what another collector wrote to this one's registry and credentials.
+fn follow(app: &App, e: &store::feed::Entry) {
+    use store::feed::Change;
+    let now = app.now();
+    for c in &e.changes {
+        match c {
+            Change::Host {
+                host,
+                identity,
+                at,
+                interval,
+                labels,
+                health,
+                reason,
+                state,
+                booted_at,
+            } => {
+                let state_json = match serde_json::from_str(state) {
+                    Ok(s) => store::StateJson::Parsed(Arc::new(s)),
+                    Err(_) => store::StateJson::Text(state.clone()),
+                };
+                let rec = store::HeartbeatRecord {
+                    host: host.clone(),
+                    identity: identity.clone(),
+                    received_at: *at,
+                    interval_secs: *interval,
+                    labels: labels.clone(),
+                    health: *health,
+                    reason: reason.clone(),
+                    state_json,
+                    state_fingerprint: 0,
+                    events: Vec::new(),
+                    booted_at: *booted_at,
+                };
+                if let Some(t) = lock(&app.registry).apply(&rec) {
+                    sweeper::announce(&t, &app.metrics);
+                }
+            }
+            Change::Heard { host, at } => {
+                if let Some(t) = lock(&app.registry).heard(host, *at) {
+                    sweeper::announce(&t, &app.metrics);
+                }
+            }
+            Change::Credential(r) => {
+                app.credentials
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .apply(r);
+            }
+            Change::Maintenance { host, until } => {
+                if let Some(Some(t)) = lock(&app.registry).set_maintenance(host, until.clone(), now)
+                {
+                    sweeper::announce(&t, &app.metrics);
+                }
+            }
+            Change::Lifecycle { host, lifecycle } => {
+                let l = lifecycle.as_deref().and_then(Lifecycle::parse);
+                if let Some(Some(t)) = lock(&app.registry).set_lifecycle(host, l, now) {
+                    sweeper::announce(&t, &app.metrics);
+                }
+            }
+        }
+    }
 }
 
 /// The collector's address in links: its listen address, or this host's name when it

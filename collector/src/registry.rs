@@ -394,20 +394,7 @@ impl Registry {
         let now = ms(r.received_at);
         // The silence is measured before `identify` moves the last-heard time to the new
         // identity's.
-        let h = &self.hosts[id as usize];
-        if h.state == HostState::Silent {
-            let gap = at(now) - at(h.last_heard_ms);
-            let since = at(h.last_heard_ms).format("%H:%M:%S UTC");
-            self.note(
-                &r.host,
-                r.received_at,
-                "state",
-                format!(
-                    "heard again after {} of silence (last heard before at {since})",
-                    crate::state::age(gap)
-                ),
-            );
-        }
+        self.note_return(id, r.received_at);
         if !new {
             self.identify(id, r);
         }
@@ -453,6 +440,36 @@ impl Registry {
             }
             (false, t) => t,
         }
+    }
+
+    /// A routine heartbeat another collector stored (nothing but its time moved); `None`
+    /// for a host not known here, or no change of state.
+    pub fn heard(&mut self, host: &str, when: DateTime<Utc>) -> Option<Transition> {
+        let id = self.id(host)?;
+        self.note_return(id, when);
+        let h = &mut self.hosts[id as usize];
+        h.last_heard_ms = h.last_heard_ms.max(ms(when));
+        self.rejudge(id, when)
+    }
+
+    /// Notes the end of a silence when a silent host is heard at `when`.
+    fn note_return(&mut self, id: HostId, when: DateTime<Utc>) {
+        let h = &self.hosts[id as usize];
+        if h.state != HostState::Silent {
+            return;
+        }
+        let gap = when - at(h.last_heard_ms);
+        let since = at(h.last_heard_ms).format("%H:%M:%S UTC");
+        let host = h.name.to_string();
+        self.note(
+            &host,
+            when,
+            "state",
+            format!(
+                "heard again after {} of silence (last heard before at {since})",
+                crate::state::age(gap)
+            ),
+        );
     }
 
     /// Follows the identities and boots of a known host before its heartbeat is applied:

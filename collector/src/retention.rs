@@ -12,6 +12,10 @@ const EVERY: Duration = Duration::from_secs(3600);
 /// Runs forever.
 pub async fn run(app: Arc<App>, days: u32) {
     loop {
+        // Once, by the leader, when there are several collectors.
+        while !app.replica.is_leader() {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        }
         let before = app.now() - chrono::Duration::days(days as i64);
         match lock(&app.store).prune_events(before) {
             Ok(0) => {}

@@ -37,9 +37,10 @@ pub async fn run(
         for t in changes {
             announce(&t, &metrics);
         }
-        // History lines are written in the next group commit, not waited for.
+        // History lines are written in the next group commit, not waited for; by the
+        // leader only, when there are several collectors.
         for n in notes {
-            if ingest.submit(n).is_err() {
+            if ingest.submit(crate::store::Write::Note(n)).is_err() {
                 lost += 1;
                 if lost.is_power_of_two() {
                     log::warn!("ingest queue full: {lost} host history lines not recorded so far");

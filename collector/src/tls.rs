@@ -91,6 +91,12 @@ pub fn ensure(dir: &Path, names: &[String], validity: Duration) -> Result<bool, 
     if p.ca.exists() && p.cert.exists() && p.key.exists() {
         return Ok(false);
     }
+    // A CA given to this collector (another collector's, shared so that agents trust
+    // both): its own server certificate from it, never a CA of its own over it.
+    if p.ca.exists() && p.ca_key.exists() {
+        issue(dir, names, validity, &p.ca_key)?;
+        return Ok(true);
+    }
     let now = Utc::now();
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -446,6 +452,17 @@ mod tests {
             "kept on the next start"
         );
         assert_eq!(std::fs::read(d.path().join("ca.pem")).unwrap(), ca);
+        // Another collector given this one's CA makes its own server certificate from it.
+        let other = tempfile::tempdir().unwrap();
+        for f in ["ca.pem", "ca.key"] {
+            std::fs::copy(d.path().join(f), other.path().join(f)).unwrap();
+        }
+        assert!(ensure(other.path(), &names, YEAR).unwrap());
+        assert_eq!(std::fs::read(other.path().join("ca.pem")).unwrap(), ca);
+        let theirs = std::fs::read_to_string(other.path().join("server.pem")).unwrap();
+        let ours = std::fs::read_to_string(d.path().join("server.pem")).unwrap();
+        assert_ne!(theirs, ours);
+        assert!(theirs.ends_with(String::from_utf8(ca.clone()).unwrap().trim_end()));
         use std::os::unix::fs::PermissionsExt;
         for f in ["server.key", "ca.key"] {
             let mode = std::fs::metadata(d.path().join(f))

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{heartbeat, Collector, Start};
+use common::{heartbeat, wait_for, Collector, Start};
 use rollcall_collector::client::{Client, Reply};
 use serde_json::{json, Value};
 
@@ -14,15 +14,6 @@ fn state_of(c: &Client, host: &str) -> String {
         .as_str()
         .unwrap_or("")
         .to_owned()
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    start.elapsed()
 }
 
 #[test]

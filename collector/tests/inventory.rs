@@ -3,17 +3,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{admin_cli as rollcall, heartbeat, Collector, Start};
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use common::{admin_cli as rollcall, heartbeat, wait_for, Collector, Start};
 
 /// A collector in `dir` reading the inventory at `devices`, with `more` in `[inventory]`.
 fn with_inventory(dir: &std::path::Path, devices: &std::path::Path, more: &str) -> Collector {

@@ -10,17 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::receiver::{Flavour, Receiver};
-use common::{admin_cli as cli, heartbeat, Collector, Start};
+use common::{admin_cli as cli, heartbeat, wait_for, Collector, Start};
 use rollcall_collector::client::Client;
 use serde_json::{json, Value};
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
 
 /// A collector with `notify` (the `[[notify]]` blocks and anything else) in its file.
 fn collector(dir: &Path, notify: &str) -> Collector {
@@ -331,21 +323,6 @@ fn hook_config(name: &str, url: &str) -> String {
     format!("[[notify]]\nname = \"{name}\"\nkind = \"webhook\"\nurl = \"{url}\"\n\n")
 }
 
-fn statuses(r: &Receiver) -> Vec<(String, String)> {
-    r.taken()
-        .iter()
-        .map(|v| {
-            (
-                v["alerts"][0]["labels"]["incident"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_owned(),
-                v["status"].as_str().unwrap_or("").to_owned(),
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn a_kill_9_between_trigger_and_resolve_and_a_receiver_down_throughout_lose_nothing() {
     let d = tempfile::tempdir().unwrap();
@@ -402,12 +379,12 @@ fn a_kill_9_between_trigger_and_resolve_and_a_receiver_down_throughout_lose_noth
         ("silent/db-1".to_owned(), "resolved".to_owned()),
     ];
     assert_eq!(
-        statuses(&up),
+        up.statuses(),
         want,
         "the resolve sent once, after a kill -9"
     );
     assert_eq!(
-        statuses(&down),
+        down.statuses(),
         want,
         "in order, once each, when it returned"
     );
@@ -494,7 +471,7 @@ fn retry_after_is_honoured_and_a_receiver_gone_for_good_is_shown_until_fixed() {
     std::thread::sleep(Duration::from_secs(1));
     for r in [&flaky, &slow] {
         assert_eq!(
-            statuses(r),
+            r.statuses(),
             [("silent/app-1".to_owned(), "firing".to_owned())],
             "taken once after the failures"
         );
@@ -568,11 +545,12 @@ fn maintenance_is_quiet_and_a_flapping_host_is_one_incident() {
         .iter()
         .filter(|i| i["notified"].as_array().unwrap().is_empty())
         .all(|i| i["covered_by"] == "flapping/f-1"));
-    let triggers = statuses(&hook)
+    let triggers = hook
+        .statuses()
         .iter()
         .filter(|(k, s)| k.ends_with("/f-1") && s == "firing")
         .count();
-    assert_eq!(triggers, told + 1, "{:?}", statuses(&hook));
+    assert_eq!(triggers, told + 1, "{:?}", hook.statuses());
     drop(fleet);
 }
 
@@ -607,7 +585,7 @@ fn a_dark_region_is_one_incident_with_its_hosts_inside_and_one_resolve() {
     });
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
-        statuses(&hook),
+        hook.statuses(),
         [("region-dark/us-south".to_owned(), "firing".to_owned())],
         "one notification, not eight"
     );
@@ -625,7 +603,7 @@ fn a_dark_region_is_one_incident_with_its_hosts_inside_and_one_resolve() {
     });
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
-        statuses(&hook),
+        hook.statuses(),
         [
             ("region-dark/us-south".to_owned(), "firing".to_owned()),
             ("region-dark/us-south".to_owned(), "resolved".to_owned())
@@ -784,7 +762,7 @@ fn a_collector_that_hears_nobody_is_one_incident() {
     });
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
-        statuses(&hook),
+        hook.statuses(),
         [("collector-blind/fleet".to_owned(), "firing".to_owned())],
         "one incident, not twelve"
     );
@@ -795,7 +773,7 @@ fn a_collector_that_hears_nobody_is_one_incident() {
         hook.requests().len() >= 2
     });
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(statuses(&hook).len(), 2, "{:?}", statuses(&hook));
-    assert_eq!(statuses(&hook)[1].1, "resolved");
+    assert_eq!(hook.statuses().len(), 2, "{:?}", hook.statuses());
+    assert_eq!(hook.statuses()[1].1, "resolved");
     drop(fleet);
 }

@@ -251,10 +251,14 @@ fn an_agent_that_pins_the_wrong_or_an_expired_ca_does_not_talk_to_the_collector(
     );
     drop(c);
     // No client can reach this collector, so look in its database.
-    let stored = rollcall_collector::store::open(&Default::default(), data.path())
-        .unwrap()
-        .load_hosts()
-        .unwrap();
+    let stored = rollcall_collector::store::open(
+        &Default::default(),
+        data.path(),
+        &rollcall_collector::replica::Replica::alone(),
+    )
+    .unwrap()
+    .load_hosts()
+    .unwrap();
     assert!(
         stored.is_empty(),
         "nothing written: {} host(s)",

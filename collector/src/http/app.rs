@@ -56,6 +56,8 @@ pub struct App {
     pub tls: Arc<crate::tls::Served>,
     /// Dashboard sessions: the key they are signed with.
     pub sessions: crate::dashboard::Sessions,
+    /// Whether this collector leads, and how far it follows the others.
+    pub replica: Arc<crate::replica::Replica>,
 }
 
 /// Refusals that say something about a host (its credential used to write another host,

@@ -36,6 +36,7 @@ pub(super) async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
         app.tls.ca().not_after.timestamp()
     ));
     text.push_str(&app.notifier.render(app.now()));
+    text.push_str(&app.replica.render());
     if let Some(inv) = app.inventory.current() {
         text.push_str(&format!(
             "# HELP rollcall_inventory_devices Devices in the inventory in force.\n# TYPE rollcall_inventory_devices gauge\nrollcall_inventory_devices {}\n",
@@ -58,7 +59,19 @@ pub(super) async fn healthz() -> &'static str {
 /// Ready: hosts loaded, and the store takes writes. A load balancer sends agents elsewhere
 /// while this collector can acknowledge nothing.
 pub(super) async fn readyz(State(app): State<Arc<App>>) -> Response {
-    if let Some(why) = app.metrics.store_failing() {
+    if let Some(behind) = app.replica.behind() {
+        let words = if behind == std::time::Duration::MAX {
+            "catching up with the other collectors' writes (not read yet)".to_owned()
+        } else {
+            format!(
+                "catching up with the other collectors' writes ({}s behind)",
+                behind.as_secs()
+            )
+        };
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, words)
+            .retry(1)
+            .into_response()
+    } else if let Some(why) = app.metrics.store_failing() {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("storage failing: {why}"),

@@ -66,6 +66,8 @@ pub struct Notifier {
     external: String,
     open_by_kind: Mutex<BTreeMap<Kind, usize>>,
     passes: AtomicU64,
+    /// Incidents are judged and told by the leader only.
+    replica: Arc<crate::replica::Replica>,
 }
 
 /// At most `max` requests within any `window`.
@@ -111,6 +113,7 @@ impl Notifier {
         config: NotifyConfig,
         store: Box<dyn IncidentStore>,
         external: String,
+        replica: Arc<crate::replica::Replica>,
     ) -> Result<Notifier, String> {
         let clients = config
             .receivers
@@ -140,6 +143,7 @@ impl Notifier {
             status: Mutex::new(status),
             open_by_kind: Mutex::new(BTreeMap::new()),
             passes: AtomicU64::new(0),
+            replica,
         })
     }
 
@@ -231,11 +235,38 @@ impl Notifier {
         let settled = lock(&registry).settled_at();
         let (mut seen, mut last_pass) = (u64::MAX, tokio::time::Instant::now());
         let rules = self.config.rules.clone();
+        // The epoch the engine's open incidents were read in: a collector that comes to
+        // lead reads them again (the last leader's), and one that stops leading stops.
+        let mut engine_epoch = self.replica.is_leader().then(|| self.replica.epoch());
         loop {
             tokio::time::sleep(TICK).await;
             let now = clock.now();
             if now < settled {
                 continue;
+            }
+            if !self.replica.is_leader() {
+                engine_epoch = None;
+                continue;
+            }
+            if engine_epoch != Some(self.replica.epoch()) {
+                let epoch = self.replica.epoch();
+                let me = self.clone();
+                match tokio::task::spawn_blocking(move || me.engine()).await {
+                    Ok(Ok(e)) => {
+                        engine = e;
+                        engine_epoch = Some(epoch);
+                        seen = u64::MAX;
+                        log::info!(
+                            "incidents: {} open, judged here from now on (epoch {epoch})",
+                            engine.open().count()
+                        );
+                    }
+                    Ok(Err(e)) => {
+                        log::error!("incidents: cannot read the open ones: {e}");
+                        continue;
+                    }
+                    Err(_) => continue,
+                }
             }
             let step = {
                 let r = lock(&registry);
@@ -276,6 +307,13 @@ impl Notifier {
                     .await
                 {
                     Ok(()) => break,
+                    // Deposed meanwhile: the new leader judges for itself, from what is
+                    // stored.
+                    Err(e @ StoreError::NotLeader { .. }) => {
+                        log::warn!("incidents: {e}");
+                        engine_epoch = None;
+                        break;
+                    }
                     Err(e) => {
                         log::error!("cannot record incidents, retrying in {delay:?}: {e}");
                         tokio::time::sleep(delay).await;
@@ -301,8 +339,12 @@ impl Notifier {
         let mut refreshed = tokio::time::Instant::now();
         let mut created = Budget::new(GITHUB_PER_HOUR, Duration::from_secs(3600));
         loop {
+            if !self.replica.is_leader() {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
             if lock(&self.status)[idx].state == "failed" {
-                wake.notified().await;
+                let _ = tokio::time::timeout(Duration::from_secs(5), wake.notified()).await;
                 continue;
             }
             let name = r.name.clone();
@@ -350,6 +392,17 @@ impl Notifier {
                             r.name
                         );
                         tokio::time::sleep_until(until).await;
+                        break;
+                    }
+                }
+                // Taken in this epoch first: a deposed leader sends nothing.
+                let id = row.id;
+                match self.with_store(move |s| s.claim(id)).await {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => {
+                        log::error!("receiver {}: cannot take a notification: {e}", r.name);
+                        tokio::time::sleep(Duration::from_secs(1)).await;
                         break;
                     }
                 }

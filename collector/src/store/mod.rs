@@ -1,6 +1,7 @@
 //! Durable storage behind one trait: SQLite (embedded, the default) and PostgreSQL (the
 //! store several collectors share), both passing the same [`suite`].
 
+pub mod feed;
 mod outbox;
 mod pg_outbox;
 pub mod postgres;
@@ -61,7 +62,8 @@ impl StateJson {
 }
 
 /// A credential change: issued at enrollment, revoked by an operator.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
 pub enum CredentialRecord {
     /// A new credential for `host`; earlier credentials of the same host and identity
     /// (a re-enrollment) are revoked in the same transaction. Both changes write a line of
@@ -118,6 +120,9 @@ pub enum Write {
     Heartbeat(HeartbeatRecord),
     Credential(CredentialRecord),
     History(HistoryRecord),
+    /// A history line only the leader writes (a sweep's: silences, returns): dropped by a
+    /// collector that does not lead, or no longer does.
+    Note(HistoryRecord),
 }
 
 impl From<HeartbeatRecord> for Write {
@@ -173,6 +178,8 @@ pub enum StoreError {
         target: String,
         source: ::postgres::Error,
     },
+    #[error("this collector no longer leads (epoch {epoch}); another one does what only the leader does")]
+    NotLeader { epoch: i64 },
     #[error("database {path} holds an unreadable value in {what}: {detail}")]
     Corrupt {
         path: String,
@@ -246,7 +253,7 @@ impl StoreError {
                 format!("the database {target} cannot be used: {what} ({source})")
             }
             StoreError::Corrupt { .. } => format!("{self}; restore the database from a backup"),
-            StoreError::TooNew { .. } => self.to_string(),
+            StoreError::TooNew { .. } | StoreError::NotLeader { .. } => self.to_string(),
         }
     }
 }
@@ -408,6 +415,11 @@ pub trait IncidentStore: Send {
     /// A receiver's pending notifications, oldest first.
     fn pending(&self, receiver: &str, limit: usize) -> Result<Vec<OutboxRow>, StoreError>;
     fn delivered(&mut self, id: i64, d: &Delivery, now: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Takes notification `id` to send it: `false` if it is no longer pending, or this
+    /// collector no longer leads (then someone else sends it).
+    fn claim(&mut self, _id: i64) -> Result<bool, StoreError> {
+        Ok(true)
+    }
     /// Newest first; `open` picks open or resolved ones.
     fn incidents(&self, open: Option<bool>, limit: usize) -> Result<Vec<Incident>, StoreError>;
     /// One incident and every notification made of it.
@@ -444,20 +456,25 @@ impl Backend {
 pub fn open_incidents(
     backend: &Backend,
     data_dir: &std::path::Path,
+    replica: &std::sync::Arc<crate::replica::Replica>,
 ) -> Result<Box<dyn IncidentStore>, StoreError> {
     Ok(match backend {
         Backend::Sqlite => Box::new(SqliteStore::open(&data_dir.join(DB_FILE))?),
-        Backend::Postgres(t) => Box::new(PgStore::open(t)?),
+        Backend::Postgres(t) => Box::new(PgStore::open_as(t, replica.clone())?),
     })
 }
 
 /// Opens a connection to the store: the embedded SQLite database (`rollcall.db` in
 /// `data_dir`) or PostgreSQL. Call it once per connection the collector needs: the ingest
 /// writer's, and the operators'.
-pub fn open(backend: &Backend, data_dir: &std::path::Path) -> Result<Box<dyn Store>, StoreError> {
+pub fn open(
+    backend: &Backend,
+    data_dir: &std::path::Path,
+    replica: &std::sync::Arc<crate::replica::Replica>,
+) -> Result<Box<dyn Store>, StoreError> {
     Ok(match backend {
         Backend::Sqlite => Box::new(SqliteStore::open(&data_dir.join(DB_FILE))?),
-        Backend::Postgres(t) => Box::new(PgStore::open(t)?),
+        Backend::Postgres(t) => Box::new(PgStore::open_as(t, replica.clone())?),
     })
 }
 

@@ -10,6 +10,28 @@ use crate::incidents::{Action, Incident};
 const OUTBOX_COLUMNS: &str = "id, receiver, incident, action, body::text, created_at, attempts, next_at, state, last_error, done_at";
 
 impl PgStore {
+    /// `f` in one transaction that commits only if this collector leads in the current
+    /// epoch: what it writes waits for, and is undone by, no other leader.
+    fn fenced<T>(
+        &self,
+        f: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T, postgres::Error>,
+    ) -> Result<T, StoreError> {
+        let epoch = self.replica.epoch();
+        self.with(|c| {
+            let mut tx = c.transaction().map_err(self.err())?;
+            let now: i64 = tx
+                .query_one("SELECT epoch FROM leadership WHERE id = 1 FOR SHARE", &[])
+                .map_err(self.err())?
+                .get(0);
+            if now != epoch {
+                return Err(StoreError::NotLeader { epoch });
+            }
+            let out = f(&mut tx).map_err(self.err())?;
+            tx.commit().map_err(self.err())?;
+            Ok(out)
+        })
+    }
+
     fn incident_doc(&self, doc: &str) -> Result<Incident, StoreError> {
         serde_json::from_str(doc).map_err(|e| self.corrupt("incidents.doc", e.to_string()))
     }
@@ -71,7 +93,7 @@ impl IncidentStore for PgStore {
         outbox: &[(i64, String, Action, Incident)],
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        self.transaction(|tx| {
+        self.fenced(|tx| {
                 for i in changed {
                     let doc = serde_json::to_string(i).unwrap_or_default();
                     tx.execute(
@@ -102,7 +124,7 @@ impl IncidentStore for PgStore {
     }
 
     fn delivered(&mut self, id: i64, d: &Delivery, now: DateTime<Utc>) -> Result<(), StoreError> {
-        self.with(|c| {
+        self.fenced(|c| {
             match d {
                 Delivery::Sent => c.execute(
                     "UPDATE outbox SET state = 'sent', attempts = attempts + 1, done_at = $2, last_error = NULL WHERE id = $1",
@@ -118,7 +140,21 @@ impl IncidentStore for PgStore {
                 ),
             }
             .map(|_| ())
-            .map_err(self.err())
+        })
+    }
+
+    fn claim(&mut self, id: i64) -> Result<bool, StoreError> {
+        let epoch = self.replica.epoch();
+        self.fenced(|tx| {
+            tx.execute(
+                "UPDATE outbox SET claimed_epoch = $2 WHERE id = $1 AND state = 'pending'",
+                &[&id, &epoch],
+            )
+            .map(|n| n == 1)
+        })
+        .or_else(|e| match e {
+            StoreError::NotLeader { .. } => Ok(false),
+            e => Err(e),
         })
     }
 

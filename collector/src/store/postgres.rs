@@ -49,6 +49,11 @@ const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 const KEEPALIVE_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Target {
+    /// A new connection of its own (the leader's session, a follower's).
+    pub(crate) fn connect(&self) -> Result<Client, postgres::Error> {
+        self.config.connect(self.tls.clone())
+    }
+
     /// `url` is `postgres://user@host:port/db?options` (or the `key=value` form); a
     /// password comes from `password` (a file or the environment), never from the URL, which
     /// ends up in process listings and logs.
@@ -137,6 +142,8 @@ fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'st
 
 pub struct PgStore {
     target: Target,
+    /// Which collector writes (the feed's origin), and the epoch it leads in.
+    pub(super) replica: std::sync::Arc<crate::replica::Replica>,
     /// Connected on first use and again after the server went away; `&self` reads need it
     /// mutable too.
     client: RefCell<Option<Client>>,
@@ -162,11 +169,21 @@ fn fingerprint(hb: &HeartbeatRecord) -> i64 {
 }
 
 impl PgStore {
-    /// Connects, and brings the schema to this binary's version.
+    /// Connects, and brings the schema to this binary's version: as a collector of its
+    /// own, which leads nothing (epoch 0, as an empty database has it).
     pub fn open(target: &Target) -> Result<PgStore, StoreError> {
+        PgStore::open_as(target, crate::replica::Replica::shared())
+    }
+
+    /// As [`PgStore::open`], writing as `replica`.
+    pub fn open_as(
+        target: &Target,
+        replica: std::sync::Arc<crate::replica::Replica>,
+    ) -> Result<PgStore, StoreError> {
         let s = PgStore {
             target: target.clone(),
             client: RefCell::new(None),
+            replica,
         };
         s.with(|c| super::schema::migrate_pg(c, &target.shown))?;
         Ok(s)
@@ -211,11 +228,7 @@ impl PgStore {
         let mut slot = self.client.borrow_mut();
         if slot.as_ref().is_none_or(Client::is_closed) {
             *slot = None;
-            let c = self
-                .target
-                .config
-                .connect(self.target.tls.clone())
-                .map_err(self.err())?;
+            let c = self.target.connect().map_err(self.err())?;
             *slot = Some(c);
         }
         let client = slot.as_mut().expect("connected above");
@@ -275,10 +288,19 @@ struct HostColumns<'a> {
     state: Vec<String>,
 }
 
+/// Who writes a batch: the feed's origin, and the epoch it leads in (`None`: it does not
+/// lead, and writes no leader's notes).
+struct Writer<'a> {
+    origin: &'a str,
+    epoch: Option<i64>,
+}
+
 fn commit_batch(
     tx: &mut postgres::Transaction<'_>,
     batch: &[Write],
+    who: Writer<'_>,
 ) -> Result<CommitStats, postgres::Error> {
+    let mut changes = Vec::new();
     let heartbeats = || {
         batch.iter().filter_map(|w| match w {
             Write::Heartbeat(h) => Some(h),
@@ -316,6 +338,12 @@ fn commit_batch(
         )?;
         let heard: std::collections::HashSet<String> =
             heard.into_iter().map(|r| r.get(0)).collect();
+        for name in &heard {
+            changes.push(super::feed::Change::Heard {
+                host: name.clone(),
+                at: latest[name.as_str()].0.received_at,
+            });
+        }
         let mut c = HostColumns::default();
         for (name, fp) in names.iter().zip(&fps) {
             if heard.contains(*name) {
@@ -335,6 +363,17 @@ fn commit_batch(
             c.fp.push(*fp);
             c.state_fp.push(hb.state_fingerprint as i64);
             c.state.push(hb.state_json.text().into_owned());
+            changes.push(super::feed::Change::Host {
+                host: hb.host.clone(),
+                identity: hb.identity.clone(),
+                at: hb.received_at,
+                interval: hb.interval_secs,
+                labels: hb.labels.clone(),
+                health: hb.health,
+                reason: hb.reason.clone(),
+                state: c.state.last().cloned().unwrap_or_default(),
+                booted_at: hb.booted_at,
+            });
         }
         if !c.name.is_empty() {
             // A heartbeat older than the row (one that went to another collector and
@@ -402,16 +441,21 @@ fn commit_batch(
     }
     // History and credentials, in the batch's order.
     let mut lines: Vec<(String, DateTime<Utc>, &str, String)> = Vec::new();
+    let mut notes: Vec<&HistoryRecord> = Vec::new();
     for w in batch {
         match w {
             Write::Heartbeat(_) => {}
-            Write::Credential(CredentialRecord::Issue {
-                sha256,
-                host,
-                identity,
-                at,
-                bmc_address,
-            }) => {
+            Write::Note(n) => notes.push(n),
+            Write::Credential(
+                r @ CredentialRecord::Issue {
+                    sha256,
+                    host,
+                    identity,
+                    at,
+                    bmc_address,
+                },
+            ) => {
+                changes.push(super::feed::Change::Credential(r.clone()));
                 lines.push((
                     host.clone(),
                     *at,
@@ -428,7 +472,8 @@ fn commit_batch(
                     &[sha256, host, identity, at],
                 )?;
             }
-            Write::Credential(CredentialRecord::RevokeHost { host, at }) => {
+            Write::Credential(r @ CredentialRecord::RevokeHost { host, at }) => {
+                changes.push(super::feed::Change::Credential(r.clone()));
                 let n = tx.execute(
                     "UPDATE credentials SET revoked_at = $2 WHERE host = $1 AND revoked_at IS NULL",
                     &[host, at],
@@ -453,6 +498,23 @@ fn commit_batch(
             &[&host, &at, &kind, &message],
         )?;
     }
+    // The leader's notes: written only while its epoch is the current one.
+    if let (Some(epoch), false) = (who.epoch, notes.is_empty()) {
+        let host: Vec<&str> = notes.iter().map(|l| l.host.as_str()).collect();
+        let at: Vec<DateTime<Utc>> = notes.iter().map(|l| l.at).collect();
+        let kind: Vec<&str> = notes.iter().map(|l| l.kind.as_str()).collect();
+        let message: Vec<&str> = notes.iter().map(|l| l.message.as_str()).collect();
+        tx.execute(
+            "INSERT INTO history (host, at, kind, message)
+             SELECT host, at, kind, message
+             FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[])
+                  WITH ORDINALITY AS v(host, at, kind, message, n)
+             WHERE (SELECT epoch FROM leadership WHERE id = 1) = $5
+             ORDER BY n",
+            &[&host, &at, &kind, &message, &epoch],
+        )?;
+    }
+    super::feed::append(tx, who.origin, &changes)?;
     Ok(stats)
 }
 
@@ -515,7 +577,11 @@ impl Store for PgStore {
     }
 
     fn commit(&mut self, batch: &[Write]) -> Result<CommitStats, StoreError> {
-        self.transaction(|tx| commit_batch(tx, batch))
+        let who = Writer {
+            origin: &self.replica.id,
+            epoch: self.replica.is_leader().then(|| self.replica.epoch()),
+        };
+        self.transaction(|tx| commit_batch(tx, batch, who))
     }
 
     fn set_maintenance(
@@ -524,25 +590,33 @@ impl Store for PgStore {
         until: Option<(DateTime<Utc>, &str)>,
     ) -> Result<bool, StoreError> {
         let (u, r) = (until.map(|(u, _)| u), until.map(|(_, r)| r));
-        self.with(|c| {
-            c.execute(
+        let change = super::feed::Change::Maintenance {
+            host: host.to_owned(),
+            until: until.map(|(u, r)| (u, r.to_owned())),
+        };
+        self.transaction(|tx| {
+            let n = tx.execute(
                 "UPDATE hosts SET maint_until = $2, maint_reason = $3 WHERE name = $1",
                 &[&host, &u, &r],
-            )
-            .map(|n| n == 1)
-            .map_err(self.err())
+            )?;
+            super::feed::append(tx, &self.replica.id, std::slice::from_ref(&change))?;
+            Ok(n == 1)
         })
     }
 
     fn set_lifecycle(&mut self, host: &str, l: Option<Lifecycle>) -> Result<bool, StoreError> {
         let l = l.map(Lifecycle::as_str);
-        self.with(|c| {
-            c.execute(
+        let change = super::feed::Change::Lifecycle {
+            host: host.to_owned(),
+            lifecycle: l.map(str::to_owned),
+        };
+        self.transaction(|tx| {
+            let n = tx.execute(
                 "UPDATE hosts SET lifecycle = $2 WHERE name = $1",
                 &[&host, &l],
-            )
-            .map(|n| n == 1)
-            .map_err(self.err())
+            )?;
+            super::feed::append(tx, &self.replica.id, std::slice::from_ref(&change))?;
+            Ok(n == 1)
         })
     }
 
@@ -591,6 +665,12 @@ impl Store for PgStore {
         self.transaction(|tx| {
             let n = tx.execute("DELETE FROM events WHERE received_at < $1", &[&before])?;
             let h = tx.execute("DELETE FROM history WHERE at < $1", &[&before])?;
+            // The change feed is for collectors that are running: one that was away
+            // longer loads every host again when it starts.
+            tx.execute(
+                "DELETE FROM changes WHERE at < now() - interval '1 hour'",
+                &[],
+            )?;
             Ok(n + h)
         })
     }

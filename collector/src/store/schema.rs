@@ -71,11 +71,18 @@ pub fn migrate(conn: &mut Connection, path: &Path, list: &[Migration]) -> Result
 
 /// The PostgreSQL store's migrations, oldest first. The version is kept in
 /// `rollcall_schema`, one row per migration that ran.
-pub const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    what: "the first schema on PostgreSQL",
-    sql: PG_V1,
-}];
+pub const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        what: "the first schema on PostgreSQL",
+        sql: PG_V1,
+    },
+    Migration {
+        version: 2,
+        what: "the change feed and the leader's epoch, for several collectors",
+        sql: PG_V2,
+    },
+];
 
 /// A key for `pg_advisory_xact_lock` that only schema changes take: replicas starting
 /// together wait for one another here, and the later ones find the work done.
@@ -292,6 +299,31 @@ CREATE INDEX outbox_pending ON outbox (receiver, state, id);
 CREATE INDEX outbox_incident ON outbox (incident);
 ";
 
+const PG_V2: &str = "
+-- What each collector wrote that the others hold in memory, in commit order (see
+-- store/feed.rs): one row per transaction.
+CREATE TABLE changes (
+    xid    xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    seq    bigint GENERATED ALWAYS AS IDENTITY,
+    at     timestamptz NOT NULL DEFAULT clock_timestamp(),
+    origin text NOT NULL,
+    body   text NOT NULL,
+    PRIMARY KEY (xid, seq)
+);
+CREATE INDEX changes_at ON changes (at);
+-- The leader's term: raised by each collector that becomes the leader. What only the
+-- leader writes checks it in the same transaction, so a deposed leader writes nothing.
+CREATE TABLE leadership (
+    id     integer PRIMARY KEY CHECK (id = 1),
+    epoch  bigint NOT NULL,
+    holder text NOT NULL,
+    since  timestamptz NOT NULL
+);
+INSERT INTO leadership VALUES (1, 0, '', now());
+-- The epoch of the leader that took a notification to send it.
+ALTER TABLE outbox ADD COLUMN claimed_epoch bigint;
+";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -449,7 +481,103 @@ mod tests {
             digest, FROZEN_V1,
             "version 1 changed: add a migration instead"
         );
+        let pg: Vec<String> = POSTGRES
+            .iter()
+            .map(|m| crate::auth::hex(&Sha256::digest(m.sql.as_bytes())))
+            .collect();
+        assert_eq!(
+            pg, FROZEN_PG,
+            "a shipped PostgreSQL migration changed: add one instead"
+        );
     }
+
+    /// What the first PostgreSQL schema's release wrote, by hand (that release's store
+    /// no longer exists to write it): a host, its state, an event, a credential, history,
+    /// an open incident and its pending notification.
+    const PG_V1_ROWS: &str = "
+        INSERT INTO hosts (name, identity, first_seen, last_heard, interval_secs, labels, health,
+                           reason, maint_until, maint_reason, fp)
+        VALUES ('web-1', 'm1/i1', '2026-11-22T12:00:01Z', '2026-11-22T12:00:05Z', 60,
+                '{\"region\": \"eu-de\"}', 'critical', 'besclient down', '2026-11-23T00:00:00Z',
+                'patching', 42);
+        INSERT INTO host_state VALUES ('web-1', 7, '{\"at\":5}');
+        INSERT INTO events VALUES ('web-1', 3, '2026-11-22T12:00:04Z', '2026-11-22T12:00:05Z',
+                '{\"seq\":3,\"at\":\"2026-11-22T12:00:04Z\",\"check\":\"besclient\",\"kind\":\"action\",\"message\":\"restart\"}');
+        INSERT INTO credentials VALUES ('h1', 'web-1', 'm1/i1', '2026-11-22T12:00:01Z', NULL);
+        INSERT INTO history (host, at, kind, message)
+        VALUES ('web-1', '2026-11-22T12:00:03Z', 'state', 'up -> unhealthy');
+    ";
+
+    #[test]
+    fn a_postgres_database_of_the_first_schema_is_upgraded_with_nothing_lost() {
+        use crate::store::PgStore;
+        use crate::testing::postgres::Cluster;
+        let db = Cluster::shared().database("upgrade");
+        {
+            let mut c = db.connect().unwrap();
+            assert_eq!(migrate_pg_with(&mut c, "test", &POSTGRES[..1]).unwrap(), 0);
+            c.batch_execute(PG_V1_ROWS).unwrap();
+        }
+        let mut s = PgStore::open(&db).unwrap();
+        let i = incident(1, "silent/web-1", true);
+        let hosts = s.load_hosts().unwrap();
+        assert_eq!(hosts.len(), 1);
+        assert_eq!(hosts[0].health, Health::Critical);
+        assert_eq!(hosts[0].labels["region"], "eu-de");
+        assert_eq!(hosts[0].maintenance.as_ref().unwrap().1, "patching");
+        assert_eq!(
+            s.host_state("web-1").unwrap().as_deref(),
+            Some("{\"at\":5}")
+        );
+        assert_eq!(s.recent_events("web-1", 10).unwrap()[0].seq, 3);
+        assert_eq!(s.load_credentials().unwrap().len(), 1);
+        assert_eq!(
+            s.recent_history("web-1", 10).unwrap()[0].message,
+            "up -> unhealthy"
+        );
+        // And what version 2 adds works on it.
+        s.record(
+            std::slice::from_ref(&i),
+            &[(1, "hook".into(), Action::Trigger, i.clone())],
+            t(4),
+        )
+        .unwrap();
+        assert!(s.claim(s.pending("hook", 1).unwrap()[0].id).unwrap());
+        s.commit(&[Write::Heartbeat(hb("web-2", 6, Health::Ok, vec![]))])
+            .unwrap();
+        let versions: Vec<i32> = db
+            .connect()
+            .unwrap()
+            .query("SELECT version FROM rollcall_schema ORDER BY version", &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(versions, [1, 2]);
+    }
+
+    #[test]
+    fn a_postgres_database_newer_than_the_binary_is_refused() {
+        use crate::store::PgStore;
+        use crate::testing::postgres::Cluster;
+        let db = Cluster::shared().database("newer");
+        PgStore::open(&db).unwrap();
+        db.connect()
+            .unwrap()
+            .execute(
+                "INSERT INTO rollcall_schema (version, what) VALUES ($1, 'from the future')",
+                &[&(latest(POSTGRES) as i32 + 1)],
+            )
+            .unwrap();
+        let e = PgStore::open(&db).err().expect("refused");
+        assert!(matches!(e, StoreError::TooNew { found, .. } if found == latest(POSTGRES) + 1));
+        assert!(e.sentence().contains("newer release"), "{}", e.sentence());
+    }
+
+    const FROZEN_PG: [&str; 2] = [
+        "71132a4862f1babb1c25c9d4aed6ab9066287539fcb5e1ea279d7917c2b8f734",
+        "aa2c155340548532f17117a74004f04c3cc8d9cbfd0984fca3d1b7a18f980fa6",
+    ];
 
     const FROZEN_V1: &str = "fb2f70584afb5d008397a80cc930cfba99f59c26bb902f35be597aa814fe506a";
 }

@@ -439,7 +439,7 @@ impl Store for SqliteStore {
                         .map_err(err)?;
                     history(host, *at, "security", &super::revoked_line(n as u64))?;
                 }
-                Write::History(h) => history(&h.host, h.at, &h.kind, &h.message)?,
+                Write::History(h) | Write::Note(h) => history(&h.host, h.at, &h.kind, &h.message)?,
             }
         }
         tx.commit().map_err(err)?;

@@ -127,6 +127,20 @@ pub fn expect_error(r: &Reply, status: u16, field: Option<&str>, words: &str) {
     );
 }
 
+/// Polls `f` every 20 ms until it holds, for at most `timeout`; how long that took.
+pub fn wait_for(
+    what: &str,
+    timeout: std::time::Duration,
+    mut f: impl FnMut() -> bool,
+) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    start.elapsed()
+}
+
 /// Polls `f` every 50 ms for up to 15 s.
 pub fn wait(mut f: impl FnMut() -> bool) {
     let start = std::time::Instant::now();

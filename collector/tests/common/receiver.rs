@@ -139,6 +139,22 @@ impl Receiver {
         self.shared.lock().unwrap().requests.clone()
     }
 
+    /// `(incident, status)` of each Alertmanager-style webhook body it took, in order.
+    pub fn statuses(&self) -> Vec<(String, String)> {
+        self.taken()
+            .iter()
+            .map(|v| {
+                (
+                    v["alerts"][0]["labels"]["incident"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_owned(),
+                    v["status"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect()
+    }
+
     /// Bodies of the requests it took (2xx), as JSON.
     pub fn taken(&self) -> Vec<Value> {
         self.requests().iter().map(Request::json).collect()
