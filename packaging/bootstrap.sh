@@ -6,6 +6,8 @@
 #       --secret-file /path/to/enroll.secret \
 #       --label env=prod --label region=us-south --label zone=dal10 --label role=worker
 #
+# Several collectors sharing a database: --url once for each (ROLLCALL_URL: separated by
+# commas); the agent reports to one at a time and moves on when one fails.
 # Every option may come from the environment instead: ROLLCALL_PACKAGE, ROLLCALL_URL,
 # ROLLCALL_CA, ROLLCALL_ENROLL_SECRET (the secret itself) or ROLLCALL_ENROLL_SECRET_FILE,
 # ROLLCALL_LABELS ("env=prod,region=us-south"), ROLLCALL_NAME, ROLLCALL_INTERVAL.
@@ -26,7 +28,7 @@ BEGIN='# >>> written by rollcall bootstrap.sh; re-run it to change this block'
 END='# <<< end of rollcall bootstrap block'
 
 package=${ROLLCALL_PACKAGE:-}
-url=${ROLLCALL_URL:-}
+urls=$(printf '%s' "${ROLLCALL_URL:-}" | tr ',' ' ')
 ca=${ROLLCALL_CA:-}
 secret=${ROLLCALL_ENROLL_SECRET:-}
 secret_file=${ROLLCALL_ENROLL_SECRET_FILE:-}
@@ -38,7 +40,7 @@ host=$(hostname 2>/dev/null || cat /proc/sys/kernel/hostname)
 
 usage() {
     echo "rollcall bootstrap: $1" >&2
-    echo "usage: bootstrap.sh --package FILE|NAME --url https://HOST:PORT --ca FILE (--secret-file FILE | ROLLCALL_ENROLL_SECRET) [--label KEY=VALUE]... [--name NAME] [--interval 60s]" >&2
+    echo "usage: bootstrap.sh --package FILE|NAME --url https://HOST:PORT [--url ...] --ca FILE (--secret-file FILE | ROLLCALL_ENROLL_SECRET) [--label KEY=VALUE]... [--name NAME] [--interval 60s]" >&2
     exit 2
 }
 
@@ -46,7 +48,7 @@ while [ $# -gt 0 ]; do
     [ $# -ge 2 ] || usage "$1 needs a value"
     case $1 in
         --package) package=$2 ;;
-        --url) url=$2 ;;
+        --url) cli_urls="${cli_urls:-} $2" ;;
         --ca) ca=$2 ;;
         --secret-file) secret_file=$2 ;;
         --label) labels="$labels $2" ;;
@@ -58,11 +60,21 @@ while [ $# -gt 0 ]; do
 done
 
 [ -n "$package" ] || usage "no package: --package FILE|NAME or ROLLCALL_PACKAGE"
-case $url in
-    https://?*) ;;
-    "") usage "no collector URL: --url or ROLLCALL_URL" ;;
-    *) usage "collector URL $url must start with https:// (the agent speaks TLS only)" ;;
-esac
+[ -n "${cli_urls:-}" ] && urls=$cli_urls
+set -f
+set -- $urls
+set +f
+[ $# -gt 0 ] || usage "no collector URL: --url or ROLLCALL_URL"
+url_toml=
+for u in "$@"; do
+    case $u in
+        https://?*) ;;
+        *) usage "collector URL $u must start with https:// (the agent speaks TLS only)" ;;
+    esac
+    url_toml="${url_toml:+$url_toml, }\"$u\""
+done
+[ $# -gt 1 ] && url_toml="[$url_toml]"
+url=$(echo $urls | sed 's/ /, /g')
 [ -n "$ca" ] || usage "no CA: --ca FILE (the collector's ca.pem) or ROLLCALL_CA"
 [ -r "$ca" ] || usage "cannot read the CA file $ca"
 grep -q "BEGIN CERTIFICATE" "$ca" || usage "$ca holds no PEM certificate; give the collector's ca.pem"
@@ -189,7 +201,7 @@ new="$CONF.bootstrap.$$"
     echo "labels = { $label_toml }"
     echo
     echo "[collector]"
-    echo "url = \"$url\""
+    echo "url = $url_toml"
     echo "ca_file = \"$ETC/ca.pem\""
     echo "enroll_secret_file = \"$ETC/enroll.secret\""
     [ -n "$interval" ] && echo "interval = \"$interval\""

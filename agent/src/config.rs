@@ -658,6 +658,31 @@ service = "nessusd"
     }
 
     #[test]
+    fn several_collectors_are_a_list_of_https_urls() {
+        let d = tempfile::tempdir().unwrap();
+        let ca = d.path().join("ca.pem");
+        std::fs::write(&ca, "x").unwrap();
+        let text = format!(
+            "[collector]\nurl = [\"https://c1:8443\", \"https://c2:8443\"]\nca_file = {:?}\n",
+            ca.display().to_string()
+        );
+        let c = parse(&text).unwrap().collector.unwrap();
+        assert_eq!(c.urls, ["https://c1:8443", "https://c2:8443"]);
+        for (list, words) in [
+            ("[]", "empty list"),
+            (
+                "[\"https://c1:8443\", \"http://c2:8443\"]",
+                "\"http://c2:8443\" must start with https://",
+            ),
+            ("[\"https://c1:8443\", \"https://c1:8443\"]", "listed twice"),
+        ] {
+            let (line, key, msg) = invalid(&format!("[collector]\nurl = {list}\n"));
+            assert_eq!((line, key.as_str()), (2, "collector.url"));
+            assert!(msg.contains(words), "{msg}");
+        }
+    }
+
+    #[test]
     fn syntax_error_is_located() {
         let (line, _, _) = invalid("state_dir = \"/var/lib/rollcall\"\n[besclient\n");
         assert_eq!(line, 2);

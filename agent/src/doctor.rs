@@ -54,10 +54,11 @@ pub async fn collect(config: &Config, clock: std::sync::Arc<dyn Clock>) -> anyho
     let reporting = broken.or_else(|| {
         config.collector.as_ref().map(|c| {
             let running = agent.as_ref().and_then(|a| a.reporting_problem.clone());
-            match (crate::report::link::Link::new(c), running) {
+            let urls = c.urls.join(", ");
+            match (crate::report::link::Link::new(c, "doctor"), running) {
                 (Err(e), _) => Verdict {
                     health: Health::Critical,
-                    reason: format!("cannot set up TLS to the collector {}: {e}", c.url),
+                    reason: format!("cannot set up TLS to the collector {urls}: {e}"),
                 },
                 (Ok(_), Some(p)) => Verdict {
                     health: Health::Critical,
@@ -65,7 +66,7 @@ pub async fn collect(config: &Config, clock: std::sync::Arc<dyn Clock>) -> anyho
                 },
                 (Ok(_), None) => Verdict {
                     health: Health::Ok,
-                    reason: format!("reports to {} (CA {})", c.url, c.ca_file.display()),
+                    reason: format!("reports to {urls} (CA {})", c.ca_file.display()),
                 },
             }
         })

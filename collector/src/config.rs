@@ -18,7 +18,8 @@ pub use rollcall_support::{ConfigError, EX_CONFIG};
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
     /// A TOML file with any of the options below (`listen`, `data_dir`, `grace`,
-    /// `probe_interval`, `event_retention_days`, `san`, `queue`, `max_connections`, `client_ca`); the command line wins.
+    /// `probe_interval`, `event_retention_days`, `san`, `queue`, `max_connections`, `client_ca`,
+    /// `store`, `store_password_file`); the command line wins.
     #[arg(long, env = "ROLLCALL_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to serve HTTPS on (port 0: any free port, printed at start).

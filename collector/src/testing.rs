@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use crate::client::Client;
 
 pub mod postgres;
+pub mod replicas;
 
 /// How much of the collector's log is kept for [`Collector::log`].
 const LOG_KEPT: usize = 4 << 20;

@@ -14,106 +14,11 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use common::receiver::{Flavour, Receiver};
-use common::{enroll_body, heartbeat, wait_for, Collector, Start};
+use common::{enroll_body, heartbeat, wait_for, Collector};
 use rollcall_collector::client::Client;
 use rollcall_collector::testing::postgres::Cluster;
+use rollcall_collector::testing::replicas::Replicas;
 use serde_json::Value;
-
-/// What each collector shares: the CA (so agents trust every one), the API tokens and
-/// enrollment secret, the dashboard's session key. Each makes its own server certificate.
-const SHARED_FILES: [&str; 5] = [
-    "ca.pem",
-    "ca.key",
-    "tokens.json",
-    "enroll.secret",
-    "session.key",
-];
-
-struct Replicas {
-    members: Vec<Option<Collector>>,
-    ca: std::path::PathBuf,
-}
-
-impl Replicas {
-    fn start(dir: &Path, url: &str, password: &Path, config: &str) -> Replicas {
-        let file = dir.join("collector.toml");
-        std::fs::write(&file, config).unwrap();
-        let args = |data: &Path| {
-            let c = Collector::start_with(
-                data,
-                "4s",
-                &[
-                    "--config",
-                    file.to_str().unwrap(),
-                    "--store",
-                    url,
-                    "--store-password-file",
-                    password.to_str().unwrap(),
-                ],
-            );
-            Some(c)
-        };
-        let first = dir.join("r0");
-        let mut members = vec![args(&first)];
-        for i in 1..3 {
-            let data = dir.join(format!("r{i}"));
-            std::fs::create_dir(&data).unwrap();
-            std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-                .unwrap();
-            // admin.token: the plain token this harness's clients read.
-            for f in SHARED_FILES.iter().chain(&["admin.token"]) {
-                std::fs::copy(first.join(f), data.join(f)).unwrap();
-            }
-            members.push(args(&data));
-        }
-        Replicas {
-            members,
-            ca: first.join("ca.pem"),
-        }
-    }
-
-    fn urls(&self) -> Vec<String> {
-        self.members
-            .iter()
-            .map(|m| m.as_ref().map(|c| c.url.clone()).unwrap_or_default())
-            .collect()
-    }
-
-    fn live(&self) -> impl Iterator<Item = (usize, &Collector)> {
-        self.members
-            .iter()
-            .enumerate()
-            .filter_map(|(i, m)| m.as_ref().map(|c| (i, c)))
-    }
-
-    /// `(leader?, epoch)` of collector `i`, from its metrics.
-    fn role(&self, i: usize) -> Option<(bool, i64)> {
-        let c = self.members[i].as_ref()?;
-        let m = c.admin().get("/metrics").ok()?.body;
-        let text = m.as_str()?.to_owned();
-        let value = |name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(&format!("{name} ")))
-                .and_then(|v| v.trim().parse::<i64>().ok())
-        };
-        Some((
-            value("rollcall_replica_leader")? == 1,
-            value("rollcall_replica_epoch")?,
-        ))
-    }
-
-    /// The one leader, once there is exactly one.
-    fn leader(&self) -> Option<(usize, i64)> {
-        let leaders: Vec<(usize, i64)> = self
-            .live()
-            .filter_map(|(i, _)| match self.role(i) {
-                Some((true, e)) => Some((i, e)),
-                _ => None,
-            })
-            .collect();
-        (leaders.len() == 1).then(|| leaders[0])
-    }
-}
 
 /// Hosts that send every 2 s (announcing 3 s) to the collectors in turn, and to the next
 /// one when one does not answer; each remembers when its last acknowledged heartbeat left.
@@ -205,7 +110,8 @@ fn three_collectors_share_the_fleet_hand_over_the_lead_and_tell_each_incident_on
         "[[notify]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\n",
         hook.url("/")
     );
-    let mut rs = Replicas::start(d.path(), &url, &pw, &config);
+    let exe = Path::new(env!("CARGO_BIN_EXE_rollcall-collector"));
+    let mut rs = Replicas::start(exe, 3, d.path(), &url, &pw, "4s", &config);
     let (first_leader, first_epoch) = {
         let mut found = None;
         wait_for("one leader", Duration::from_secs(15), || {
@@ -288,8 +194,7 @@ fn three_collectors_share_the_fleet_hand_over_the_lead_and_tell_each_incident_on
 
     // The leader killed: another one leads within seconds.
     let killed_at = Instant::now();
-    rs.members[first_leader].as_mut().unwrap().kill9();
-    rs.members[first_leader] = None;
+    rs.kill(first_leader);
     let mut next = None;
     wait_for("a new leader", Duration::from_secs(10), || {
         next = rs.leader();

@@ -382,12 +382,26 @@ command_timeout = "20s"
         interval: &str,
         labels: &str,
     ) {
+        self.report_to_all(config, &[c], name, interval, labels);
+    }
+
+    /// As [`SimHost::report_to`], with every collector of `cs` listed (they share a CA and
+    /// an enrollment secret).
+    pub fn report_to_all(
+        &self,
+        config: &Path,
+        cs: &[&Collector],
+        name: &str,
+        interval: &str,
+        labels: &str,
+    ) {
+        let urls: Vec<String> = cs.iter().map(|c| format!("{:?}", c.url)).collect();
         let mut text = std::fs::read_to_string(config).expect("agent.toml");
         text.push_str(&format!(
-            "\n[host]\nname = \"{name}\"\nlabels = {{ {labels} }}\n\n[collector]\nurl = \"{url}\"\nca_file = \"{ca}\"\nenroll_secret_file = \"{secret}\"\ninterval = \"{interval}\"\n",
-            url = c.url,
-            ca = c.data.join("ca.pem").display(),
-            secret = c.data.join("enroll.secret").display(),
+            "\n[host]\nname = \"{name}\"\nlabels = {{ {labels} }}\n\n[collector]\nurl = [{urls}]\nca_file = \"{ca}\"\nenroll_secret_file = \"{secret}\"\ninterval = \"{interval}\"\n",
+            urls = urls.join(", "),
+            ca = cs[0].data.join("ca.pem").display(),
+            secret = cs[0].data.join("enroll.secret").display(),
         ));
         std::fs::write(config, text).expect("agent.toml");
     }
@@ -722,11 +736,21 @@ pub fn host_view(admin: &rollcall_collector::client::Client, name: &str) -> Valu
 /// A simulated host whose running client is supervised by an agent reporting to `c` every
 /// `interval`, with `labels` (TOML inline-table contents) in `[host]`.
 pub fn reporting_host(c: &Collector, name: &str, interval: &str, labels: &str) -> (SimHost, Agent) {
+    reporting_host_to(&[c], name, interval, labels)
+}
+
+/// As [`reporting_host`], listing every collector of `cs`.
+pub fn reporting_host_to(
+    cs: &[&Collector],
+    name: &str,
+    interval: &str,
+    labels: &str,
+) -> (SimHost, Agent) {
     let h = SimHost::new();
     h.faults("interval_ms = 200\n");
     h.start_client();
     let config = h.agent_config("sysv", "", "");
-    h.report_to(&config, c, name, interval, labels);
+    h.report_to_all(&config, cs, name, interval, labels);
     let a = Agent::start(&config);
     a.wait_supervising();
     (h, a)

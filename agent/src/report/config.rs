@@ -10,7 +10,9 @@ use crate::config::{duration, HumanDuration, Invalid};
 
 #[derive(Debug, Clone)]
 pub struct CollectorConfig {
-    pub url: String,
+    /// One collector, or several sharing a database: the agent reports to one at a time
+    /// and moves to the next when it fails.
+    pub urls: Vec<String>,
     /// The collector's CA, pinned: the only certificate authority trusted.
     pub ca_file: PathBuf,
     /// The enrollment secret, exchanged once for this host's own credential.
@@ -28,7 +30,7 @@ pub struct CollectorConfig {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawCollector {
-    url: Spanned<String>,
+    url: Spanned<Urls>,
     ca_file: Option<Spanned<PathBuf>>,
     enroll_secret_file: Option<Spanned<PathBuf>>,
     interval: Option<Spanned<HumanDuration>>,
@@ -36,6 +38,14 @@ pub(crate) struct RawCollector {
     client_key: Option<Spanned<PathBuf>>,
     spool_max_events: Option<Spanned<usize>>,
     spool_max_bytes: Option<Spanned<u64>>,
+}
+
+/// `url = "https://…"` or `url = ["https://a…", "https://b…"]`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Urls {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// The section, checked: TLS always, the CA pinned, files that exist.
@@ -48,12 +58,28 @@ pub(crate) fn validate(
             let section = c.span();
             let c = c.into_inner();
             let url_span = c.url.span();
-            let url = c.url.into_inner();
-            if !url.starts_with("https://") {
+            let urls = match c.url.into_inner() {
+                Urls::One(u) => vec![u],
+                Urls::Many(list) => list,
+            };
+            if urls.is_empty() {
                 return Err((
                     url_span,
-                    format!("collector url \"{url}\" must start with https:// (TLS is always on)"),
+                    "collector url is an empty list; give at least one https:// URL".to_owned(),
                 ));
+            }
+            for (i, url) in urls.iter().enumerate() {
+                if !url.starts_with("https://") {
+                    return Err((
+                        url_span,
+                        format!(
+                            "collector url \"{url}\" must start with https:// (TLS is always on)"
+                        ),
+                    ));
+                }
+                if urls[..i].contains(url) {
+                    return Err((url_span, format!("collector url \"{url}\" is listed twice")));
+                }
             }
             let mut files = Vec::new();
             for f in [c.ca_file, c.enroll_secret_file, c.client_cert, c.client_key] {
@@ -107,7 +133,7 @@ pub(crate) fn validate(
                 }
             };
             Some(CollectorConfig {
-                url,
+                urls,
                 ca_file,
                 enroll_secret_file,
                 interval,

@@ -171,7 +171,14 @@ impl<C: Clock> Reporter<C> {
     /// Reports until `shutdown`; what is spooled stays on disk for the next run.
     pub async fn run(mut self, mut inlet: Inlet, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
-        log::info!(target: "agent", "reporting to {} as {} every {} (offset {:.1}s)", self.cfg.url, self.me.host, humantime::format_duration(self.cfg.interval), self.schedule.offset().as_secs_f64());
+        let first_choice = match self.cfg.urls.len() {
+            1 => String::new(),
+            _ => format!(
+                "; first choice {}",
+                link::Route::new(&self.cfg.urls, &self.me.host).first()
+            ),
+        };
+        log::info!(target: "agent", "reporting to {} as {} every {} (offset {:.1}s{first_choice})", self.cfg.urls.join(", "), self.me.host, humantime::format_duration(self.cfg.interval), self.schedule.offset().as_secs_f64());
         let (bmc_tx, mut bmc_rx) = mpsc::unbounded_channel();
         let bmc_task = tokio::spawn(crate::checks::bmc::inband::watch(
             self.bmc_cfg.clone(),
@@ -286,10 +293,10 @@ impl<C: Clock> Reporter<C> {
         if let Some(l) = &self.link {
             return Ok(l.clone());
         }
-        match Link::new(&self.cfg) {
+        match Link::new(&self.cfg, &self.me.host) {
             Ok(l) => {
                 if crate::lock(&self.problem).take().is_some() {
-                    log::info!(target: "agent", "reporting to {} is set up", self.cfg.url);
+                    log::info!(target: "agent", "reporting to {} is set up", l.current());
                 }
                 self.link = Some(l.clone());
                 Ok(l)
@@ -361,10 +368,7 @@ impl<C: Clock> Reporter<C> {
     /// Says what went wrong, once per kind of outage; returns the wait the collector asked.
     fn failed(&mut self, f: Failure) -> Option<Duration> {
         let (what, retry_after) = match &f {
-            Failure::Unreachable(e) => (
-                format!("collector {} unreachable ({e})", self.cfg.url),
-                None,
-            ),
+            Failure::Unreachable(e) => (format!("collector unreachable ({e})"), None),
             Failure::Refused {
                 status: s @ (429 | 503),
                 error,

@@ -23,7 +23,7 @@ pub struct Schedule {
 }
 
 /// A stable number from a string (FNV-1a): the same host gets the same offset every run.
-fn stable_hash(s: &str) -> u64 {
+pub(crate) fn stable_hash(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
     })

@@ -386,7 +386,7 @@ fn reconnect() -> Result<()> {
     // The fleet enrolls at once: set-up, not an attack.
     let mut c = Collector::start_with(data.path(), &listen, "600s", &["--enroll-rate", "1000000"]);
     let cfg = rollcall_agent::config::CollectorConfig {
-        url: c.url.clone(),
+        urls: vec![c.url.clone()],
         ca_file: data.path().join("ca.pem"),
         enroll_secret_file: None,
         interval,
@@ -395,7 +395,7 @@ fn reconnect() -> Result<()> {
         spool_max_events: 10_000,
         spool_max_bytes: 8 << 20,
     };
-    let link = Arc::new(Link::new(&cfg)?);
+    let link = Arc::new(Link::new(&cfg, "outage-bench")?);
     let secret = std::fs::read_to_string(data.path().join("enroll.secret"))?
         .trim()
         .to_owned();
