@@ -5,6 +5,10 @@
 //!       durable heartbeats per second into the real collector, and the same generator
 //!       against a no-op HTTPS handler (same TLS and HTTP stack), alternated in rounds
 //!       within one run; the ratio, and CPU time per heartbeat of each server.
+//!   cargo run --release -p rollcall-collector --example loadgen -- stores [--hosts 60000] [--seconds 4] [--connections 512] [--rounds 3]
+//!       the same on SQLite, PostgreSQL with one collector and PostgreSQL with three (a
+//!       throwaway cluster of Debian's PostgreSQL, fsync on), in one run; and the delay of
+//!       the changes between the three.
 //!   cargo run --release -p rollcall-collector --example loadgen -- scale [--hosts 1000000]
 //!       collector RSS per registered host, and GET /api/v1/hosts?state=silent latency
 //!       with 1 % of the hosts silent.
@@ -20,6 +24,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
+use rollcall_collector::testing::replicas::Replicas;
 use rollcall_collector::testing::{arg, rss_kib};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -147,8 +152,10 @@ struct Counts {
 
 /// Sends heartbeats for `hosts` hosts over `conns` persistent connections for `seconds`,
 /// or (with 0 seconds) one per host.
+/// With several addresses (collectors sharing a database), each host is sent to one of
+/// them (host i to address i mod n), as agents stay with one while it answers.
 async fn generate(
-    addr: &str,
+    addrs: &[String],
     ca: &Path,
     creds: Arc<Vec<String>>,
     hosts: u64,
@@ -157,29 +164,34 @@ async fn generate(
 ) -> (f64, Arc<Counts>) {
     let counts = Arc::new(Counts::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let next = Arc::new(AtomicU64::new(0));
+    let n = addrs.len() as u64;
+    let nexts: Vec<Arc<AtomicU64>> = (0..n).map(|_| Arc::new(AtomicU64::new(0))).collect();
     let connector = tls_client(ca);
     // One time for the whole run: a state that keeps its "since" is an unchanged state.
     static NOW: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let now = NOW.get_or_init(|| chrono::Utc::now().to_rfc3339());
     let mut tasks = Vec::new();
-    for _ in 0..conns {
+    for k in 0..conns.max(n) {
+        let part = k % n;
+        // The hosts i with i mod n = part.
+        let share = (hosts + n - 1 - part) / n;
         let (counts, stop, next, connector, creds) = (
             counts.clone(),
             stop.clone(),
-            next.clone(),
+            nexts[part as usize].clone(),
             connector.clone(),
             creds.clone(),
         );
-        let (addr, now) = (addr.to_owned(), now.clone());
+        let (addr, now) = (addrs[part as usize].clone(), now.clone());
         tasks.push(tokio::spawn(async move {
             let mut send = open(&addr, &connector).await;
             while !stop.load(Ordering::Relaxed) {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                if seconds == 0 && n >= hosts {
+                let m = next.fetch_add(1, Ordering::Relaxed);
+                if seconds == 0 && m >= share {
                     break;
                 }
-                let i = if seconds == 0 { n } else { splay(n, hosts) };
+                let j = if seconds == 0 { m } else { splay(m, share) };
+                let i = part + n * j;
                 let req = Request::post("/api/v1/heartbeat")
                     .header("host", "localhost")
                     .header("authorization", &creds[i as usize])
@@ -215,6 +227,41 @@ async fn generate(
 }
 
 struct Proc(Child, String);
+
+/// What a phase sends to and measures: the servers' processes and addresses.
+struct Target {
+    pids: Vec<u32>,
+    addrs: Vec<String>,
+}
+
+impl Proc {
+    fn target(&self) -> Target {
+        Target {
+            pids: vec![self.0.id()],
+            addrs: vec![self.1.clone()],
+        }
+    }
+
+    fn addrs(&self) -> Vec<String> {
+        vec![self.1.clone()]
+    }
+}
+
+impl Target {
+    fn of(rs: &Replicas) -> Target {
+        Target {
+            pids: rs.live().map(|(_, c)| c.pid()).collect(),
+            addrs: rs.live().map(|(_, c)| c.addr.clone()).collect(),
+        }
+    }
+
+    fn cpu(&self) -> (f64, f64) {
+        (
+            self.pids.iter().map(|p| cpu_secs(*p)).sum(),
+            self.pids.iter().map(|p| writer_cpu_secs(*p)).sum(),
+        )
+    }
+}
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -343,25 +390,16 @@ struct Phase {
 
 fn phase(
     rt: &tokio::runtime::Runtime,
-    server: &Proc,
+    server: &Target,
     ca: &Path,
     creds: Arc<Vec<String>>,
     hosts: u64,
     conns: u64,
     seconds: u64,
 ) -> Phase {
-    let pid = server.0.id();
-    let (s0, w0, g0) = (
-        cpu_secs(pid),
-        writer_cpu_secs(pid),
-        cpu_secs(std::process::id()),
-    );
-    let (t, counts) = rt.block_on(generate(&server.1, ca, creds, hosts, conns, seconds));
-    let (s1, w1, g1) = (
-        cpu_secs(pid),
-        writer_cpu_secs(pid),
-        cpu_secs(std::process::id()),
-    );
+    let ((s0, w0), g0) = (server.cpu(), cpu_secs(std::process::id()));
+    let (t, counts) = rt.block_on(generate(&server.addrs, ca, creds, hosts, conns, seconds));
+    let ((s1, w1), g1) = (server.cpu(), cpu_secs(std::process::id()));
     let ok = counts.ok.load(Ordering::Relaxed);
     let per = |d: f64| d * 1e6 / ok.max(1) as f64;
     Phase {
@@ -404,7 +442,7 @@ fn ingest() {
     );
     // Every host's first heartbeat writes its whole state; the rounds measure what follows.
     let warm = rt
-        .block_on(generate(&c.1, &ca, creds.clone(), hosts, conns, 0))
+        .block_on(generate(&c.addrs(), &ca, creds.clone(), hosts, conns, 0))
         .1;
     assert_eq!(
         warm.ok.load(Ordering::Relaxed),
@@ -419,8 +457,8 @@ fn ingest() {
     let mut problems = (0, 0);
     for round in 1..=rounds {
         // Alternated, so that drift in the machine's speed falls on both alike.
-        let a = phase(&rt, &n, &ca, creds.clone(), hosts, conns, seconds);
-        let b = phase(&rt, &c, &ca, creds.clone(), hosts, conns, seconds);
+        let a = phase(&rt, &n.target(), &ca, creds.clone(), hosts, conns, seconds);
+        let b = phase(&rt, &c.target(), &ca, creds.clone(), hosts, conns, seconds);
         println!(
             "  {round:>5}  {:>8.0}  {:>11.0}  {:>5.2}   {:>23.1}, {:>5.1} ({:>4.1})                 {:>5.1}, {:.1}",
             a.rate,
@@ -462,6 +500,140 @@ fn ingest() {
     }) {
         println!("  {l}");
     }
+}
+
+/// SQLite, PostgreSQL with one collector, PostgreSQL with three, each against the no-op
+/// handler, in alternated rounds within one run; then the replication delay the three saw.
+fn stores() {
+    use rollcall_collector::testing::postgres::Cluster;
+    let hosts = arg("--hosts", 60_000);
+    let seconds = arg("--seconds", 4);
+    let conns = arg("--connections", 512);
+    let rounds = arg("--rounds", 3).max(1);
+    let dir = tempfile::tempdir().expect("tmp");
+    let busy = ["--queue", "100000", "--enroll-rate", "1000000"];
+    let sqlite = collector(&dir.path().join("sqlite"), &busy);
+    let n = noop(&dir.path().join("sqlite"));
+    // PostgreSQL as it ships (fsync on): a commit is on disk before the acknowledgement.
+    let pg = Cluster::start(true);
+    let pw = pg.password_file(dir.path());
+    let exe = bin_dir().join("rollcall-collector");
+    let setup = |name: &str, count: usize| {
+        let url = pg.url(&pg.create(name));
+        let d = dir.path().join(name);
+        std::fs::create_dir(&d).expect("dir");
+        Replicas::start(&exe, count, &d, (&url, &pw), "120s", "", &busy)
+    };
+    let one = setup("pg1", 1);
+    let three = setup("pg3", 3);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("rt");
+    let ready = |data: &Path, target: &Target| {
+        let secret = std::fs::read_to_string(data.join("enroll.secret")).expect("secret");
+        let ca = data.join("ca.pem");
+        let creds = rt.block_on(enroll_all(&target.addrs[0], &ca, secret.trim(), 0, hosts));
+        // The other collectors learn the credentials from the change feed.
+        std::thread::sleep(Duration::from_secs(2));
+        let warm = rt.block_on(generate(&target.addrs, &ca, creds.clone(), hosts, conns, 0));
+        assert_eq!(warm.1.ok.load(Ordering::Relaxed), hosts, "first heartbeats");
+        (creds, ca)
+    };
+    let targets = [
+        ("no-op", n.target()),
+        ("SQLite", sqlite.target()),
+        ("PostgreSQL, 1 collector", Target::of(&one)),
+        ("PostgreSQL, 3 collectors", Target::of(&three)),
+    ];
+    let data = [
+        dir.path().join("sqlite"),
+        dir.path().join("sqlite"),
+        dir.path().join("pg1/r0"),
+        dir.path().join("pg3/r0"),
+    ];
+    let t0 = Instant::now();
+    let mut fleets = Vec::new();
+    for (i, (_, t)) in targets.iter().enumerate() {
+        // The no-op server takes the SQLite collector's credentials (it reads nothing).
+        fleets.push(if i == 0 {
+            None
+        } else {
+            Some(ready(&data[i], t))
+        });
+    }
+    fleets[0] = fleets[1].clone();
+    println!(
+        "{hosts} hosts enrolled and heard once by each store in {:.0} s; {rounds} rounds of {seconds} s each, {conns} TLS connections, loopback, 2 cores shared by the generator, the collectors and PostgreSQL:",
+        t0.elapsed().as_secs_f64()
+    );
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
+    for round in 1..=rounds {
+        let mut line = format!("  round {round}:");
+        for (i, (name, t)) in targets.iter().enumerate() {
+            let (creds, ca) = fleets[i].clone().expect("fleet");
+            let p = phase(&rt, t, &ca, creds, hosts, conns, seconds);
+            line.push_str(&format!(
+                " {name} {:.0}/s ({:.1} µs/hb);",
+                p.rate, p.server_us
+            ));
+            rates[i].push(p.rate);
+            cpu[i].push(p.server_us);
+        }
+        println!("{line}");
+    }
+    let base = median(rates[0].clone());
+    for (i, (name, _)) in targets.iter().enumerate() {
+        let r = median(rates[i].clone());
+        println!(
+            "  median {name}: {r:.0} durable heartbeats/s, {:.2} of the no-op's, {:.1} µs of collector CPU per heartbeat",
+            r / base,
+            median(cpu[i].clone())
+        );
+    }
+    let sq = median(rates[1].clone());
+    println!(
+        "  PostgreSQL/SQLite: 1 collector {:.2}, 3 collectors {:.2}",
+        median(rates[2].clone()) / sq,
+        median(rates[3].clone()) / sq
+    );
+    // From another collector's commit to its application here, over the three.
+    let mut buckets: Vec<(f64, u64)> = Vec::new();
+    for (_, c) in three.live() {
+        let text = c.admin().get("/metrics").expect("metrics").body;
+        for l in text.as_str().unwrap_or("").lines() {
+            let Some(rest) = l.strip_prefix("rollcall_replica_apply_delay_seconds_bucket{le=\"")
+            else {
+                continue;
+            };
+            let (le, count) = rest.split_once("\"} ").expect("bucket");
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().expect("le")
+            };
+            let count: u64 = count.trim().parse().expect("count");
+            match buckets.iter_mut().find(|(b, _)| *b == le) {
+                Some(b) => b.1 += count,
+                None => buckets.push((le, count)),
+            }
+        }
+    }
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last().map_or(0, |b| b.1);
+    let quantile = |q: f64| {
+        buckets
+            .iter()
+            .find(|(_, n)| *n as f64 >= q * total as f64)
+            .map_or(f64::NAN, |b| b.0)
+    };
+    println!(
+        "  replication delay between the 3 collectors ({total} changes applied): p50 <= {} s, p99 <= {} s (histogram bucket bounds)",
+        quantile(0.5),
+        quantile(0.99)
+    );
 }
 
 fn scale() {
@@ -596,8 +768,9 @@ fn main() {
         Some("serve-noop") => serve_noop(Path::new(&args[2])),
         Some("ingest") => ingest(),
         Some("scale") => scale(),
+        Some("stores") => stores(),
         _ => eprintln!(
-            "usage: loadgen ingest [--hosts N] [--seconds S] [--connections C] [--rounds R] | scale [--hosts N]"
+            "usage: loadgen ingest|stores [--hosts N] [--seconds S] [--connections C] [--rounds R] | scale [--hosts N]"
         ),
     }
 }

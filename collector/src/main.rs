@@ -327,11 +327,12 @@ fn follow(app: &App, e: &store::feed::Entry) {
                 health,
                 reason,
                 state,
+                fp,
                 booted_at,
             } => {
                 let state_json = match serde_json::from_str(state) {
                     Ok(s) => store::StateJson::Parsed(Arc::new(s)),
-                    Err(_) => store::StateJson::Text(state.clone()),
+                    Err(_) => store::StateJson::Same,
                 };
                 let rec = store::HeartbeatRecord {
                     host: host.clone(),
@@ -342,7 +343,7 @@ fn follow(app: &App, e: &store::feed::Entry) {
                     health: *health,
                     reason: reason.clone(),
                     state_json,
-                    state_fingerprint: 0,
+                    state_fingerprint: *fp,
                     events: Vec::new(),
                     booted_at: *booted_at,
                 };

@@ -11,6 +11,7 @@ use crate::state::HostState;
 #[derive(Debug, Default)]
 pub struct Metrics {
     accepted: AtomicU64,
+    digests: AtomicU64,
     enrolled: AtomicU64,
     tls_failed: AtomicU64,
     rejected: Mutex<BTreeMap<&'static str, u64>>,
@@ -29,6 +30,11 @@ pub struct Metrics {
 impl Metrics {
     pub fn accepted(&self) {
         self.accepted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A heartbeat that carried the digest of its unchanged state instead of the state.
+    pub fn digest(&self) {
+        self.digests.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn enrolled(&self) {
@@ -116,6 +122,7 @@ impl Metrics {
         }
         let _ = writeln!(o, "# HELP rollcall_hosts_flagged Live hosts flagged silent, unhealthy or duplicate.\n# TYPE rollcall_hosts_flagged gauge\nrollcall_hosts_flagged {flagged}");
         let _ = writeln!(o, "# HELP rollcall_heartbeats_accepted_total Heartbeats stored and acknowledged.\n# TYPE rollcall_heartbeats_accepted_total counter\nrollcall_heartbeats_accepted_total {}", self.accepted.load(Ordering::Relaxed));
+        let _ = writeln!(o, "# HELP rollcall_heartbeats_digest_total Heartbeats stored that carried the digest of an unchanged state instead of the state.\n# TYPE rollcall_heartbeats_digest_total counter\nrollcall_heartbeats_digest_total {}", self.digests.load(Ordering::Relaxed));
         let _ = writeln!(o, "# HELP rollcall_enrollments_total Host credentials issued.\n# TYPE rollcall_enrollments_total counter\nrollcall_enrollments_total {}", self.enrolled.load(Ordering::Relaxed));
         let _ = writeln!(o, "# HELP rollcall_requests_rejected_total Requests refused, by reason.\n# TYPE rollcall_requests_rejected_total counter");
         for (r, n) in crate::lock(&self.rejected).iter() {

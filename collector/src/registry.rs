@@ -67,6 +67,8 @@ struct Host {
     interval_s: u32,
     health: Health,
     health_reason: Box<str>,
+    /// The fingerprint of the agent's state stored last: the digest it may send instead.
+    state_fp: u64,
     lifecycle_override: Option<Lifecycle>,
     /// What the inventory says of it (once an inventory listed it).
     inventory: Option<crate::state::InventoryFacts>,
@@ -282,6 +284,7 @@ impl Registry {
             interval_s: 60,
             health: Health::Ok,
             health_reason: "".into(),
+            state_fp: 0,
             lifecycle_override: None,
             inventory: None,
             maintenance: None,
@@ -405,6 +408,7 @@ impl Registry {
         if *h.health_reason != *r.reason {
             h.health_reason = r.reason.as_str().into();
         }
+        h.state_fp = r.state_fingerprint;
         if let StateJson::Parsed(s) = &r.state_json {
             h.besclient = s.besclient.status;
             h.nessusd_down = s
@@ -440,6 +444,13 @@ impl Registry {
             }
             (false, t) => t,
         }
+    }
+
+    /// The health and reason of `host`'s state stored last, if its fingerprint is `fp`: what
+    /// a heartbeat carrying that digest instead of the state reports.
+    pub fn known_state(&self, host: &str, fp: u64) -> Option<(Health, String)> {
+        let h = &self.hosts[self.id(host)? as usize];
+        (h.state_fp == fp && fp != 0).then(|| (h.health, h.health_reason.to_string()))
     }
 
     /// A routine heartbeat another collector stored (nothing but its time moved); `None`

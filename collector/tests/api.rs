@@ -88,6 +88,75 @@ fn heartbeats_are_acknowledged_stored_and_queryable() {
 }
 
 #[test]
+fn an_unchanged_state_goes_as_its_digest_and_an_unknown_digest_asks_for_the_state() {
+    let d = tempfile::tempdir().unwrap();
+    let mut c = Collector::start(&d.path().join("data"), "120s");
+    let (agents, admin) = (c.agents(), c.admin());
+    let full = heartbeat("web-1", 60, "critical", &[1]);
+    let r = agents.post(&full);
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let digest = r.body["state_digest"].as_str().unwrap().to_owned();
+    assert_eq!(digest.len(), 16, "{digest}");
+    let stored = admin.get("/api/v1/hosts/web-1").unwrap().body;
+    // The same state as its digest, with an event: stored, the state and health kept.
+    let mut routine = heartbeat("web-1", 60, "critical", &[2]);
+    routine.as_object_mut().unwrap().remove("state");
+    routine["state_digest"] = json!(digest);
+    let r = agents.post(&routine);
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        (
+            r.body["acked_seq"].as_u64(),
+            r.body["state_digest"].as_str()
+        ),
+        (Some(2), Some(digest.as_str()))
+    );
+    let now = admin.get("/api/v1/hosts/web-1").unwrap().body;
+    assert_eq!(now["host"]["state"], "unhealthy");
+    assert_eq!(now["host"]["reason"], stored["host"]["reason"]);
+    assert_eq!(
+        now["agent_state"], stored["agent_state"],
+        "the stored state stays"
+    );
+    assert!(now["host"]["last_heard"].as_str() > stored["host"]["last_heard"].as_str());
+    assert_eq!(now["events"].as_array().unwrap().len(), 2);
+    let metrics = admin.get("/metrics").unwrap().body;
+    assert!(metrics
+        .as_str()
+        .unwrap()
+        .contains("rollcall_heartbeats_digest_total 1"));
+    // A digest this collector does not hold: nothing stored, the whole state asked for.
+    let mut unknown = routine.clone();
+    unknown["state_digest"] = json!("00000000deadbeef");
+    unknown["events"] = json!([]);
+    let r = agents.post(&unknown);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["state_needed"], true, "{:?}", r.body);
+    assert_eq!(r.body["acked_seq"], 0);
+    // After a restart the collector holds no digest yet: it asks once, then takes them.
+    let cred = agents.credential("web-1");
+    c.kill9();
+    let c = Collector::start(&d.path().join("data"), "120s");
+    let agent = Client::new(&c.url, &c.data.join("ca.pem"), Some(cred)).unwrap();
+    let post = |hb: &Value| agent.send_json("POST", "/api/v1/heartbeat", hb).unwrap();
+    let r = post(&routine);
+    assert_eq!(r.body["state_needed"], true, "{:?}", r.body);
+    let r = post(&full);
+    assert_eq!(r.body["state_digest"].as_str(), Some(digest.as_str()));
+    assert_eq!(post(&routine).body["acked_seq"], 2);
+    // Neither, both, or a digest that is not one: named.
+    let mut neither = routine.clone();
+    neither.as_object_mut().unwrap().remove("state_digest");
+    common::expect_error(&post(&neither), 400, Some("state"), "state_digest");
+    let mut both = full.clone();
+    both["state_digest"] = json!(digest);
+    common::expect_error(&post(&both), 400, Some("state_digest"), "not both");
+    let mut bad = routine.clone();
+    bad["state_digest"] = json!("xyz");
+    common::expect_error(&post(&bad), 400, Some("state_digest"), "16 hex digits");
+}
+
+#[test]
 fn a_silent_host_is_flagged_within_a_second_of_its_deadline() {
     let d = tempfile::tempdir().unwrap();
     let c = Collector::start(d.path(), "1s");

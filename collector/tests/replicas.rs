@@ -111,7 +111,7 @@ fn three_collectors_share_the_fleet_hand_over_the_lead_and_tell_each_incident_on
         hook.url("/")
     );
     let exe = Path::new(env!("CARGO_BIN_EXE_rollcall-collector"));
-    let mut rs = Replicas::start(exe, 3, d.path(), &url, &pw, "4s", &config);
+    let mut rs = Replicas::start(exe, 3, d.path(), (&url, &pw), "4s", &config, &[]);
     let (first_leader, first_epoch) = {
         let mut found = None;
         wait_for("one leader", Duration::from_secs(15), || {
@@ -133,13 +133,43 @@ fn three_collectors_share_the_fleet_hand_over_the_lead_and_tell_each_incident_on
         assert_eq!(r.status, 200, "{:?}", r.body);
         creds.insert(h.clone(), r.body["credential"].as_str().unwrap().to_owned());
     }
-    let fleet = Fleet::start(rs.urls(), &rs.ca, creds);
+    let fleet = Fleet::start(rs.urls(), &rs.ca, creds.clone());
     for (_, c) in rs.live() {
         wait_for(
             "every host on every collector",
             Duration::from_secs(20),
             || hosts(c).len() == 9,
         );
+    }
+    // A state's digest, given by one collector, is taken by another that followed it.
+    {
+        let (a, b) = (
+            rs.members[0].as_ref().unwrap(),
+            rs.members[1].as_ref().unwrap(),
+        );
+        let post = |c: &Collector, hb: &Value| {
+            Client::new(&c.url, &rs.ca, None)
+                .unwrap()
+                .request(
+                    "POST",
+                    "/api/v1/heartbeat",
+                    Some(&creds["r-1"]),
+                    Some(hb.to_string().into_bytes()),
+                )
+                .unwrap()
+        };
+        let mut hb = heartbeat("r-1", 3, "ok", &[]);
+        hb["state"]["besclient"]["reason"] = serde_json::json!("digest check");
+        let digest = post(a, &hb).body["state_digest"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        hb.as_object_mut().unwrap().remove("state");
+        hb["state_digest"] = serde_json::json!(digest);
+        wait_for("the digest known elsewhere", Duration::from_secs(5), || {
+            let r = post(b, &hb);
+            r.status == 200 && r.body["state_needed"] != true
+        });
     }
     // In service: what incidents are told about.
     let admin = rs.members[0].as_ref().unwrap().admin();

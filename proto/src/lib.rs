@@ -353,7 +353,14 @@ pub struct Heartbeat {
     pub interval_secs: u32,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
-    pub state: AgentState,
+    /// The agent's whole state; absent when `state_digest` says it is the one the
+    /// collector acknowledged last (nothing significant in it changed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<AgentState>,
+    /// Instead of an unchanged `state`: its digest, as the collector gave it in
+    /// [`HeartbeatAck::state_digest`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_digest: Option<String>,
     #[serde(default)]
     pub events: Vec<Event>,
     /// When the host booted (from `/proc/stat`): a change is a reboot in the host's history.
@@ -392,6 +399,14 @@ pub struct EnrollResponse {
 pub struct HeartbeatAck {
     /// Every event up to this sequence number is stored; the agent may drop them.
     pub acked_seq: u64,
+    /// The digest of the state now stored: the agent sends it instead of the state while
+    /// the state does not change. Absent from collectors that take no digests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_digest: Option<String>,
+    /// The collector does not know the digest sent (it restarted, or the agent moved to
+    /// another collector): nothing was stored; send the whole state now.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub state_needed: bool,
 }
 
 /// `GET /api/v1/probe-targets` (a scanner host's credential): the BMCs this scanner

@@ -26,6 +26,16 @@ fn heard(h: &Value) -> DateTime<Utc> {
         .unwrap_or_default()
 }
 
+fn metric(c: &rollcall_collector::testing::Collector, name: &str) -> u64 {
+    let text = c.admin().get("/metrics").unwrap().body;
+    text.as_str()
+        .unwrap_or("")
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// The message of the first log line of `a` containing `words`.
 fn said(a: &Agent, words: &str) -> Option<String> {
     a.lines().iter().find_map(|l| {
@@ -50,7 +60,15 @@ fn agents_move_to_the_next_collector_when_theirs_dies_and_no_host_is_flagged() {
     let d = tempfile::tempdir().unwrap();
     let url = pg.url(&pg.create("failover"));
     let pw = pg.password_file(d.path());
-    let mut rs = Replicas::start(&bin("rollcall-collector"), 3, d.path(), &url, &pw, "5s", "");
+    let mut rs = Replicas::start(
+        &bin("rollcall-collector"),
+        3,
+        d.path(),
+        (&url, &pw),
+        "5s",
+        "",
+        &[],
+    );
     let names = ["fo-a", "fo-b", "fo-c", "fo-d", "fo-e", "fo-f"];
     let agents: Vec<_> = {
         let cs: Vec<&rollcall_collector::testing::Collector> = rs.live().map(|(_, c)| c).collect();
@@ -73,6 +91,13 @@ fn agents_move_to_the_next_collector_when_theirs_dies_and_no_host_is_flagged() {
             || names.iter().all(|n| host(c, n)["state"] == "up"),
         );
     }
+    // Routine heartbeats carry the digest of the unchanged state, not the state.
+    wait_for("digests", Duration::from_secs(15), || {
+        rs.live()
+            .map(|(_, c)| metric(c, "rollcall_heartbeats_digest_total"))
+            .sum::<u64>()
+            > 0
+    });
     // The collector that agent fo-a chose first: the one to kill.
     let choice = |a: &Agent| {
         let m = said(a, "first choice ").expect("the agent names its first choice");

@@ -106,6 +106,9 @@ pub struct Reporter<C: Clock> {
     scanner: crate::config::ScannerConfig,
     /// What was last said about probing, not to repeat it every round.
     scan_said: Option<String>,
+    /// The fingerprint of the state the collector acknowledged last, and the digest it gave
+    /// for it: sent instead of the state while the state's fingerprint stays the same.
+    acked_state: Option<(u64, String)>,
 }
 
 /// The first sequence number for this run: above everything spooled or acknowledged, and
@@ -163,6 +166,7 @@ impl<C: Clock> Reporter<C> {
                 bmc: None,
                 scanner: config.scanner.clone(),
                 scan_said: None,
+                acked_state: None,
             },
             first,
         ))
@@ -319,6 +323,12 @@ impl<C: Clock> Reporter<C> {
         };
         let events = self.spool.batch(BATCH_EVENTS, BATCH_BYTES);
         let dropped = self.spool.unreported();
+        // An unchanged state goes as the digest the collector gave for it.
+        let fingerprint = state.fingerprint();
+        let (state, state_digest) = match &self.acked_state {
+            Some((fp, digest)) if *fp == fingerprint => (None, Some(digest.clone())),
+            _ => (Some(state), None),
+        };
         let hb = Heartbeat {
             proto_version: PROTO_VERSION,
             host: self.me.host.clone(),
@@ -326,6 +336,7 @@ impl<C: Clock> Reporter<C> {
             interval_secs: self.cfg.interval.as_secs().clamp(1, 86_400) as u32,
             labels: self.labels.clone(),
             state,
+            state_digest,
             events,
             booted_at: self.me.booted_at,
             events_dropped: dropped,
@@ -334,7 +345,15 @@ impl<C: Clock> Reporter<C> {
             .post::<_, HeartbeatAck>("/api/v1/heartbeat", &credential, &hb)
             .await
         {
+            // This collector does not know the digest: nothing was taken; the whole state
+            // goes at once.
+            Ok(ack) if ack.state_needed => {
+                log::debug!(target: "agent", "the collector asked for the whole state");
+                self.acked_state = None;
+                Ok(true)
+            }
             Ok(ack) => {
+                self.acked_state = ack.state_digest.map(|d| (fingerprint, d));
                 self.spool.ack(ack.acked_seq, dropped);
                 if let Some((since, _)) = self.outage.take() {
                     log::info!(target: "agent", "collector reachable again after {}; {} spooled event(s) left to deliver", crate::clock::ago(self.clock.now() - since), self.spool.len());

@@ -100,7 +100,23 @@ fn validate_heartbeat(hb: &Heartbeat) -> Result<()> {
             format!("events_dropped must be at most {MAX_DROPPED}"),
         ));
     }
-    Ok(())
+    match (&hb.state, &hb.state_digest) {
+        (None, None) => Err(ApiError::bad(
+            "state",
+            "a heartbeat carries the agent's state, or the state_digest this collector gave for it",
+        )),
+        (Some(_), Some(_)) => Err(ApiError::bad(
+            "state_digest",
+            "send either the state or its state_digest, not both",
+        )),
+        (None, Some(d)) if d.len() != 16 || u64::from_str_radix(d, 16).is_err() => {
+            Err(ApiError::bad(
+                "state_digest",
+                "state_digest is 16 hex digits, as the collector gave it",
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Events dated ahead of `now` by more than [`MAX_AHEAD`] are dated `now`; says how many.
@@ -175,6 +191,32 @@ pub(super) async fn heartbeat(
             MAX_AHEAD.num_minutes()
         );
     }
+    // The state, or the digest of one this collector knows for this host.
+    let (state_json, state_fingerprint, health, reason) = match hb.state.take() {
+        Some(state) => {
+            let (health, reason) = state.overall();
+            let fp = state.fingerprint();
+            (StateJson::Parsed(Arc::new(state)), fp, health, reason)
+        }
+        None => {
+            let fp = hb
+                .state_digest
+                .as_deref()
+                .and_then(|d| u64::from_str_radix(d, 16).ok())
+                .unwrap_or_default();
+            match lock(&app.registry).known_state(&hb.host, fp) {
+                Some((health, reason)) => (StateJson::Same, fp, health, reason),
+                None => {
+                    app.metrics.rejected("state_needed");
+                    return Ok(Json(HeartbeatAck {
+                        acked_seq: 0,
+                        state_digest: None,
+                        state_needed: true,
+                    }));
+                }
+            }
+        }
+    };
     if hb.events_dropped > 0 {
         let _ = app.ingest.submit(HistoryRecord {
             host: hb.host.clone(),
@@ -187,23 +229,30 @@ pub(super) async fn heartbeat(
         });
     }
     let acked_seq = hb.events.iter().map(|e| e.seq).max().unwrap_or(0);
-    let (health, reason) = hb.state.overall();
     let record = HeartbeatRecord {
         identity: hb.identity.to_string(),
         received_at: now,
         interval_secs: hb.interval_secs,
         health,
         reason,
-        state_fingerprint: hb.state.fingerprint(),
-        state_json: StateJson::Parsed(Arc::new(hb.state)),
+        state_fingerprint,
+        state_json,
         labels: hb.labels,
         events: hb.events,
         host: hb.host,
         booted_at: hb.booted_at,
     };
+    let digest = matches!(record.state_json, StateJson::Same);
     app.write(record).await?;
     app.metrics.accepted();
-    Ok(Json(HeartbeatAck { acked_seq }))
+    if digest {
+        app.metrics.digest();
+    }
+    Ok(Json(HeartbeatAck {
+        acked_seq,
+        state_digest: Some(format!("{state_fingerprint:016x}")),
+        state_needed: false,
+    }))
 }
 
 pub(super) async fn enroll(

@@ -33,8 +33,12 @@ pub enum Change {
         labels: BTreeMap<String, String>,
         health: Health,
         reason: String,
-        /// The agent's state as it sent it.
+        /// The agent's state as it sent it; empty when it sent the digest of the one
+        /// stored.
         state: String,
+        /// The state's fingerprint: the digest agents may send for it, to any collector.
+        #[serde(default)]
+        fp: u64,
         booted_at: Option<DateTime<Utc>>,
     },
     /// A routine heartbeat: only the time moved.

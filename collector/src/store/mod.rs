@@ -48,15 +48,20 @@ pub struct HeartbeatRecord {
 pub enum StateJson {
     Text(String),
     Parsed(std::sync::Arc<rollcall_proto::AgentState>),
+    /// The agent sent the digest of the state stored last (`state_fingerprint`): nothing
+    /// to write.
+    Same,
 }
 
 impl StateJson {
-    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+    /// The state as JSON; `None` for [`StateJson::Same`], which is never written.
+    pub fn text(&self) -> Option<std::borrow::Cow<'_, str>> {
         match self {
-            StateJson::Text(t) => std::borrow::Cow::Borrowed(t),
-            StateJson::Parsed(s) => {
-                std::borrow::Cow::Owned(serde_json::to_string(&**s).unwrap_or_default())
-            }
+            StateJson::Text(t) => Some(std::borrow::Cow::Borrowed(t)),
+            StateJson::Parsed(s) => Some(std::borrow::Cow::Owned(
+                serde_json::to_string(&**s).unwrap_or_default(),
+            )),
+            StateJson::Same => None,
         }
     }
 }

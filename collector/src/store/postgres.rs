@@ -286,6 +286,8 @@ struct HostColumns<'a> {
     fp: Vec<i64>,
     state_fp: Vec<i64>,
     state: Vec<String>,
+    /// False for a digest: the stored state stays.
+    has_state: Vec<bool>,
 }
 
 /// Who writes a batch: the feed's origin, and the epoch it leads in (`None`: it does not
@@ -362,7 +364,10 @@ fn commit_batch(
             c.reason.push(&hb.reason);
             c.fp.push(*fp);
             c.state_fp.push(hb.state_fingerprint as i64);
-            c.state.push(hb.state_json.text().into_owned());
+            let text = hb.state_json.text();
+            c.has_state.push(text.is_some());
+            c.state
+                .push(text.map(|t| t.into_owned()).unwrap_or_default());
             changes.push(super::feed::Change::Host {
                 host: hb.host.clone(),
                 identity: hb.identity.clone(),
@@ -372,6 +377,7 @@ fn commit_batch(
                 health: hb.health,
                 reason: hb.reason.clone(),
                 state: c.state.last().cloned().unwrap_or_default(),
+                fp: hb.state_fingerprint,
                 booted_at: hb.booted_at,
             });
         }
@@ -382,9 +388,9 @@ fn commit_batch(
                 "WITH v AS (
                     SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[],
                                          $5::int4[], $6::text[], $7::text[], $8::text[], $9::int8[],
-                                         $10::int8[], $11::text[])
+                                         $10::int8[], $11::text[], $12::bool[])
                         AS v(name, identity, first_seen, last_heard, interval_secs, labels, health,
-                             reason, fp, state_fp, state)
+                             reason, fp, state_fp, state, has_state)
                  ), written AS (
                     INSERT INTO hosts (name, identity, first_seen, last_heard, interval_secs, labels, health, reason, fp)
                     SELECT name, identity, first_seen, last_heard, interval_secs, labels::jsonb, health, reason, fp
@@ -397,7 +403,7 @@ fn commit_batch(
                     RETURNING name
                  )
                  INSERT INTO host_state (name, fingerprint, state)
-                 SELECT v.name, v.state_fp, v.state FROM v JOIN written USING (name)
+                 SELECT v.name, v.state_fp, v.state FROM v JOIN written USING (name) WHERE v.has_state
                  ON CONFLICT (name) DO UPDATE SET fingerprint = excluded.fingerprint, state = excluded.state",
                 &[
                     &c.name,
@@ -411,6 +417,7 @@ fn commit_batch(
                     &c.fp,
                     &c.state_fp,
                     &c.state,
+                    &c.has_state,
                 ],
             )?;
         }

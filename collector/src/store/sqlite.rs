@@ -348,17 +348,16 @@ impl Store for SqliteStore {
                         .map_err(err)?;
                 }
                 stats.hosts += 1;
-                let state_now = if state_was != hb.state_fingerprint {
-                    state
-                        .execute(params![
-                            hb.host,
-                            hb.state_fingerprint as i64,
-                            &*hb.state_json.text()
-                        ])
-                        .map_err(err)?;
-                    hb.state_fingerprint
-                } else {
-                    state_was
+                let state_now = match hb.state_json.text() {
+                    Some(text) if state_was != hb.state_fingerprint => {
+                        state
+                            .execute(params![hb.host, hb.state_fingerprint as i64, &*text])
+                            .map_err(err)?;
+                        hb.state_fingerprint
+                    }
+                    // A digest: the stored state is the one it names.
+                    None => hb.state_fingerprint,
+                    Some(_) => state_was,
                 };
                 written_now.push((name, (state_now, row)));
             }

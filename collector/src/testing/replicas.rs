@@ -26,20 +26,20 @@ pub struct Replicas {
 impl Replicas {
     /// `n` collectors (`exe`) in `dir`/r0, r1…, each on a free port with `grace`, reading
     /// `config` (written to `dir`/collector.toml) and storing in PostgreSQL at `url` with
-    /// the password in `password`.
+    /// the password in `password`; `extra` flags for each.
     pub fn start(
         exe: &Path,
         n: usize,
         dir: &Path,
-        url: &str,
-        password: &Path,
+        (url, password): (&str, &Path),
         grace: &str,
         config: &str,
+        extra: &[&str],
     ) -> Replicas {
         let file = dir.join("collector.toml");
         std::fs::write(&file, config).expect("collector.toml");
         let start = |data: &Path| {
-            let args = [
+            let mut args = vec![
                 "--config",
                 file.to_str().expect("path"),
                 "--store",
@@ -47,6 +47,7 @@ impl Replicas {
                 "--store-password-file",
                 password.to_str().expect("path"),
             ];
+            args.extend_from_slice(extra);
             Some(Collector::spawn(exe, data, "127.0.0.1:0", grace, &args))
         };
         let first = dir.join("r0");
