@@ -43,6 +43,28 @@ fn body(i: u64, interval: u32, now: &str) -> Bytes {
     ))
 }
 
+/// How the generated heartbeats carry the (unchanging) state.
+static DIGEST_MODE: AtomicBool = AtomicBool::new(false);
+/// The digest the collector gave for that state, from the warm-up's acknowledgements.
+static DIGEST: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// A heartbeat of host `i`: its whole state, or (in digest mode) the state's digest.
+fn heartbeat_body(i: u64, now: &str) -> Bytes {
+    let full = body(i, 60, now);
+    if !DIGEST_MODE.load(Ordering::Relaxed) {
+        return full;
+    }
+    let digest = DIGEST
+        .lock()
+        .expect("digest")
+        .clone()
+        .expect("a digest from the warm-up");
+    let text = std::str::from_utf8(&full).expect("utf-8");
+    let (head, rest) = text.split_once(r#""state":"#).expect("state");
+    let tail = &rest[rest.find(r#","events""#).expect("events")..];
+    Bytes::from(format!(r#"{head}"state_digest":"{digest}"{tail}"#))
+}
+
 fn enroll_body(i: u64) -> Bytes {
     Bytes::from(format!(
         r#"{{"proto_version":1,"host":"node-{i:07}.example.net","identity":{{"machine_id":"{i:032x}","install_id":"{:08x}"}},"labels":{{"env":"prod","region":"us-south","zone":"dal1{}","role":"carrier-worker"}}}}"#,
@@ -196,12 +218,20 @@ async fn generate(
                     .header("host", "localhost")
                     .header("authorization", &creds[i as usize])
                     .header("content-type", "application/json")
-                    .body(Full::new(body(i, 60, &now)))
+                    .body(Full::new(heartbeat_body(i, &now)))
                     .expect("request");
                 match send.send_request(req).await {
                     Ok(resp) => {
                         let status = resp.status().as_u16();
-                        let _ = resp.into_body().collect().await;
+                        let got = resp.into_body().collect().await;
+                        if seconds == 0 && status == 200 {
+                            let ack: serde_json::Value = got
+                                .map(|b| serde_json::from_slice(&b.to_bytes()).unwrap_or_default())
+                                .unwrap_or_default();
+                            if let Some(d) = ack["state_digest"].as_str() {
+                                *DIGEST.lock().expect("digest") = Some(d.to_owned());
+                            }
+                        }
                         match status {
                             200 => counts.ok.fetch_add(1, Ordering::Relaxed),
                             _ => counts.refused.fetch_add(1, Ordering::Relaxed),
@@ -568,37 +598,69 @@ fn stores() {
         "{hosts} hosts enrolled and heard once by each store in {:.0} s; {rounds} rounds of {seconds} s each, {conns} TLS connections, loopback, 2 cores shared by the generator, the collectors and PostgreSQL:",
         t0.elapsed().as_secs_f64()
     );
-    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
-    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
+    // The heartbeats as agents send them once their state is stored: its digest. Against
+    // SQLite and the no-op also with the whole state, as agents of earlier releases send.
+    let phases: [(&str, usize, bool); 7] = [
+        ("no-op, whole state", 0, false),
+        ("SQLite, whole state", 1, false),
+        ("no-op, digest", 0, true),
+        ("SQLite, digest", 1, true),
+        ("PostgreSQL 1 collector, digest", 2, true),
+        ("PostgreSQL 3 collectors, digest", 3, true),
+        ("no-op, digest (again)", 0, true),
+    ];
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); phases.len()];
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); phases.len()];
     for round in 1..=rounds {
-        let mut line = format!("  round {round}:");
-        for (i, (name, t)) in targets.iter().enumerate() {
-            let (creds, ca) = fleets[i].clone().expect("fleet");
-            let p = phase(&rt, t, &ca, creds, hosts, conns, seconds);
-            line.push_str(&format!(
-                " {name} {:.0}/s ({:.1} µs/hb);",
-                p.rate, p.server_us
-            ));
-            rates[i].push(p.rate);
-            cpu[i].push(p.server_us);
+        println!("  round {round}:");
+        for (k, (name, i, digest)) in phases.iter().enumerate() {
+            DIGEST_MODE.store(*digest, Ordering::Relaxed);
+            let (creds, ca) = fleets[*i].clone().expect("fleet");
+            let p = phase(&rt, &targets[*i].1, &ca, creds, hosts, conns, seconds);
+            println!(
+                "    {name:<34} {:>7.0}/s  {:>5.1} µs of server CPU per heartbeat{}",
+                p.rate,
+                p.server_us,
+                if p.refused + p.failed > 0 {
+                    format!(" ({} refused, {} failed)", p.refused, p.failed)
+                } else {
+                    String::new()
+                }
+            );
+            rates[k].push(p.rate);
+            cpu[k].push(p.server_us);
         }
-        println!("{line}");
     }
-    let base = median(rates[0].clone());
-    for (i, (name, _)) in targets.iter().enumerate() {
-        let r = median(rates[i].clone());
+    let m = |k: usize| median(rates[k].clone());
+    let c = |k: usize| median(cpu[k].clone());
+    let noop_digest = (m(2) + m(6)) / 2.0;
+    println!("  medians:");
+    println!(
+        "    SQLite, whole state: {:.0}/s, {:.2} of the no-op's; {:.1} µs of collector CPU per heartbeat (no-op {:.1})",
+        m(1),
+        m(1) / m(0),
+        c(1),
+        c(0)
+    );
+    println!(
+        "    SQLite, digest: {:.0}/s, {:.2} of the no-op's; {:.1} µs of collector CPU per heartbeat (no-op {:.1})",
+        m(3),
+        m(3) / noop_digest,
+        c(3),
+        c(2)
+    );
+    for (k, name) in [
+        (4, "PostgreSQL, 1 collector"),
+        (5, "PostgreSQL, 3 collectors"),
+    ] {
         println!(
-            "  median {name}: {r:.0} durable heartbeats/s, {:.2} of the no-op's, {:.1} µs of collector CPU per heartbeat",
-            r / base,
-            median(cpu[i].clone())
+            "    {name}, digest: {:.0}/s, {:.2} of the no-op's, {:.2} of SQLite's; {:.1} µs of collectors' CPU per heartbeat",
+            m(k),
+            m(k) / noop_digest,
+            m(k) / m(3),
+            c(k)
         );
     }
-    let sq = median(rates[1].clone());
-    println!(
-        "  PostgreSQL/SQLite: 1 collector {:.2}, 3 collectors {:.2}",
-        median(rates[2].clone()) / sq,
-        median(rates[3].clone()) / sq
-    );
     // From another collector's commit to its application here, over the three.
     let mut buckets: Vec<(f64, u64)> = Vec::new();
     for (_, c) in three.live() {

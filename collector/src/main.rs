@@ -240,7 +240,7 @@ fn run(cli: Config) -> anyhow::Result<()> {
         let (r, t2, a) = (replica.clone(), (**t).clone(), app.clone());
         std::thread::Builder::new()
             .name("change-feed".into())
-            .spawn(move || replica::run_follower(r, t2, |e| follow(&a, e)))
+            .spawn(move || replica::run_follower(r, t2, |e| follow(&a, e), || reload(&a)))
             .context("starting the change feed thread")?;
     }
     let limits = server::Limits::new(cli.max_connections, cli.header_timeout);
@@ -310,6 +310,22 @@ fn run(cli: Config) -> anyhow::Result<()> {
         log::info!("stopping");
         anyhow::Ok(())
     })
+}
+
+/// Every host and credential loaded from the store again, into the registry and the
+/// credentials in force; how many hosts.
+fn reload(app: &App) -> Result<usize, String> {
+    let (hosts, creds) = {
+        let s = lock(&app.store);
+        (
+            s.load_hosts().map_err(|e| e.sentence())?,
+            s.load_credentials().map_err(|e| e.sentence())?,
+        )
+    };
+    let n = hosts.len();
+    *app.credentials.write().unwrap_or_else(|e| e.into_inner()) = Credentials::load(creds);
+    lock(&app.registry).load(hosts, app.now());
+    Ok(n)
 }
 
 /// Applies what another collector wrote to this one's registry and credentials.

@@ -226,8 +226,15 @@ pub fn start_position(replica: &Replica, target: &Target) -> Result<(), postgres
 }
 
 /// Runs forever on its own thread: reads what the other collectors wrote, in commit
-/// order, and hands each of their rows to `apply`.
-pub fn run_follower(replica: Arc<Replica>, target: Target, mut apply: impl FnMut(&Entry)) {
+/// order, and hands each of their rows to `apply`. Had rows it never read been pruned
+/// meanwhile (this collector was stopped longer than the feed keeps them), `reload` loads
+/// every host and credential again instead.
+pub fn run_follower(
+    replica: Arc<Replica>,
+    target: Target,
+    mut apply: impl FnMut(&Entry),
+    mut reload: impl FnMut() -> Result<usize, String>,
+) {
     loop {
         let mut c = match target.connect() {
             Ok(c) => c,
@@ -242,6 +249,32 @@ pub fn run_follower(replica: Arc<Replica>, target: Target, mut apply: impl FnMut
         }
         loop {
             let from = replica.position();
+            match feed::missed(&mut c, from) {
+                Ok(None) => {}
+                Ok(Some(_)) => {
+                    let restart = match feed::start(&mut c) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            log::warn!("following the other collectors: {e}; trying again");
+                            break;
+                        }
+                    };
+                    match reload() {
+                        Ok(n) => {
+                            log::warn!("this collector was away longer than the change feed keeps changes: loaded all {n} hosts again");
+                            *crate::lock(&replica.position) = restart;
+                        }
+                        Err(e) => {
+                            log::warn!("following the other collectors: loading every host again: {e}; trying again");
+                            break;
+                        }
+                    }
+                }
+                Err(e) => {
+                    log::warn!("following the other collectors: {e}; trying again");
+                    break;
+                }
+            }
             let entries = match feed::read(&mut c, from, READ_LIMIT) {
                 Ok(e) => e,
                 Err(e) => {

@@ -105,6 +105,17 @@ pub fn start(c: &mut Client) -> Result<Position, postgres::Error> {
     })
 }
 
+/// Whether rows after `from` were pruned before they were read: the newest pruned row's
+/// position, if it is past `from`.
+pub fn missed(c: &mut Client, from: Position) -> Result<Option<Position>, postgres::Error> {
+    let r = c.query_one("SELECT xid::text, seq FROM feed_horizon WHERE id = 1", &[])?;
+    let horizon = Position {
+        xid: r.get::<_, &str>(0).parse().unwrap_or(0),
+        seq: r.get(1),
+    };
+    Ok((horizon > from).then_some(horizon))
+}
+
 /// Up to `limit` rows after `from` that are final, oldest first.
 pub fn read(c: &mut Client, from: Position, limit: i64) -> Result<Vec<Entry>, postgres::Error> {
     let rows = c.query(
@@ -140,7 +151,23 @@ pub fn read(c: &mut Client, from: Position, limit: i64) -> Result<Vec<Entry>, po
         .collect())
 }
 
-/// Deletes rows older than `before`; returns how many.
-pub fn prune(c: &mut Client, before: DateTime<Utc>) -> Result<u64, postgres::Error> {
-    c.execute("DELETE FROM changes WHERE at < $1", &[&before])
+/// Deletes rows older than `before` (in transaction `tx`), and moves the horizon past
+/// them.
+pub(super) fn prune(
+    tx: &mut postgres::Transaction<'_>,
+    before: DateTime<Utc>,
+) -> Result<(), postgres::Error> {
+    let gone = tx.query(
+        "WITH gone AS (DELETE FROM changes WHERE at < $1 RETURNING xid, seq)
+         SELECT xid::text, seq FROM gone ORDER BY xid DESC, seq DESC LIMIT 1",
+        &[&before],
+    )?;
+    if let Some(r) = gone.first() {
+        tx.execute(
+            "UPDATE feed_horizon SET xid = greatest(xid, $1::text::xid8),
+                 seq = CASE WHEN $1::text::xid8 >= xid THEN $2 ELSE seq END WHERE id = 1",
+            &[&r.get::<_, &str>(0), &r.get::<_, i64>(1)],
+        )?;
+    }
+    Ok(())
 }

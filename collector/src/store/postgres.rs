@@ -43,6 +43,10 @@ impl PartialEq for Target {
     }
 }
 
+/// How long the change feed keeps a change: a collector away longer loads every host
+/// again.
+const FEED_KEPT: chrono::Duration = chrono::Duration::hours(1);
+
 /// How long connecting may take, and how soon a dead server is noticed on a quiet
 /// connection.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -674,10 +678,7 @@ impl Store for PgStore {
             let h = tx.execute("DELETE FROM history WHERE at < $1", &[&before])?;
             // The change feed is for collectors that are running: one that was away
             // longer loads every host again when it starts.
-            tx.execute(
-                "DELETE FROM changes WHERE at < now() - interval '1 hour'",
-                &[],
-            )?;
+            super::feed::prune(tx, Utc::now() - FEED_KEPT)?;
             Ok(n + h)
         })
     }
@@ -700,6 +701,48 @@ mod tests {
     fn passes_the_incident_suite_on_a_real_server() {
         let db = Cluster::shared().database("incident_suite");
         suite::run_incidents(|| PgStore::open(&db).unwrap());
+    }
+
+    #[test]
+    fn the_feed_carries_each_commit_once_in_order_and_says_when_some_were_pruned_unread() {
+        use crate::store::feed::{self, Change};
+        let db = Cluster::shared().database("feed");
+        let mut a = PgStore::open(&db).unwrap();
+        let mut c = db.connect().unwrap();
+        let start = feed::start(&mut c).unwrap();
+        a.commit(&[Write::from(suite::hb("f", 1, Health::Ok, vec![]))])
+            .unwrap();
+        let mut routine = suite::hb("f", 2, Health::Ok, vec![]);
+        routine.reason = "f at 1".into();
+        routine.state_fingerprint = 1;
+        a.commit(&[Write::from(routine)]).unwrap();
+        a.set_maintenance("f", Some((suite::t(99), "swap")))
+            .unwrap();
+        let rows = feed::read(&mut c, start, 100).unwrap();
+        let kinds: Vec<&str> = rows
+            .iter()
+            .flat_map(|e| &e.changes)
+            .map(|ch| match ch {
+                Change::Host { .. } => "host",
+                Change::Heard { .. } => "heard",
+                Change::Maintenance { .. } => "maintenance",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(kinds, ["host", "heard", "maintenance"]);
+        assert!(rows.iter().all(|e| e.origin == a.replica.id));
+        let last = rows.last().unwrap().position;
+        assert!(
+            feed::read(&mut c, last, 100).unwrap().is_empty(),
+            "read once"
+        );
+        assert_eq!(feed::missed(&mut c, start).unwrap(), None);
+        // Pruned before one collector read them: it is told.
+        let mut tx = c.transaction().unwrap();
+        feed::prune(&mut tx, Utc::now() + chrono::Duration::hours(1)).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(feed::missed(&mut c, start).unwrap(), Some(last));
+        assert_eq!(feed::missed(&mut c, last).unwrap(), None);
     }
 
     #[test]

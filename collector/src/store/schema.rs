@@ -322,6 +322,14 @@ CREATE TABLE leadership (
 INSERT INTO leadership VALUES (1, 0, '', now());
 -- The epoch of the leader that took a notification to send it.
 ALTER TABLE outbox ADD COLUMN claimed_epoch bigint;
+-- The newest change pruned from the feed: a collector whose position is below it has
+-- missed changes and loads every host again.
+CREATE TABLE feed_horizon (
+    id  integer PRIMARY KEY CHECK (id = 1),
+    xid xid8 NOT NULL,
+    seq bigint NOT NULL
+);
+INSERT INTO feed_horizon VALUES (1, '0', 0);
 ";
 
 #[cfg(test)]
@@ -576,7 +584,7 @@ mod tests {
 
     const FROZEN_PG: [&str; 2] = [
         "71132a4862f1babb1c25c9d4aed6ab9066287539fcb5e1ea279d7917c2b8f734",
-        "aa2c155340548532f17117a74004f04c3cc8d9cbfd0984fca3d1b7a18f980fa6",
+        "b36bc7a1dafef23df45d94f92b38452909619c0ef7d2fd6ec4e71f6164eb448e",
     ];
 
     const FROZEN_V1: &str = "fb2f70584afb5d008397a80cc930cfba99f59c26bb902f35be597aa814fe506a";
