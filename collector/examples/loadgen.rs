@@ -1,7 +1,7 @@
 //! Load figures for the collector, printed (never asserted). Loopback only, bounded in
 //! count and time.
 //!
-//!   cargo run --release -p rollcall-collector --example loadgen -- ingest [--hosts 200000] [--seconds 10] [--connections 64] [--rounds 3]
+//!   cargo run --release -p rollcall-collector --example loadgen -- ingest [--hosts 200000] [--seconds 10] [--connections 64] [--rounds 3] [--digest 1]
 //!       durable heartbeats per second into the real collector, and the same generator
 //!       against a no-op HTTPS handler (same TLS and HTTP stack), alternated in rounds
 //!       within one run; the ratio, and CPU time per heartbeat of each server.
@@ -479,6 +479,8 @@ fn ingest() {
         hosts,
         "first heartbeat of every host"
     );
+    // `--digest 1`: the rounds send the state's digest, as agents do once it is stored.
+    DIGEST_MODE.store(arg("--digest", 0) == 1, Ordering::Relaxed);
     println!("{hosts} simulated hosts, {conns} TLS connections, {rounds} rounds of {seconds} s against each server in turn, loopback, 2 cores shared with the generator:");
     println!("  round   no-op/s  collector/s  ratio   server CPU µs/hb: no-op, collector (its writer thread)   generator CPU µs/hb");
     let mut ratios = Vec::new();

@@ -26,6 +26,9 @@ struct Fleet {
     stop: Arc<AtomicBool>,
     up: Arc<Mutex<BTreeMap<String, bool>>>,
     acked: Arc<Mutex<BTreeMap<String, DateTime<Utc>>>>,
+    /// A collector the hosts leave alone (as a load balancer does one whose `/readyz`
+    /// stopped answering).
+    avoid: Arc<Mutex<Option<usize>>>,
 }
 
 impl Fleet {
@@ -38,14 +41,20 @@ impl Fleet {
                 .collect::<BTreeMap<_, _>>(),
         ));
         let acked = Arc::new(Mutex::new(BTreeMap::new()));
+        let avoid = Arc::new(Mutex::new(None));
         let clients: Arc<Vec<Client>> = Arc::new(
             urls.iter()
                 .map(|u| Client::new(u, ca, None).unwrap())
                 .collect(),
         );
         for (n, (host, cred)) in creds.into_iter().enumerate() {
-            let (stop, up, acked, clients) =
-                (stop.clone(), up.clone(), acked.clone(), clients.clone());
+            let (stop, up, acked, clients, avoid) = (
+                stop.clone(),
+                up.clone(),
+                acked.clone(),
+                clients.clone(),
+                avoid.clone(),
+            );
             std::thread::spawn(move || {
                 let mut at = n;
                 while !stop.load(Ordering::Relaxed) {
@@ -53,6 +62,9 @@ impl Fleet {
                         let body = heartbeat(&host, 3, "ok", &[]).to_string().into_bytes();
                         for _ in 0..clients.len() {
                             at = (at + 1) % clients.len();
+                            if *avoid.lock().unwrap() == Some(at) {
+                                continue;
+                            }
                             let left = Utc::now();
                             let r = clients[at].request(
                                 "POST",
@@ -70,7 +82,12 @@ impl Fleet {
                 }
             });
         }
-        Fleet { stop, up, acked }
+        Fleet {
+            stop,
+            up,
+            acked,
+            avoid,
+        }
     }
 
     fn set(&self, host: &str, up: bool) {
@@ -278,6 +295,76 @@ fn three_collectors_share_the_fleet_hand_over_the_lead_and_tell_each_incident_on
         Duration::from_secs(10),
         || c.admin().get("/readyz").map(|r| r.status).ok() == Some(200),
     );
+
+    // The leader frozen (SIGSTOP): the database ends its silent session and another one
+    // leads; woken, it leads nothing and tells nothing, and each incident is told once.
+    let (frozen, frozen_epoch) = rs.leader().unwrap();
+    *fleet.avoid.lock().unwrap() = Some(frozen);
+    let pid = rs.members[frozen].as_ref().unwrap().pid() as i32;
+    let signal =
+        |s| rustix::process::kill_process(rustix::process::Pid::from_raw(pid).unwrap(), s).unwrap();
+    signal(rustix::process::Signal::STOP);
+    let took = wait_for(
+        "a leader while the old one is frozen",
+        Duration::from_secs(20),
+        || {
+            rs.live()
+                .filter(|(i, _)| *i != frozen)
+                .any(|(i, _)| matches!(rs.role(i), Some((true, e)) if e > frozen_epoch))
+        },
+    );
+    println!("leader failover after SIGSTOP: {} ms", took.as_millis());
+    fleet.set("r-1", false);
+    wait_for("r-1's silence told", Duration::from_secs(20), || {
+        hook.count() >= 3
+    });
+    signal(rustix::process::Signal::CONT);
+    *fleet.avoid.lock().unwrap() = None;
+    wait_for(
+        "the woken one knows it no longer leads",
+        Duration::from_secs(10),
+        || rs.role(frozen) == Some((false, frozen_epoch)),
+    );
+    fleet.set("r-1", true);
+    wait_for("r-1's resolve", Duration::from_secs(20), || {
+        hook.count() >= 4
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let told = hook.statuses();
+    assert_eq!(told.len(), 4, "{told:?}");
+    assert_eq!(
+        told[2..],
+        [
+            ("silent/r-1".to_owned(), "firing".to_owned()),
+            ("silent/r-1".to_owned(), "resolved".to_owned())
+        ]
+    );
+
+    // PostgreSQL restarted: heartbeats are answered 503 with Retry-After meanwhile, and the
+    // collectors recover by themselves, with one leader again.
+    pg.kill();
+    let (_, any) = rs.live().next().unwrap();
+    let r = Client::new(&any.url, &rs.ca, None)
+        .unwrap()
+        .request(
+            "POST",
+            "/api/v1/heartbeat",
+            Some(&creds["r-2"]),
+            Some(heartbeat("r-2", 3, "ok", &[]).to_string().into_bytes()),
+        )
+        .unwrap();
+    assert_eq!((r.status, r.retry_after), (503, Some(5)), "{:?}", r.body);
+    pg.resume();
+    wait_for(
+        "one leader after the restart",
+        Duration::from_secs(20),
+        || rs.leader().is_some(),
+    );
+    for (_, c) in rs.live() {
+        wait_for("ready after the restart", Duration::from_secs(20), || {
+            c.admin().get("/readyz").map(|r| r.status).ok() == Some(200)
+        });
+    }
 
     // Every acknowledged heartbeat is there, on every survivor.
     let acked = fleet.acked.lock().unwrap().clone();
