@@ -51,6 +51,7 @@ const FEED_KEPT: chrono::Duration = chrono::Duration::hours(1);
 /// connection.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 const KEEPALIVE_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+const TCP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Target {
     /// A new connection of its own (the leader's session, a follower's).
@@ -80,9 +81,13 @@ impl Target {
         if config.get_dbname().is_none() {
             config.dbname("rollcall");
         }
+        // A server that stops answering (a partition, not a refusal) fails a call within
+        // TCP_TIMEOUT instead of the kernel's quarter of an hour: the leader's session
+        // notices it lost the lock, the writer answers 503.
         config
             .application_name("rollcall-collector")
             .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_user_timeout(TCP_TIMEOUT)
             .keepalives(true)
             .keepalives_idle(KEEPALIVE_IDLE);
         let ports = config.get_ports();
