@@ -329,6 +329,7 @@ impl<C: Clock> Reporter<C> {
             Some((fp, digest)) if *fp == fingerprint => (None, Some(digest.clone())),
             _ => (Some(state), None),
         };
+        let sent_digest = state_digest.is_some();
         let hb = Heartbeat {
             proto_version: PROTO_VERSION,
             host: self.me.host.clone(),
@@ -380,7 +381,14 @@ impl<C: Clock> Reporter<C> {
                 log::debug!(target: "agent", "collector throttles this host ({error}); next heartbeat in {wait:?}");
                 Err(Wait::Throttled(wait))
             }
-            Err(f) => Err(Wait::Backoff(self.failed(f))),
+            Err(f) => {
+                // A collector of an earlier release takes no digest (400): the whole state
+                // goes next time.
+                if sent_digest && matches!(f, Failure::Refused { status: 400, .. }) {
+                    self.acked_state = None;
+                }
+                Err(Wait::Backoff(self.failed(f)))
+            }
         }
     }
 
