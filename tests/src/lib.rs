@@ -395,13 +395,28 @@ command_timeout = "20s"
         interval: &str,
         labels: &str,
     ) {
-        let urls: Vec<String> = cs.iter().map(|c| format!("{:?}", c.url)).collect();
+        let urls: Vec<String> = cs.iter().map(|c| c.url.clone()).collect();
+        self.report_to_urls(config, &urls, &cs[0].data, name, interval, labels);
+    }
+
+    /// As [`SimHost::report_to_all`], with the collectors' `urls` and the data directory
+    /// (`data`) whose CA and enrollment secret they share.
+    pub fn report_to_urls(
+        &self,
+        config: &Path,
+        urls: &[String],
+        data: &Path,
+        name: &str,
+        interval: &str,
+        labels: &str,
+    ) {
+        let urls: Vec<String> = urls.iter().map(|u| format!("{u:?}")).collect();
         let mut text = std::fs::read_to_string(config).expect("agent.toml");
         text.push_str(&format!(
             "\n[host]\nname = \"{name}\"\nlabels = {{ {labels} }}\n\n[collector]\nurl = [{urls}]\nca_file = \"{ca}\"\nenroll_secret_file = \"{secret}\"\ninterval = \"{interval}\"\n",
             urls = urls.join(", "),
-            ca = cs[0].data.join("ca.pem").display(),
-            secret = cs[0].data.join("enroll.secret").display(),
+            ca = data.join("ca.pem").display(),
+            secret = data.join("enroll.secret").display(),
         ));
         std::fs::write(config, text).expect("agent.toml");
     }
@@ -746,11 +761,24 @@ pub fn reporting_host_to(
     interval: &str,
     labels: &str,
 ) -> (SimHost, Agent) {
+    let urls: Vec<String> = cs.iter().map(|c| c.url.clone()).collect();
+    reporting_host_at(&urls, &cs[0].data, name, interval, labels)
+}
+
+/// As [`reporting_host_to`], with the collectors' `urls` and the data directory `data`
+/// whose CA and enrollment secret they share.
+pub fn reporting_host_at(
+    urls: &[String],
+    data: &Path,
+    name: &str,
+    interval: &str,
+    labels: &str,
+) -> (SimHost, Agent) {
     let h = SimHost::new();
     h.faults("interval_ms = 200\n");
     h.start_client();
     let config = h.agent_config("sysv", "", "");
-    h.report_to_all(&config, cs, name, interval, labels);
+    h.report_to_urls(&config, urls, data, name, interval, labels);
     let a = Agent::start(&config);
     a.wait_supervising();
     (h, a)

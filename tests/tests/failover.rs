@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use rollcall_collector::testing::postgres::Cluster;
 use rollcall_collector::testing::replicas::Replicas;
-use rollcall_tests::{bin, reporting_host_to, Agent};
+use rollcall_tests::{bin, reporting_host_to, wait_until, Agent};
 use serde_json::Value;
 
 fn host(c: &rollcall_collector::testing::Collector, name: &str) -> Value {
@@ -46,14 +46,6 @@ fn said(a: &Agent, words: &str) -> Option<String> {
     })
 }
 
-fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < within, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn agents_move_to_the_next_collector_when_theirs_dies_and_no_host_is_flagged() {
     let pg = Cluster::start(false);
@@ -85,14 +77,14 @@ fn agents_move_to_the_next_collector_when_theirs_dies_and_no_host_is_flagged() {
             .collect()
     };
     for (_, c) in rs.live() {
-        wait_for(
+        wait_until(
             "every host on every collector",
             Duration::from_secs(30),
             || names.iter().all(|n| host(c, n)["state"] == "up"),
         );
     }
     // Routine heartbeats carry the digest of the unchanged state, not the state.
-    wait_for("digests", Duration::from_secs(15), || {
+    wait_until("digests", Duration::from_secs(15), || {
         rs.live()
             .map(|(_, c)| metric(c, "rollcall_heartbeats_digest_total"))
             .sum::<u64>()
@@ -121,12 +113,12 @@ fn agents_move_to_the_next_collector_when_theirs_dies_and_no_host_is_flagged() {
     let killed = Utc::now();
     // Those that reported there say so and go on elsewhere; every host keeps being heard.
     for i in &moving {
-        wait_for("the move said", Duration::from_secs(15), || {
+        wait_until("the move said", Duration::from_secs(15), || {
             said(&agents[*i].1, &format!("collector {victim_url} failed")).is_some()
         });
     }
     for (_, c) in rs.live() {
-        wait_for(
+        wait_until(
             "every host heard after the kill",
             Duration::from_secs(15),
             || {
