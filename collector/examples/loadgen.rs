@@ -573,29 +573,22 @@ fn stores() {
         assert_eq!(warm.1.ok.load(Ordering::Relaxed), hosts, "first heartbeats");
         (creds, ca)
     };
+    // The no-op, SQLite, PostgreSQL with one collector, with three.
     let targets = [
-        ("no-op", n.target()),
-        ("SQLite", sqlite.target()),
-        ("PostgreSQL, 1 collector", Target::of(&one)),
-        ("PostgreSQL, 3 collectors", Target::of(&three)),
+        n.target(),
+        sqlite.target(),
+        Target::of(&one),
+        Target::of(&three),
     ];
-    let data = [
-        dir.path().join("sqlite"),
-        dir.path().join("sqlite"),
-        dir.path().join("pg1/r0"),
-        dir.path().join("pg3/r0"),
-    ];
+    let data = ["sqlite", "pg1/r0", "pg3/r0"].map(|d| dir.path().join(d));
     let t0 = Instant::now();
-    let mut fleets = Vec::new();
-    for (i, (_, t)) in targets.iter().enumerate() {
-        // The no-op server takes the SQLite collector's credentials (it reads nothing).
-        fleets.push(if i == 0 {
-            None
-        } else {
-            Some(ready(&data[i], t))
-        });
-    }
-    fleets[0] = fleets[1].clone();
+    // The no-op server takes the SQLite collector's credentials (it reads nothing).
+    let mut fleets: Vec<_> = targets[1..]
+        .iter()
+        .zip(&data)
+        .map(|(t, d)| ready(d, t))
+        .collect();
+    fleets.insert(0, fleets[0].clone());
     println!(
         "{hosts} hosts enrolled and heard once by each store in {:.0} s; {rounds} rounds of {seconds} s each, {conns} TLS connections, loopback, 2 cores shared by the generator, the collectors and PostgreSQL:",
         t0.elapsed().as_secs_f64()
@@ -617,8 +610,8 @@ fn stores() {
         println!("  round {round}:");
         for (k, (name, i, digest)) in phases.iter().enumerate() {
             DIGEST_MODE.store(*digest, Ordering::Relaxed);
-            let (creds, ca) = fleets[*i].clone().expect("fleet");
-            let p = phase(&rt, &targets[*i].1, &ca, creds, hosts, conns, seconds);
+            let (creds, ca) = fleets[*i].clone();
+            let p = phase(&rt, &targets[*i], &ca, creds, hosts, conns, seconds);
             println!(
                 "    {name:<34} {:>7.0}/s  {:>5.1} µs of server CPU per heartbeat{}",
                 p.rate,

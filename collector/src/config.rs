@@ -166,16 +166,16 @@ impl Config {
             c.merge(&path, &text, &given, &mut store)?;
             file = Some((path, text));
         }
-        c.store = backend(&store.url, store.password_file.as_deref(), &mut |k| {
-            std::env::var(k)
-        })
-        .map_err(|message| match (&file, store.from_file) {
-            (Some((path, text)), Some(span)) => ConfigError::at(path, text, span, message),
-            _ => ConfigError::Flag {
-                flag: "store".into(),
-                message,
-            },
-        })?;
+        c.store =
+            backend(&store.url, store.password_file.as_deref()).map_err(|message| {
+                match (&file, store.from_file) {
+                    (Some((path, text)), Some(span)) => ConfigError::at(path, text, span, message),
+                    _ => ConfigError::Flag {
+                        flag: "store".into(),
+                        message,
+                    },
+                }
+            })?;
         c.probe_interval = c.probe_interval.max(Duration::from_secs(1));
         Ok(c)
     }
@@ -306,12 +306,8 @@ struct StoreChoice {
 }
 
 /// The store named by `store` (`sqlite` or a PostgreSQL URL), with the password from
-/// `password_file`, or else from `PGPASSWORD` (read through `env`).
-fn backend(
-    store: &str,
-    password_file: Option<&Path>,
-    env: &mut dyn FnMut(&str) -> Result<String, std::env::VarError>,
-) -> Result<crate::store::Backend, String> {
+/// `password_file`, or else from `PGPASSWORD`.
+fn backend(store: &str, password_file: Option<&Path>) -> Result<crate::store::Backend, String> {
     use crate::store::{postgres::Target, Backend};
     if store == "sqlite" {
         if let Some(f) = password_file {
@@ -344,7 +340,7 @@ fn backend(
             }
             Some(first)
         }
-        None => env("PGPASSWORD").ok().filter(|p| !p.is_empty()),
+        None => std::env::var("PGPASSWORD").ok().filter(|p| !p.is_empty()),
     };
     Target::parse(store, password).map(|t| Backend::Postgres(Box::new(t)))
 }

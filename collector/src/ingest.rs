@@ -33,10 +33,7 @@ pub type Ack = oneshot::Receiver<Result<CommitStats, String>>;
 
 impl Committed<'_> {
     pub fn heartbeats(&self) -> impl Iterator<Item = &HeartbeatRecord> {
-        self.records.iter().filter_map(|w| match w {
-            Write::Heartbeat(h) => Some(h),
-            _ => None,
-        })
+        crate::store::heartbeats(self.records)
     }
 }
 

@@ -29,6 +29,13 @@ use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 // A panic while a lock was held leaves data that is still consistent here (every writer
 // finishes its change before it could panic), so a poisoned lock is taken as it is.
 
+/// This host's name, as the kernel has it.
+pub fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+}
+
 /// Locks `m`, through poisoning.
 pub fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())

@@ -398,9 +398,7 @@ fn follow(app: &App, e: &store::feed::Entry) {
 /// listens on every address.
 fn external_url(listen: &std::net::SocketAddr) -> String {
     if listen.ip().is_unspecified() {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_else(|_| "localhost".into());
+        let host = rollcall_collector::host_name().unwrap_or_else(|| "localhost".into());
         format!("https://{host}:{}", listen.port())
     } else {
         format!("https://{listen}")

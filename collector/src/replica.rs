@@ -29,6 +29,8 @@ const TICK: Duration = Duration::from_secs(1);
 const IDLE_LIMIT: &str = "5s";
 /// A follower whose last complete read is older than this is not caught up.
 const CAUGHT_UP_WITHIN: Duration = Duration::from_secs(5);
+/// How often a follower looks whether changes it had not read were pruned.
+const HORIZON_EVERY: Duration = Duration::from_secs(60);
 /// Rows a follower reads at once.
 const READ_LIMIT: i64 = 2000;
 /// Buckets of the delay between a change's commit and its application elsewhere.
@@ -65,9 +67,7 @@ impl Replica {
     }
 
     fn new(shared: bool) -> Replica {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_else(|_| "localhost".into());
+        let host = crate::host_name().unwrap_or_else(|| "localhost".into());
         let mut nonce = [0u8; 4];
         let _ = getrandom::fill(&mut nonce);
         Replica {
@@ -225,6 +225,26 @@ pub fn start_position(replica: &Replica, target: &Target) -> Result<(), postgres
     Ok(())
 }
 
+/// If changes after this collector's position were pruned before it read them, loads every
+/// host and credential again (`reload`) and follows on from now.
+fn catch_up_if_pruned(
+    c: &mut postgres::Client,
+    replica: &Replica,
+    reload: &mut impl FnMut() -> Result<usize, String>,
+) -> Result<(), String> {
+    if feed::missed(c, replica.position())
+        .map_err(|e| e.to_string())?
+        .is_none()
+    {
+        return Ok(());
+    }
+    let restart = feed::start(c).map_err(|e| e.to_string())?;
+    let n = reload().map_err(|e| format!("loading every host again: {e}"))?;
+    log::warn!("this collector was away longer than the change feed keeps changes: loaded all {n} hosts again");
+    *crate::lock(&replica.position) = restart;
+    Ok(())
+}
+
 /// Runs forever on its own thread: reads what the other collectors wrote, in commit
 /// order, and hands each of their rows to `apply`. Had rows it never read been pruned
 /// meanwhile (this collector was stopped longer than the feed keeps them), `reload` loads
@@ -247,34 +267,18 @@ pub fn run_follower(
         if let Err(e) = c.batch_execute("LISTEN rollcall_changes") {
             log::warn!("following the other collectors: {e}");
         }
+        let mut horizon_seen: Option<Instant> = None;
         loop {
-            let from = replica.position();
-            match feed::missed(&mut c, from) {
-                Ok(None) => {}
-                Ok(Some(_)) => {
-                    let restart = match feed::start(&mut c) {
-                        Ok(p) => p,
-                        Err(e) => {
-                            log::warn!("following the other collectors: {e}; trying again");
-                            break;
-                        }
-                    };
-                    match reload() {
-                        Ok(n) => {
-                            log::warn!("this collector was away longer than the change feed keeps changes: loaded all {n} hosts again");
-                            *crate::lock(&replica.position) = restart;
-                        }
-                        Err(e) => {
-                            log::warn!("following the other collectors: loading every host again: {e}; trying again");
-                            break;
-                        }
-                    }
-                }
-                Err(e) => {
+            // Pruning runs hourly: a look at its horizon now and then (and at once after a
+            // stop, which the monotonic clock counts) is enough.
+            if horizon_seen.is_none_or(|t| t.elapsed() >= HORIZON_EVERY) {
+                if let Err(e) = catch_up_if_pruned(&mut c, &replica, &mut reload) {
                     log::warn!("following the other collectors: {e}; trying again");
                     break;
                 }
+                horizon_seen = Some(Instant::now());
             }
+            let from = replica.position();
             let entries = match feed::read(&mut c, from, READ_LIMIT) {
                 Ok(e) => e,
                 Err(e) => {

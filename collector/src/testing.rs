@@ -115,6 +115,17 @@ impl Collector {
         self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Its `/metrics` text (with the admin token), if it answers.
+    pub fn metrics(&self) -> Option<String> {
+        let body = self.admin().get("/metrics").ok()?.body;
+        body.as_str().map(str::to_owned)
+    }
+
+    /// The unlabelled metric `name`, if it answers and has it.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        metric_in(&self.metrics()?, name)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -129,6 +140,13 @@ impl Drop for Collector {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// The unlabelled metric `name` in a `/metrics` text.
+pub fn metric_in(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// A heartbeat as an agent sends it, now: `health` `ok` or `critical` (BESClient dead,

@@ -413,6 +413,28 @@ pub fn server_config(
 
 /// The names this host answers to: localhost, its loopback addresses, its kernel host
 /// name, and `sans`.
+/// The system's CAs, and those in the PEM file `extra` if one is given; an `extra` that
+/// cannot be read or holds no certificate is an error naming it.
+pub fn system_roots_and(extra: Option<&Path>) -> Result<rustls::RootCertStore, String> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(c);
+    }
+    if let Some(ca) = extra {
+        let certs = CertificateDer::pem_file_iter(ca)
+            .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("{}: {e}", ca.display()))?;
+        if certs.is_empty() {
+            return Err(format!("{} holds no certificate", ca.display()));
+        }
+        for c in certs {
+            roots.add(c).map_err(|e| format!("{}: {e}", ca.display()))?;
+        }
+    }
+    Ok(roots)
+}
+
 /// A TLS client trusting `roots`, on the same crypto provider as the server.
 pub fn client_config(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -428,9 +450,7 @@ pub fn names_for_this_host(sans: &[String]) -> Vec<String> {
         "127.0.0.1".to_owned(),
         "::1".to_owned(),
     ];
-    if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
-        names.push(h.trim().to_owned());
-    }
+    names.extend(crate::host_name());
     names.extend(sans.iter().cloned());
     names
 }

@@ -184,13 +184,7 @@ fn tls_config(c: &Collector) -> std::sync::Arc<rustls::ClientConfig> {
 }
 
 fn metric_value(c: &Collector, name: &str) -> f64 {
-    let text = c.admin().get("/metrics").unwrap().body;
-    text.as_str()
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no metric {name}"))
+    c.metric(name).unwrap_or_else(|| panic!("no metric {name}"))
 }
 
 #[test]

@@ -42,7 +42,7 @@ fn a_collector_on_postgres_waits_for_it_rides_out_its_restart_and_loses_nothing(
         "names the database: {log}"
     );
     assert!(
-        !log.contains(pg.password.as_str()),
+        !log.contains(rollcall_collector::testing::postgres::PASSWORD),
         "the password is never logged"
     );
 

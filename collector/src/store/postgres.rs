@@ -10,7 +10,6 @@
 //! between batches, so what another replica wrote is never overwritten with a stale copy.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use postgres::Client;
@@ -124,29 +123,11 @@ impl Target {
 /// default, when the server offers it): the system's roots, and the CA in `PGSSLROOTCERT`
 /// if that is set, as libpq reads it.
 fn tls_connector() -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(c);
-    }
-    if let Some(file) = std::env::var_os("PGSSLROOTCERT") {
-        let path = std::path::PathBuf::from(file);
-        let pem =
-            std::fs::read(&path).map_err(|e| format!("PGSSLROOTCERT {}: {e}", path.display()))?;
-        for c in rustls_pemfile_certs(&pem) {
-            roots
-                .add(c)
-                .map_err(|e| format!("PGSSLROOTCERT {}: {e}", path.display()))?;
-        }
-    }
+    let extra = std::env::var_os("PGSSLROOTCERT").map(std::path::PathBuf::from);
+    let roots =
+        crate::tls::system_roots_and(extra.as_deref()).map_err(|e| format!("PGSSLROOTCERT {e}"))?;
     let tls = crate::tls::client_config(roots).map_err(|e| e.to_string())?;
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
-}
-
-fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
-    use rustls::pki_types::pem::PemObject;
-    rustls::pki_types::CertificateDer::pem_slice_iter(pem)
-        .filter_map(Result::ok)
-        .collect()
 }
 
 pub struct PgStore {
@@ -161,19 +142,8 @@ pub struct PgStore {
 /// Everything a routine heartbeat repeats: the host row but its time, and the state.
 fn fingerprint(hb: &HeartbeatRecord) -> i64 {
     use std::hash::{Hash, Hasher};
-    // SipHash with fixed keys: the same on every replica and across restarts.
-    #[allow(deprecated)]
-    let mut h = std::hash::SipHasher::new();
-    (
-        &hb.host,
-        &hb.identity,
-        hb.interval_secs,
-        &hb.labels,
-        hb.health.as_str(),
-        &hb.reason,
-        hb.state_fingerprint,
-    )
-        .hash(&mut h);
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (super::row_fingerprint(hb), hb.state_fingerprint).hash(&mut h);
     h.finish() as i64
 }
 
@@ -253,9 +223,17 @@ impl PgStore {
         &self,
         f: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T, postgres::Error>,
     ) -> Result<T, StoreError> {
+        self.in_transaction(|tx| f(tx).map_err(self.err()))
+    }
+
+    /// As [`PgStore::transaction`], for a body whose own errors are the store's.
+    pub(super) fn in_transaction<T>(
+        &self,
+        f: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         self.with(|c| {
             let mut tx = c.transaction().map_err(self.err())?;
-            let out = f(&mut tx).map_err(self.err())?;
+            let out = f(&mut tx)?;
             tx.commit().map_err(self.err())?;
             Ok(out)
         })
@@ -312,34 +290,23 @@ fn commit_batch(
     who: Writer<'_>,
 ) -> Result<CommitStats, postgres::Error> {
     let mut changes = Vec::new();
-    let heartbeats = || {
-        batch.iter().filter_map(|w| match w {
-            Write::Heartbeat(h) => Some(h),
-            _ => None,
-        })
-    };
-    // Latest wins: one row per host per batch; first seen is the earliest.
-    let mut latest: HashMap<&str, (&HeartbeatRecord, DateTime<Utc>)> = HashMap::new();
-    for hb in heartbeats() {
-        latest
-            .entry(hb.host.as_str())
-            .and_modify(|(cur, first)| {
-                if hb.received_at >= cur.received_at {
-                    *cur = hb;
-                }
-                *first = (*first).min(hb.received_at);
-            })
-            .or_insert((hb, hb.received_at));
-    }
+    let latest = super::latest_per_host(batch);
     let mut stats = CommitStats {
         hosts: latest.len(),
         ..CommitStats::default()
     };
     if !latest.is_empty() {
         // Routine heartbeats: only the time moves, where the row already says the rest.
-        let names: Vec<&str> = latest.keys().copied().collect();
-        let ats: Vec<DateTime<Utc>> = names.iter().map(|n| latest[n].0.received_at).collect();
-        let fps: Vec<i64> = names.iter().map(|n| fingerprint(latest[n].0)).collect();
+        let (mut names, mut ats, mut fps) = (
+            Vec::with_capacity(latest.len()),
+            Vec::with_capacity(latest.len()),
+            Vec::with_capacity(latest.len()),
+        );
+        for (name, (hb, _)) in &latest {
+            names.push(*name);
+            ats.push(hb.received_at);
+            fps.push(fingerprint(hb));
+        }
         let heard = tx.query(
             "UPDATE hosts AS h SET last_heard = greatest(h.last_heard, v.at)
              FROM unnest($1::text[], $2::timestamptz[], $3::int8[]) AS v(name, at, fp)
@@ -434,7 +401,7 @@ fn commit_batch(
     // Events: redeliveries are ignored by (host, seq).
     let (mut host, mut seq, mut at, mut received, mut body) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for hb in heartbeats() {
+    for hb in super::heartbeats(batch) {
         for e in &hb.events {
             host.push(hb.host.as_str());
             seq.push(e.seq as i64);

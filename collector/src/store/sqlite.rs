@@ -10,8 +10,7 @@ use rollcall_proto::{Event, Health};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    CommitStats, CredentialRecord, CredentialRow, HeartbeatRecord, HistoryRecord, HostRow, Store,
-    StoreError, Write,
+    CommitStats, CredentialRecord, CredentialRow, HistoryRecord, HostRow, Store, StoreError, Write,
 };
 use crate::state::Lifecycle;
 
@@ -22,22 +21,6 @@ const FOLD_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// WAL pages (4 KiB) before an automatic checkpoint.
 const CHECKPOINT_PAGES: i64 = 8000;
-
-/// Everything in a host's row but its last-heard time (its name too).
-fn row_fingerprint(hb: &HeartbeatRecord) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (
-        &hb.host,
-        &hb.identity,
-        hb.interval_secs,
-        &hb.labels,
-        health_str(hb.health),
-        &hb.reason,
-    )
-        .hash(&mut h);
-    h.finish()
-}
 
 pub struct SqliteStore {
     path: PathBuf,
@@ -281,26 +264,8 @@ impl Store for SqliteStore {
             path: path.clone(),
             source,
         };
-        let heartbeats = || {
-            batch.iter().filter_map(|w| match w {
-                Write::Heartbeat(h) => Some(h),
-                _ => None,
-            })
-        };
-        // Latest wins: one row update per host per batch; first seen is the earliest.
-        let mut latest: HashMap<&str, (&HeartbeatRecord, DateTime<Utc>)> =
-            HashMap::with_capacity(batch.len());
-        for hb in heartbeats() {
-            latest
-                .entry(hb.host.as_str())
-                .and_modify(|(cur, first)| {
-                    if hb.received_at >= cur.received_at {
-                        *cur = hb;
-                    }
-                    *first = (*first).min(hb.received_at);
-                })
-                .or_insert((hb, hb.received_at));
-        }
+        // One row update per host per batch.
+        let latest = super::latest_per_host(batch);
         let tx = self.conn.transaction().map_err(err)?;
         let mut stats = CommitStats::default();
         let mut written_now = Vec::new();
@@ -323,7 +288,7 @@ impl Store for SqliteStore {
                 .map_err(err)?;
             let mut heard = Vec::new();
             for (hb, first_seen) in latest.values() {
-                let row = row_fingerprint(hb);
+                let row = super::row_fingerprint(hb);
                 let name = self.name_hash.hash_one(hb.host.as_str());
                 let (state_was, row_was) = self
                     .written
@@ -373,7 +338,7 @@ impl Store for SqliteStore {
                     "INSERT OR IGNORE INTO events (host, seq, at, received_at, body) VALUES (?1, ?2, ?3, ?4, ?5)",
                 )
                 .map_err(err)?;
-            for hb in heartbeats() {
+            for hb in super::heartbeats(batch) {
                 for e in &hb.events {
                     let body = serde_json::to_string(e).unwrap_or_default();
                     let n = insert

@@ -2,9 +2,6 @@
 //! `initdb` into a fresh directory (as the `postgres` user when run as root: initdb
 //! refuses root), the server on a free loopback port with password authentication, and
 //! killed with the process that started it.
-//!
-//! `ROLLCALL_TEST_POSTGRES=postgres://USER@HOST:PORT` (with `PGPASSWORD`) uses a server
-//! that is already running instead.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -21,9 +18,8 @@ pub const PASSWORD: &str = "rollcall-test";
 pub struct Cluster {
     /// `postgres://postgres@127.0.0.1:PORT`, without a database.
     pub base: String,
-    pub password: String,
-    /// The cluster's directory (`None` for a server given by the environment).
-    pub dir: Option<PathBuf>,
+    /// The cluster's directory.
+    pub dir: PathBuf,
     port: u16,
     /// The running server's process, while it runs.
     server: Mutex<Option<Child>>,
@@ -72,17 +68,7 @@ impl Cluster {
     /// One cluster per test process, started on first use; fast rather than durable
     /// (`fsync = off`: a killed server loses nothing it acknowledged, a power cut would).
     pub fn shared() -> &'static Cluster {
-        SHARED.get_or_init(|| match std::env::var("ROLLCALL_TEST_POSTGRES") {
-            Ok(base) => Cluster {
-                base: base.trim_end_matches('/').to_owned(),
-                password: std::env::var("PGPASSWORD").unwrap_or_default(),
-                dir: None,
-                port: 0,
-                server: Mutex::new(None),
-                durable: true,
-            },
-            Err(_) => Cluster::start(false),
-        })
+        SHARED.get_or_init(|| Cluster::start(false))
     }
 
     /// A new cluster; `durable` keeps PostgreSQL's defaults (`fsync = on`), as a benchmark
@@ -132,8 +118,7 @@ impl Cluster {
             .port();
         let c = Cluster {
             base: format!("postgres://postgres@127.0.0.1:{port}"),
-            password: PASSWORD.into(),
-            dir: Some(dir),
+            dir,
             port,
             server: Mutex::new(None),
             durable,
@@ -145,7 +130,7 @@ impl Cluster {
     /// Starts the server (again, after [`Cluster::kill`]) and returns once it accepts
     /// connections.
     pub fn resume(&self) {
-        let dir = self.dir.as_ref().expect("a cluster of our own");
+        let dir = &self.dir;
         let (tx, rx) = std::sync::mpsc::channel();
         let mut cmd = as_postgres(&bin("postgres"));
         cmd.arg("-D")
@@ -189,20 +174,22 @@ impl Cluster {
         self.wait_ready(Duration::from_secs(30));
     }
 
+    /// A connection to the `postgres` database as the superuser.
+    fn superuser(&self) -> Result<postgres::Client, postgres::Error> {
+        postgres::Client::connect(
+            &format!("{}/postgres?password={PASSWORD}", self.base),
+            postgres::NoTls,
+        )
+    }
+
     fn wait_ready(&self, within: Duration) {
         let until = Instant::now() + within;
         loop {
-            match postgres::Client::connect(
-                &format!("{}/postgres?password={}", self.base, self.password),
-                postgres::NoTls,
-            ) {
+            match self.superuser() {
                 Ok(_) => return,
                 Err(e) if Instant::now() > until => {
-                    let log = self
-                        .dir
-                        .as_ref()
-                        .and_then(|d| std::fs::read_to_string(d.join("server.log")).ok())
-                        .unwrap_or_default();
+                    let log =
+                        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
                     panic!("postgres did not start within {within:?}: {e}\n{log}");
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(50)),
@@ -237,11 +224,9 @@ impl Cluster {
             std::process::id(),
             DATABASES.fetch_add(1, Ordering::Relaxed)
         );
-        let mut admin = postgres::Client::connect(
-            &format!("{}/postgres?password={}", self.base, self.password),
-            postgres::NoTls,
-        )
-        .unwrap_or_else(|e| panic!("connecting to {}: {e}", self.base));
+        let mut admin = self
+            .superuser()
+            .unwrap_or_else(|e| panic!("connecting to {}: {e}", self.base));
         admin
             .batch_execute(&format!("CREATE DATABASE \"{name}\""))
             .expect("create database");
@@ -251,13 +236,13 @@ impl Cluster {
     /// A file holding the password, for `--store-password-file`.
     pub fn password_file(&self, dir: &Path) -> PathBuf {
         let f = dir.join("store.password");
-        std::fs::write(&f, format!("{}\n", self.password)).expect("password file");
+        std::fs::write(&f, format!("{PASSWORD}\n")).expect("password file");
         f
     }
 
     /// How to reach database `db`.
     pub fn target(&self, db: &str) -> Target {
-        Target::parse(&self.url(db), Some(self.password.clone())).expect("target")
+        Target::parse(&self.url(db), Some(PASSWORD.to_owned())).expect("target")
     }
 
     /// `postgres://postgres@127.0.0.1:PORT/db` (the password is [`Cluster::password`]).
@@ -289,8 +274,6 @@ fn remove_stale() {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.kill();
-        if let Some(d) = &self.dir {
-            let _ = std::fs::remove_dir_all(d);
-        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

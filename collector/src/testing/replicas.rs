@@ -87,17 +87,10 @@ impl Replicas {
 
     /// `(leads?, epoch)` of collector `i`, from its metrics.
     pub fn role(&self, i: usize) -> Option<(bool, i64)> {
-        let c = self.members[i].as_ref()?;
-        let m = c.admin().get("/metrics").ok()?.body;
-        let text = m.as_str()?.to_owned();
-        let value = |name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(&format!("{name} ")))
-                .and_then(|v| v.trim().parse::<i64>().ok())
-        };
+        let text = self.members[i].as_ref()?.metrics()?;
         Some((
-            value("rollcall_replica_leader")? == 1,
-            value("rollcall_replica_epoch")?,
+            super::metric_in(&text, "rollcall_replica_leader")? == 1.0,
+            super::metric_in(&text, "rollcall_replica_epoch")? as i64,
         ))
     }
 
