@@ -748,6 +748,17 @@ pub fn host_view(admin: &rollcall_collector::client::Client, name: &str) -> Valu
         .unwrap_or(Value::Null)
 }
 
+/// Asserts that `host` (the `host` object of a host's view) is not flagged: `up`, or
+/// `late`, which a busy machine may catch a few milliseconds after a 1 s interval and
+/// which is not a flag. `who` names it in the failure.
+pub fn assert_not_flagged(host: &Value, who: &str) {
+    assert_eq!(host["flagged"], false, "{who}: {host}");
+    assert!(
+        host["state"] == "up" || host["state"] == "late",
+        "{who}: {host}"
+    );
+}
+
 /// A simulated host whose running client is supervised by an agent reporting to `c` every
 /// `interval`, with `labels` (TOML inline-table contents) in `[host]`.
 pub fn reporting_host(c: &Collector, name: &str, interval: &str, labels: &str) -> (SimHost, Agent) {

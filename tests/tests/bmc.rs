@@ -312,7 +312,7 @@ fn scanners_probe_their_zone_and_the_collector_attributes_what_they_find() {
         )),
         "{reason}"
     );
-    assert_eq!(host_view(&admin, "h1")["host"]["state"], "up");
+    rollcall_tests::assert_not_flagged(&host_view(&admin, "h1")["host"], "h1");
     wait_until(
         "the verdict in h2's history",
         Duration::from_secs(5),

@@ -43,7 +43,7 @@ fn a_relay_that_goes_down_gets_one_restart_then_a_hold_that_names_it() {
     });
     let v = view();
     assert_eq!(checkin(&v)["relay"], "relay-dal10.example", "{v}");
-    assert_eq!(v["host"]["state"], "up", "{v}");
+    rollcall_tests::assert_not_flagged(&v["host"], "web-1");
 
     // The relay goes away: the client lives and logs, but every registration fails.
     h.faults("relay = relay-dal10.example\nrun = relay-down\n");
@@ -258,12 +258,9 @@ fn a_relay_most_of_whose_hosts_fail_together_is_suspect_and_the_hosts_say_so() {
                 )
             })
     });
-    // The hosts that still check in are not flagged (with a 1 s interval a busy machine
-    // may catch one a few milliseconds late, which is not a flag).
+    // The hosts that still check in are not flagged.
     for n in ["a5", "b0"] {
-        let h = host_view(&admin, n)["host"].clone();
-        assert_eq!(h["flagged"], false, "{n}: {h}");
-        assert!(h["state"] == "up" || h["state"] == "late", "{n}: {h}");
+        rollcall_tests::assert_not_flagged(&host_view(&admin, n)["host"], n);
     }
     let o = std::process::Command::new(rollcall_tests::bin("rollcall"))
         .arg("relays")
