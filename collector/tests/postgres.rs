@@ -100,3 +100,117 @@ fn a_collector_on_postgres_waits_for_it_rides_out_its_restart_and_loses_nothing(
         .collect();
     assert_eq!(seqs, [3, 2, 1], "{one}");
 }
+
+/// The collector's log (stderr) until it holds `words` or `within` passes; the collector is
+/// then killed.
+fn log_until(mut cmd: std::process::Command, words: &str, within: std::time::Duration) -> String {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting the collector");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let err = child.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for l in BufReader::new(err).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let until = std::time::Instant::now() + within;
+    let mut log = String::new();
+    while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(l) => {
+                log.push_str(&l);
+                log.push('\n');
+                if l.contains(words) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    log
+}
+
+#[test]
+fn a_collector_reaches_postgres_over_tls_and_refuses_a_certificate_it_cannot_trust() {
+    let pg = Cluster::start(false);
+    let d = tempfile::tempdir().unwrap();
+    let ca = pg.serve_tls(&d.path().join("pg-tls"));
+    let db = pg.create("tls");
+    let pw = pg.password_file(d.path());
+    let url = format!("{}?sslmode=require", pg.url(&db));
+    let args = [
+        "--store",
+        url.as_str(),
+        "--store-password-file",
+        pw.to_str().unwrap(),
+    ];
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_rollcall-collector"));
+
+    // Without the database's CA: it does not connect, and says what to set.
+    let mut cmd = std::process::Command::new(exe);
+    cmd.env_remove("PGSSLROOTCERT")
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(d.path().join("untrusting"))
+        .args(args);
+    let log = log_until(cmd, "not trusted", std::time::Duration::from_secs(20));
+    assert!(
+        log.contains("its TLS certificate is not trusted; set PGSSLROOTCERT")
+            && log.contains("trying again in"),
+        "{log}"
+    );
+    assert_eq!(pg.collector_connections().1, 0, "nothing connected");
+    // Without sslmode, TLS is used when the server offers it, and checked the same way.
+    let mut cmd = std::process::Command::new(exe);
+    cmd.env_remove("PGSSLROOTCERT")
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(d.path().join("untrusting"))
+        .args([
+            "--store",
+            &pg.url(&db),
+            "--store-password-file",
+            pw.to_str().unwrap(),
+        ]);
+    let log = log_until(cmd, "not trusted", std::time::Duration::from_secs(20));
+    assert!(log.contains("add sslmode=disable"), "{log}");
+
+    // With it: every connection the collector holds is encrypted, and it serves.
+    let mut cmd = std::process::Command::new(exe);
+    cmd.env("PGSSLROOTCERT", &ca);
+    let c = Collector::spawn_command(cmd, &d.path().join("data"), "127.0.0.1:0", "120s", &args);
+    let r = c.agents().post(&heartbeat("tls-1", 60, "ok", &[1]));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(c.admin().get("/api/v1/hosts").unwrap().body["count"], 1);
+    let (encrypted, all) = pg.collector_connections();
+    assert!(all >= 2, "the writer's and the readers' connections: {all}");
+    assert_eq!(encrypted, all, "every collector connection uses TLS");
+    println!("{encrypted} of {all} collector connections use TLS");
+
+    // A server that offers no TLS, asked for it: refused, with what to change.
+    drop(c);
+    let plain = Cluster::start(false);
+    let db = plain.create("plain");
+    let url = format!("{}?sslmode=require", plain.url(&db));
+    let mut cmd = std::process::Command::new(exe);
+    cmd.env("PGSSLROOTCERT", &ca)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(d.path().join("plain"))
+        .args([
+            "--store",
+            &url,
+            "--store-password-file",
+            pw.to_str().unwrap(),
+        ]);
+    let log = log_until(cmd, "TLS", std::time::Duration::from_secs(20));
+    assert!(
+        log.contains("TLS to it failed; turn ssl on on the server, or remove sslmode=require"),
+        "{log}"
+    );
+}

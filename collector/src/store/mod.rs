@@ -295,6 +295,12 @@ impl StoreError {
                     Some(c) if *c == S::ADMIN_SHUTDOWN || *c == S::CANNOT_CONNECT_NOW => {
                         "the server is shutting down or starting; the collector tries again"
                     }
+                    _ if untrusted_certificate(source) => {
+                        "its TLS certificate is not trusted; set PGSSLROOTCERT to the file of the CA that signed it, and name the server in store's URL as its certificate does (or, on a network you trust, add sslmode=disable to store's URL)"
+                    }
+                    _ if source.to_string().contains("TLS") => {
+                        "TLS to it failed; turn ssl on on the server, or remove sslmode=require from store's URL"
+                    }
                     _ if source.is_closed() || source.code().is_none() => {
                         "it cannot be reached; the collector tries again (check the server, the network and store's host and port)"
                     }
@@ -306,6 +312,24 @@ impl StoreError {
             StoreError::TooNew { .. } | StoreError::NotLeader { .. } => self.to_string(),
         }
     }
+}
+
+/// Whether `e` failed because the server's certificate did not verify (an unknown CA, a
+/// name it does not cover, expired).
+fn untrusted_certificate(e: &::postgres::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(c) = cause {
+        // An io::Error's `source` skips the error it wraps: look inside it.
+        let inner = c
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map_or(c, |i| i as &(dyn std::error::Error + 'static));
+        if let Some(rustls::Error::InvalidCertificate(_)) = inner.downcast_ref::<rustls::Error>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 #[cfg(test)]

@@ -174,6 +174,59 @@ impl Cluster {
         self.wait_ready(Duration::from_secs(30));
     }
 
+    /// Turns TLS on: a CA and a certificate for `127.0.0.1` made in `dir` (as the collector
+    /// makes its own), the server's copy in the cluster's directory, and the configuration
+    /// reloaded. Returns the CA's file, for `PGSSLROOTCERT`. Plain connections still work.
+    pub fn serve_tls(&self, dir: &Path) -> PathBuf {
+        std::fs::create_dir_all(dir).expect("certificate directory");
+        crate::tls::ensure(dir, &["127.0.0.1".to_owned()], Duration::from_secs(86_400))
+            .expect("certificates");
+        for (from, to) in [("server.pem", "tls.pem"), ("server.key", "tls.key")] {
+            let to = self.dir.join(to);
+            std::fs::copy(dir.join(from), &to).expect("copying the certificate");
+            std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .expect("mode");
+            if is_root() {
+                let ok = Command::new("chown")
+                    .arg("postgres:postgres")
+                    .arg(&to)
+                    .status()
+                    .is_ok_and(|s| s.success());
+                assert!(ok, "chown {} to postgres", to.display());
+            }
+        }
+        let mut admin = self.superuser().expect("superuser connection");
+        // One statement each: ALTER SYSTEM refuses to run inside a transaction block.
+        for sql in [
+            format!(
+                "ALTER SYSTEM SET ssl_cert_file = '{}'",
+                self.dir.join("tls.pem").display()
+            ),
+            format!(
+                "ALTER SYSTEM SET ssl_key_file = '{}'",
+                self.dir.join("tls.key").display()
+            ),
+            "ALTER SYSTEM SET ssl = on".to_owned(),
+            "SELECT pg_reload_conf()".to_owned(),
+        ] {
+            admin.batch_execute(&sql).expect("turning TLS on");
+        }
+        dir.join("ca.pem")
+    }
+
+    /// How many of the collectors' connections to the server are encrypted, of how many.
+    pub fn collector_connections(&self) -> (i64, i64) {
+        let mut admin = self.superuser().expect("superuser connection");
+        let row = admin
+            .query_one(
+                "SELECT count(*) FILTER (WHERE s.ssl), count(*) FROM pg_stat_activity a \
+                 JOIN pg_stat_ssl s USING (pid) WHERE a.application_name = 'rollcall-collector'",
+                &[],
+            )
+            .expect("pg_stat_ssl");
+        (row.get(0), row.get(1))
+    }
+
     /// A connection to the `postgres` database as the superuser.
     fn superuser(&self) -> Result<postgres::Client, postgres::Error> {
         postgres::Client::connect(
