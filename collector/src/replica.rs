@@ -29,8 +29,6 @@ const TICK: Duration = Duration::from_secs(1);
 const IDLE_LIMIT: &str = "5s";
 /// A follower whose last complete read is older than this is not caught up.
 const CAUGHT_UP_WITHIN: Duration = Duration::from_secs(5);
-/// How often a follower looks whether changes it had not read were pruned.
-const HORIZON_EVERY: Duration = Duration::from_secs(60);
 /// Rows a follower reads at once.
 const READ_LIMIT: i64 = 2000;
 /// Buckets of the delay between a change's commit and its application elsewhere.
@@ -225,19 +223,13 @@ pub fn start_position(replica: &Replica, target: &Target) -> Result<(), postgres
     Ok(())
 }
 
-/// If changes after this collector's position were pruned before it read them, loads every
+/// Changes after this collector's position were pruned before it read them: loads every
 /// host and credential again (`reload`) and follows on from now.
-fn catch_up_if_pruned(
+fn catch_up(
     c: &mut postgres::Client,
     replica: &Replica,
     reload: &mut impl FnMut() -> Result<usize, String>,
 ) -> Result<(), String> {
-    if feed::missed(c, replica.position())
-        .map_err(|e| e.to_string())?
-        .is_none()
-    {
-        return Ok(());
-    }
     let restart = feed::start(c).map_err(|e| e.to_string())?;
     let n = reload().map_err(|e| format!("loading every host again: {e}"))?;
     log::warn!("this collector was away longer than the change feed keeps changes: loaded all {n} hosts again");
@@ -267,20 +259,17 @@ pub fn run_follower(
         if let Err(e) = c.batch_execute("LISTEN rollcall_changes") {
             log::warn!("following the other collectors: {e}");
         }
-        let mut horizon_seen: Option<Instant> = None;
         loop {
-            // Pruning runs hourly: a look at its horizon now and then (and at once after a
-            // stop, which the monotonic clock counts) is enough.
-            if horizon_seen.is_none_or(|t| t.elapsed() >= HORIZON_EVERY) {
-                if let Err(e) = catch_up_if_pruned(&mut c, &replica, &mut reload) {
-                    log::warn!("following the other collectors: {e}; trying again");
-                    break;
-                }
-                horizon_seen = Some(Instant::now());
-            }
             let from = replica.position();
             let entries = match feed::read(&mut c, from, READ_LIMIT) {
-                Ok(e) => e,
+                Ok(feed::Read::Entries(e)) => e,
+                Ok(feed::Read::Pruned) => match catch_up(&mut c, &replica, &mut reload) {
+                    Ok(()) => continue,
+                    Err(e) => {
+                        log::warn!("following the other collectors: {e}; trying again");
+                        break;
+                    }
+                },
                 Err(e) => {
                     log::warn!("following the other collectors: {e}; trying again");
                     break;

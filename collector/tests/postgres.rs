@@ -214,3 +214,89 @@ fn a_collector_reaches_postgres_over_tls_and_refuses_a_certificate_it_cannot_tru
         "{log}"
     );
 }
+
+#[test]
+fn a_collector_away_longer_than_the_feed_keeps_loads_every_host_again_and_follows_on() {
+    use rollcall_collector::testing::replicas::Replicas;
+    let pg = Cluster::start(false);
+    let d = tempfile::tempdir().unwrap();
+    let db = pg.create("away");
+    let pw = pg.password_file(d.path());
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_rollcall-collector"));
+    let rs = Replicas::start(exe, 2, d.path(), (&pg.url(&db), &pw), "120s", "", &[]);
+    let (a, b) = (
+        rs.members[0].as_ref().unwrap(),
+        rs.members[1].as_ref().unwrap(),
+    );
+    let shows = |c: &Collector, host: &str| {
+        c.admin()
+            .get(&format!("/api/v1/hosts/{host}"))
+            .map(|r| r.body["host"]["state"].as_str().map(str::to_owned))
+            .ok()
+            .flatten()
+    };
+    let agents = a.agents();
+    assert_eq!(
+        agents.post(&heartbeat("away-1", 60, "ok", &[1])).status,
+        200
+    );
+    common::wait_for("away-1 on b", std::time::Duration::from_secs(10), || {
+        shows(b, "away-1").is_some()
+    });
+
+    // b stops; meanwhile a takes a new host and a maintenance, and the feed is pruned
+    // before b read them.
+    let signal = |s| {
+        rustix::process::kill_process(rustix::process::Pid::from_raw(b.pid() as i32).unwrap(), s)
+            .unwrap()
+    };
+    signal(rustix::process::Signal::STOP);
+    assert_eq!(
+        agents.post(&heartbeat("away-2", 60, "ok", &[1])).status,
+        200
+    );
+    let r = a
+        .admin()
+        .send_json(
+            "PUT",
+            "/api/v1/hosts/away-1/maintenance",
+            &serde_json::json!({"for": "1h", "reason": "disk swap"}),
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    pg.prune_feed(&db);
+    signal(rustix::process::Signal::CONT);
+
+    // b notices, loads every host and credential again, and says so.
+    common::wait_for(
+        "b loads every host again",
+        std::time::Duration::from_secs(15),
+        || {
+            b.log()
+                .contains("longer than the change feed keeps changes: loaded all 2 hosts again")
+        },
+    );
+    assert_eq!(shows(b, "away-2").as_deref(), Some("up"));
+    assert_eq!(shows(b, "away-1").as_deref(), Some("maintenance"));
+    // The credential a issued while b was away is taken by b.
+    let to_b =
+        rollcall_collector::client::Client::new(&b.url, &b.data.join("ca.pem"), None).unwrap();
+    let r = to_b
+        .request(
+            "POST",
+            "/api/v1/heartbeat",
+            Some(&agents.credential("away-2")),
+            Some(heartbeat("away-2", 60, "ok", &[2]).to_string().into_bytes()),
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    // And b follows on from there.
+    assert_eq!(
+        agents.post(&heartbeat("away-3", 60, "ok", &[1])).status,
+        200
+    );
+    common::wait_for("away-3 on b", std::time::Duration::from_secs(10), || {
+        shows(b, "away-3").is_some()
+    });
+    assert_eq!(b.admin().get("/readyz").unwrap().status, 200);
+}

@@ -105,55 +105,67 @@ pub fn start(c: &mut Client) -> Result<Position, postgres::Error> {
     })
 }
 
-/// Whether rows after `from` were pruned before they were read: the newest pruned row's
-/// position, if it is past `from`.
-pub fn missed(c: &mut Client, from: Position) -> Result<Option<Position>, postgres::Error> {
-    let r = c.query_one("SELECT xid::text, seq FROM feed_horizon WHERE id = 1", &[])?;
-    let horizon = Position {
-        xid: r.get::<_, &str>(0).parse().unwrap_or(0),
-        seq: r.get(1),
-    };
-    Ok((horizon > from).then_some(horizon))
+/// What a follower reads from its position.
+#[derive(Debug, PartialEq)]
+pub enum Read {
+    /// Up to the limit of rows after it that are final, oldest first.
+    Entries(Vec<Entry>),
+    /// Rows after it were pruned before it read them: it must load everything again.
+    Pruned,
 }
 
-/// Up to `limit` rows after `from` that are final, oldest first.
-pub fn read(c: &mut Client, from: Position, limit: i64) -> Result<Vec<Entry>, postgres::Error> {
+/// Up to `limit` rows after `from` that are final, oldest first; or [`Read::Pruned`] if
+/// some after `from` were pruned unread. One statement, so one snapshot: a prune that
+/// committed before it has moved the horizon, and one that did not has deleted nothing it
+/// sees.
+pub fn read(c: &mut Client, from: Position, limit: i64) -> Result<Read, postgres::Error> {
     let rows = c.query(
-        "SELECT xid::text, seq, at, origin, body FROM changes
-         WHERE (xid, seq) > ($1::text::xid8, $2)
-           AND xid < pg_snapshot_xmin(pg_current_snapshot())
-         ORDER BY xid, seq LIMIT $3",
+        "SELECT h.xid::text, h.seq, c.xid::text, c.seq, c.at, c.origin, c.body
+         FROM feed_horizon h LEFT JOIN LATERAL (
+             SELECT xid, seq, at, origin, body FROM changes
+             WHERE (xid, seq) > ($1::text::xid8, $2)
+               AND xid < pg_snapshot_xmin(pg_current_snapshot())
+             ORDER BY xid, seq LIMIT $3) c ON true
+         WHERE h.id = 1
+         ORDER BY c.xid, c.seq",
         &[&from.xid.to_string(), &from.seq, &limit],
     )?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            let xid: &str = r.get(0);
-            let body: &str = r.get(4);
-            Entry {
-                position: Position {
-                    xid: xid.parse().unwrap_or(0),
-                    seq: r.get(1),
-                },
-                at: r.get(2),
-                origin: r.get(3),
-                // A row this release cannot read is skipped, not fatal: it was written by
-                // a newer one, and the next full load has its effect.
-                changes: serde_json::from_str(body).unwrap_or_else(|e| {
-                    log::warn!(
-                        "change feed: row {xid}/{} unreadable: {e}",
-                        r.get::<_, i64>(1)
-                    );
-                    Vec::new()
-                }),
-            }
-        })
-        .collect())
+    let horizon = rows.first().map(|r| Position {
+        xid: r.get::<_, &str>(0).parse().unwrap_or(0),
+        seq: r.get(1),
+    });
+    if horizon.is_some_and(|h| h > from) {
+        return Ok(Read::Pruned);
+    }
+    Ok(Read::Entries(
+        rows.iter()
+            .filter_map(|r| {
+                // No change after `from`: the horizon's row alone, with nulls.
+                let xid = r.get::<_, Option<&str>>(2)?;
+                let seq = r.get::<_, Option<i64>>(3)?;
+                let body: &str = r.get(6);
+                Some(Entry {
+                    position: Position {
+                        xid: xid.parse().unwrap_or(0),
+                        seq,
+                    },
+                    at: r.get(4),
+                    origin: r.get(5),
+                    // A row this release cannot read is skipped, not fatal: it was written
+                    // by a newer one, and the next full load has its effect.
+                    changes: serde_json::from_str(body).unwrap_or_else(|e| {
+                        log::warn!("change feed: row {xid}/{seq} unreadable: {e}");
+                        Vec::new()
+                    }),
+                })
+            })
+            .collect(),
+    ))
 }
 
 /// Deletes rows older than `before` (in transaction `tx`), and moves the horizon past
 /// them.
-pub(super) fn prune(
+pub(crate) fn prune(
     tx: &mut postgres::Transaction<'_>,
     before: DateTime<Utc>,
 ) -> Result<(), postgres::Error> {

@@ -690,7 +690,9 @@ mod tests {
         a.commit(&[Write::from(routine)]).unwrap();
         a.set_maintenance("f", Some((suite::t(99), "swap")))
             .unwrap();
-        let rows = feed::read(&mut c, start, 100).unwrap();
+        let feed::Read::Entries(rows) = feed::read(&mut c, start, 100).unwrap() else {
+            panic!("nothing was pruned")
+        };
         let kinds: Vec<&str> = rows
             .iter()
             .flat_map(|e| &e.changes)
@@ -704,17 +706,26 @@ mod tests {
         assert_eq!(kinds, ["host", "heard", "maintenance"]);
         assert!(rows.iter().all(|e| e.origin == a.replica.id));
         let last = rows.last().unwrap().position;
-        assert!(
-            feed::read(&mut c, last, 100).unwrap().is_empty(),
+        assert_eq!(
+            feed::read(&mut c, last, 100).unwrap(),
+            feed::Read::Entries(vec![]),
             "read once"
         );
-        assert_eq!(feed::missed(&mut c, start).unwrap(), None);
-        // Pruned before one collector read them: it is told.
+        // Pruned before one collector read them: it is told; one that read them is not.
         let mut tx = c.transaction().unwrap();
         feed::prune(&mut tx, Utc::now() + chrono::Duration::hours(1)).unwrap();
         tx.commit().unwrap();
-        assert_eq!(feed::missed(&mut c, start).unwrap(), Some(last));
-        assert_eq!(feed::missed(&mut c, last).unwrap(), None);
+        assert_eq!(feed::read(&mut c, start, 100).unwrap(), feed::Read::Pruned);
+        assert_eq!(
+            feed::read(&mut c, last, 100).unwrap(),
+            feed::Read::Entries(vec![])
+        );
+        // What is written after the prune is read after its position as before.
+        a.set_maintenance("f", None).unwrap();
+        let feed::Read::Entries(after) = feed::read(&mut c, last, 100).unwrap() else {
+            panic!("nothing unread was pruned")
+        };
+        assert_eq!(after.len(), 1);
     }
 
     #[test]

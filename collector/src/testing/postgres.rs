@@ -214,6 +214,17 @@ impl Cluster {
         dir.join("ca.pem")
     }
 
+    /// What the leader's retention does to database `db`'s change feed an hour after each
+    /// change, done now to all of it: a collector that had not read them must load every
+    /// host again.
+    pub fn prune_feed(&self, db: &str) {
+        let mut c = self.target(db).connect().expect("connecting");
+        let mut tx = c.transaction().expect("transaction");
+        crate::store::feed::prune(&mut tx, chrono::Utc::now() + chrono::Duration::hours(1))
+            .expect("pruning the change feed");
+        tx.commit().expect("commit");
+    }
+
     /// How many of the collectors' connections to the server are encrypted, of how many.
     pub fn collector_connections(&self) -> (i64, i64) {
         let mut admin = self.superuser().expect("superuser connection");
