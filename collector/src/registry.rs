@@ -269,11 +269,18 @@ impl Registry {
         labels: &BTreeMap<String, String>,
         first_seen: DateTime<Utc>,
     ) -> (HostId, bool) {
-        let ids = LABELS.map(|k| self.labels.id(labels.get(k).map_or("", String::as_str)));
+        let value = |k: &str| labels.get(k).map_or("", String::as_str);
         if let Some(id) = self.id(name) {
-            self.hosts[id as usize].labels = ids;
+            // A known host's labels rarely change: compared in place, interned only if so.
+            let h = &self.hosts[id as usize];
+            let same = (0..LABELS.len()).all(|i| self.labels.get(h.labels[i]) == value(LABELS[i]));
+            if !same {
+                let ids = LABELS.map(|k| self.labels.id(value(k)));
+                self.hosts[id as usize].labels = ids;
+            }
             return (id, false);
         }
+        let ids = LABELS.map(|k| self.labels.id(value(k)));
         let id = self.hosts.len() as HostId;
         self.hosts.push(Host {
             name: name.into(),

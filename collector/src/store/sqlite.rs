@@ -19,17 +19,33 @@ use crate::state::Lifecycle;
 const FOLD_ROWS: u64 = 200_000;
 const FOLD_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// SQLite's page cache, KiB.
+const CACHE_KIB: i64 = 64 * 1024;
+
 /// WAL pages (4 KiB) before an automatic checkpoint.
 const CHECKPOINT_PAGES: i64 = 8000;
+
+/// What the writer last wrote of a host.
+#[derive(Debug, Clone, Copy)]
+struct Written {
+    /// The fingerprints of the state and of the host row, so that neither is rewritten
+    /// unchanged.
+    state: u64,
+    row: u64,
+    /// The row's rowid: where a fold writes its time.
+    rowid: i64,
+    /// Its latest time in `heard` not folded yet (ms); 0 when none.
+    heard: i64,
+}
 
 pub struct SqliteStore {
     path: PathBuf,
     pub(super) conn: Connection,
-    /// Per host (by a hash of its name: no copy of a million names), the fingerprints of
-    /// the state and of the host row last written, so that neither is rewritten unchanged.
-    /// Two names sharing a hash only cost a rewrite: the row's fingerprint holds the name.
-    /// Empty after a restart: the first heartbeat of each host writes both.
-    written: HashMap<u64, (u64, u64)>,
+    /// Per host (by a hash of its name: no copy of a million names), what this process
+    /// last wrote of it. Two names sharing a hash only cost a rewrite: the row's
+    /// fingerprint holds the name. Empty after a restart: the first heartbeat of each host
+    /// writes its row and state.
+    written: HashMap<u64, Written>,
     name_hash: std::hash::RandomState,
     /// Rows in `heard` not yet folded into `hosts`, and when that was last done.
     heard_rows: u64,
@@ -75,21 +91,35 @@ impl SqliteStore {
         // written many times meanwhile (the heard log's tail, busy host rows) is copied once.
         conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES)
             .map_err(err)?;
+        conn.pragma_update(None, "cache_size", -CACHE_KIB)
+            .map_err(err)?;
         super::schema::migrate(&mut conn, path, super::schema::SQLITE)?;
-        Ok(SqliteStore {
+        let mut store = SqliteStore {
             path: path.to_owned(),
             conn,
             written: HashMap::new(),
             name_hash: std::hash::RandomState::new(),
             heard_rows: 0,
             folded_at: std::time::Instant::now(),
-        })
+        };
+        // What an earlier process logged and did not fold. Should it fail, the hosts are
+        // still read with their logged times (`load_hosts`), and the next fold retries.
+        if let Err(e) = store.fold_log() {
+            log::warn!("folding heard times into hosts failed (retried later): {e}");
+        }
+        Ok(store)
     }
 
-    /// Folds `heard` into `hosts.last_heard`: one update per host, however often it was
-    /// heard meanwhile.
+    /// Folds the heard times this process logged into `hosts.last_heard`: one update per
+    /// host, by rowid, however often it was heard meanwhile; then empties the log.
     fn fold_heard(&mut self) -> Result<(), StoreError> {
-        let latest = self.heard_latest()?;
+        let mut pending: Vec<(i64, i64)> = self
+            .written
+            .values()
+            .filter(|w| w.heard != 0)
+            .map(|w| (w.rowid, w.heard))
+            .collect();
+        pending.sort_unstable();
         let path = self.path.display().to_string();
         let err = |source| StoreError::Sqlite {
             path: path.clone(),
@@ -98,17 +128,39 @@ impl SqliteStore {
         let tx = self.conn.transaction().map_err(err)?;
         {
             let mut update = tx
-                .prepare("UPDATE hosts SET last_heard = max(last_heard, ?2) WHERE name = ?1")
+                .prepare_cached(
+                    "UPDATE hosts SET last_heard = max(last_heard, ?2) WHERE rowid = ?1",
+                )
                 .map_err(err)?;
-            for (host, at) in &latest {
-                update.execute(params![host, at]).map_err(err)?;
+            for (rowid, at) in pending {
+                update.execute(params![rowid, at]).map_err(err)?;
             }
         }
         tx.execute("DELETE FROM heard", []).map_err(err)?;
         tx.commit().map_err(err)?;
+        for w in self.written.values_mut() {
+            w.heard = 0;
+        }
         self.heard_rows = 0;
         self.folded_at = std::time::Instant::now();
         Ok(())
+    }
+
+    /// Folds whatever `heard` holds, read from the log itself: at open, for the times an
+    /// earlier process logged (this one holds none of them in memory).
+    fn fold_log(&mut self) -> Result<(), StoreError> {
+        let err = self.err();
+        let tx = self.conn.unchecked_transaction().map_err(&err)?;
+        tx.execute(
+            "UPDATE hosts SET last_heard = max(hosts.last_heard, h.at)
+             FROM (SELECT j.value ->> 1 AS name, max(j.value ->> 0) AS at
+                   FROM heard, json_each(heard.times) AS j GROUP BY 1) AS h
+             WHERE hosts.name = h.name",
+            [],
+        )
+        .map_err(&err)?;
+        tx.execute("DELETE FROM heard", []).map_err(&err)?;
+        tx.commit().map_err(err)
     }
 
     pub(super) fn path(&self) -> &Path {
@@ -277,7 +329,8 @@ impl Store for SqliteStore {
                      VALUES (?1, ?2, ?8, ?3, ?4, ?5, ?6, ?7)
                      ON CONFLICT(name) DO UPDATE SET identity = excluded.identity, last_heard = excluded.last_heard,
                         interval_secs = excluded.interval_secs, labels = excluded.labels, health = excluded.health,
-                        reason = excluded.reason",
+                        reason = excluded.reason
+                     RETURNING rowid",
                 )
                 .map_err(err)?;
             let mut state = tx
@@ -290,31 +343,39 @@ impl Store for SqliteStore {
             for (hb, first_seen) in latest.values() {
                 let row = super::row_fingerprint(hb);
                 let name = self.name_hash.hash_one(hb.host.as_str());
-                let (state_was, row_was) = self
-                    .written
-                    .get(&name)
-                    .copied()
-                    .unwrap_or((!hb.state_fingerprint, !row));
-                if row_was == row {
+                let was = self.written.get(&name).copied().unwrap_or(Written {
+                    state: !hb.state_fingerprint,
+                    row: !row,
+                    rowid: 0,
+                    heard: 0,
+                });
+                let mut now = Written { row, ..was };
+                if was.row == row {
                     heard.push((ms(hb.received_at), hb.host.as_str()));
+                    now.heard = ms(hb.received_at);
                 } else {
                     let labels = serde_json::to_string(&hb.labels).unwrap_or_else(|_| "{}".into());
-                    upsert
-                        .execute(params![
-                            hb.host,
-                            hb.identity,
-                            ms(hb.received_at),
-                            hb.interval_secs,
-                            labels,
-                            health_str(hb.health),
-                            hb.reason,
-                            ms(*first_seen)
-                        ])
+                    // The row now holds this time: nothing of it is left to fold.
+                    now.heard = 0;
+                    now.rowid = upsert
+                        .query_row(
+                            params![
+                                hb.host,
+                                hb.identity,
+                                ms(hb.received_at),
+                                hb.interval_secs,
+                                labels,
+                                health_str(hb.health),
+                                hb.reason,
+                                ms(*first_seen)
+                            ],
+                            |r| r.get(0),
+                        )
                         .map_err(err)?;
                 }
                 stats.hosts += 1;
-                let state_now = match hb.state_json.text() {
-                    Some(text) if state_was != hb.state_fingerprint => {
+                now.state = match hb.state_json.text() {
+                    Some(text) if was.state != hb.state_fingerprint => {
                         state
                             .execute(params![hb.host, hb.state_fingerprint as i64, &*text])
                             .map_err(err)?;
@@ -322,9 +383,9 @@ impl Store for SqliteStore {
                     }
                     // A digest: the stored state is the one it names.
                     None => hb.state_fingerprint,
-                    Some(_) => state_was,
+                    Some(_) => was.state,
                 };
-                written_now.push((name, (state_now, row)));
+                written_now.push((name, now));
             }
             if !heard.is_empty() {
                 let times = serde_json::to_string(&heard).expect("pairs of a number and a string");
@@ -563,34 +624,79 @@ mod tests {
         suite::run_incidents(|| SqliteStore::open(&path).unwrap());
     }
 
+    /// Each host's `last_heard` as the row holds it, not through the log.
+    fn rows_heard(s: &SqliteStore) -> Vec<(String, i64)> {
+        let mut st = s
+            .conn
+            .prepare("SELECT name, last_heard FROM hosts ORDER BY name")
+            .unwrap();
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    fn logged(s: &SqliteStore) -> i64 {
+        s.conn
+            .query_row("SELECT count(*) FROM heard", [], |r| r.get(0))
+            .unwrap()
+    }
+
     #[test]
     fn heard_times_folded_into_hosts_are_kept_and_the_log_emptied() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("rollcall.db");
         let mut s = SqliteStore::open(&path).unwrap();
-        let mut h = suite::hb("h", 1, Health::Ok, vec![]);
-        s.commit(&[Write::from(h.clone())]).unwrap();
-        for at in 2..=40 {
-            h.received_at = suite::t(at);
-            s.commit(&[Write::from(h.clone())]).unwrap();
-        }
-        let logged: i64 = s
-            .conn
-            .query_row("SELECT count(*) FROM heard", [], |r| r.get(0))
+        // Three hosts; each one's own time goes to its own row.
+        let mut hs: Vec<_> = ["a", "b", "c"]
+            .map(|n| suite::hb(n, 1, Health::Ok, vec![]))
+            .into();
+        s.commit(&hs.iter().cloned().map(Write::from).collect::<Vec<_>>())
             .unwrap();
+        for at in 2..=40 {
+            for (i, h) in hs.iter_mut().enumerate() {
+                h.received_at = suite::t(at + i as u32);
+            }
+            s.commit(&hs.iter().cloned().map(Write::from).collect::<Vec<_>>())
+                .unwrap();
+        }
         assert_eq!(
-            logged, 39,
-            "a time-only heartbeat appends, it does not rewrite the row"
+            logged(&s),
+            39,
+            "a time-only heartbeat appends to the log, it does not rewrite the row"
         );
         s.fold_heard().unwrap();
-        let logged: i64 = s
-            .conn
-            .query_row("SELECT count(*) FROM heard", [], |r| r.get(0))
+        assert_eq!(logged(&s), 0);
+        let ms = |at| suite::t(at).timestamp_millis();
+        assert_eq!(
+            rows_heard(&s),
+            [
+                ("a".into(), ms(40)),
+                ("b".into(), ms(41)),
+                ("c".into(), ms(42))
+            ]
+        );
+        // Logged after the fold, then the process ends before the next one: the next
+        // open folds the log itself.
+        for h in &mut hs {
+            h.received_at += chrono::Duration::seconds(100);
+        }
+        s.commit(&hs.iter().cloned().map(Write::from).collect::<Vec<_>>())
             .unwrap();
-        assert_eq!(logged, 0);
         drop(s);
-        let rows = SqliteStore::open(&path).unwrap().load_hosts().unwrap();
-        assert_eq!(rows[0].last_heard, suite::t(40));
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(logged(&s), 0);
+        assert_eq!(
+            rows_heard(&s),
+            [
+                ("a".into(), ms(140)),
+                ("b".into(), ms(141)),
+                ("c".into(), ms(142))
+            ]
+        );
+        let rows = s.load_hosts().unwrap();
+        let a = rows.iter().find(|r| r.host == "a").unwrap();
+        assert_eq!(a.last_heard, suite::t(140));
     }
 
     #[test]
