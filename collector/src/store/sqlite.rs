@@ -19,9 +19,6 @@ use crate::state::Lifecycle;
 const FOLD_ROWS: u64 = 200_000;
 const FOLD_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// SQLite's page cache, KiB.
-const CACHE_KIB: i64 = 64 * 1024;
-
 /// WAL pages (4 KiB) before an automatic checkpoint.
 const CHECKPOINT_PAGES: i64 = 8000;
 
@@ -90,8 +87,6 @@ impl SqliteStore {
         // Let the WAL grow to CHECKPOINT_PAGES before it is copied back, so that a page
         // written many times meanwhile (the heard log's tail, busy host rows) is copied once.
         conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES)
-            .map_err(err)?;
-        conn.pragma_update(None, "cache_size", -CACHE_KIB)
             .map_err(err)?;
         super::schema::migrate(&mut conn, path, super::schema::SQLITE)?;
         let mut store = SqliteStore {
