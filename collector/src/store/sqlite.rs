@@ -44,6 +44,9 @@ pub struct SqliteStore {
     /// writes its row and state.
     written: HashMap<u64, Written>,
     name_hash: std::hash::RandomState,
+    /// The database's `schema_version` when the rowids in `written` were learned: a
+    /// VACUUM (which may renumber rows) or any schema change moves it.
+    schema_version: i64,
     /// Rows in `heard` not yet folded into `hosts`, and when that was last done.
     heard_rows: u64,
     folded_at: std::time::Instant,
@@ -94,9 +97,11 @@ impl SqliteStore {
             conn,
             written: HashMap::new(),
             name_hash: std::hash::RandomState::new(),
+            schema_version: 0,
             heard_rows: 0,
             folded_at: std::time::Instant::now(),
         };
+        store.schema_version = store.schema_version().map_err(err)?;
         // What an earlier process logged and did not fold. Should it fail, the hosts are
         // still read with their logged times (`load_hosts`), and the next fold retries.
         if let Err(e) = store.fold_log() {
@@ -121,24 +126,47 @@ impl SqliteStore {
             source,
         };
         let tx = self.conn.transaction().map_err(err)?;
-        {
-            let mut update = tx
-                .prepare_cached(
-                    "UPDATE hosts SET last_heard = max(last_heard, ?2) WHERE rowid = ?1",
-                )
-                .map_err(err)?;
-            for (rowid, at) in pending {
-                update.execute(params![rowid, at]).map_err(err)?;
+        // Read in the transaction: a VACUUM that commits after it makes the updates below
+        // fail (a stale snapshot), and the next fold sees the new version.
+        let version: i64 = tx
+            .query_row("PRAGMA schema_version", [], |r| r.get(0))
+            .map_err(err)?;
+        if version == self.schema_version {
+            {
+                let mut update = tx
+                    .prepare_cached(
+                        "UPDATE hosts SET last_heard = max(last_heard, ?2) WHERE rowid = ?1",
+                    )
+                    .map_err(err)?;
+                for (rowid, at) in pending {
+                    update.execute(params![rowid, at]).map_err(err)?;
+                }
             }
-        }
-        tx.execute("DELETE FROM heard", []).map_err(err)?;
-        tx.commit().map_err(err)?;
-        for w in self.written.values_mut() {
-            w.heard = 0;
+            tx.execute("DELETE FROM heard", []).map_err(err)?;
+            tx.commit().map_err(err)?;
+            for w in self.written.values_mut() {
+                w.heard = 0;
+            }
+        } else {
+            // Rows may have been renumbered (a VACUUM by hand): fold by name from the log,
+            // and learn each rowid again from the host's next write.
+            drop(tx);
+            log::info!(
+                "the schema of {} changed under this collector (a VACUUM?): heard times folded by name",
+                self.path.display()
+            );
+            self.fold_log()?;
+            self.written.clear();
+            self.schema_version = version;
         }
         self.heard_rows = 0;
         self.folded_at = std::time::Instant::now();
         Ok(())
+    }
+
+    fn schema_version(&self) -> rusqlite::Result<i64> {
+        self.conn
+            .query_row("PRAGMA schema_version", [], |r| r.get(0))
     }
 
     /// Folds whatever `heard` holds, read from the log itself: at open, for the times an
@@ -692,6 +720,45 @@ mod tests {
         let rows = s.load_hosts().unwrap();
         let a = rows.iter().find(|r| r.host == "a").unwrap();
         assert_eq!(a.last_heard, suite::t(140));
+    }
+
+    #[test]
+    fn after_a_vacuum_by_hand_heard_times_are_folded_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rollcall.db");
+        let mut s = SqliteStore::open(&path).unwrap();
+        let mut hs: Vec<_> = ["a", "b"]
+            .map(|n| suite::hb(n, 1, Health::Ok, vec![]))
+            .into();
+        let batch = |hs: &[crate::store::HeartbeatRecord]| {
+            hs.iter().cloned().map(Write::from).collect::<Vec<_>>()
+        };
+        s.commit(&batch(&hs)).unwrap();
+        hs[0].received_at = suite::t(7);
+        hs[1].received_at = suite::t(8);
+        s.commit(&batch(&hs)).unwrap();
+        // An operator's VACUUM, which may renumber rows, from another connection.
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("VACUUM")
+            .unwrap();
+        s.fold_heard().unwrap();
+        assert!(s.written.is_empty(), "rowids are learned again");
+        assert_eq!(logged(&s), 0);
+        let ms = |at| suite::t(at).timestamp_millis();
+        assert_eq!(rows_heard(&s), [("a".into(), ms(7)), ("b".into(), ms(8))]);
+        // Written again in full once, then folded by rowid as before.
+        hs[0].received_at = suite::t(9);
+        hs[1].received_at = suite::t(10);
+        s.commit(&batch(&hs)).unwrap();
+        assert_eq!(logged(&s), 0, "rows rewritten, not logged");
+        hs[0].received_at = suite::t(11);
+        hs[1].received_at = suite::t(12);
+        s.commit(&batch(&hs)).unwrap();
+        assert_eq!(logged(&s), 1);
+        s.fold_heard().unwrap();
+        assert_eq!(s.written.len(), 2);
+        assert_eq!(rows_heard(&s), [("a".into(), ms(11)), ("b".into(), ms(12))]);
     }
 
     #[test]
