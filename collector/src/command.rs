@@ -42,6 +42,36 @@ pub enum Sub {
         #[command(subcommand)]
         action: CertAction,
     },
+    /// Between stores: `copy` this collector's SQLite database into PostgreSQL.
+    Store {
+        #[command(subcommand)]
+        action: StoreAction,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum StoreAction {
+    /// Copy `rollcall.db` of --data-dir (the collector stopped) into the empty PostgreSQL
+    /// database that --store names: hosts, states, maintenance, credentials (agents keep
+    /// theirs), history, events, incidents and notifications, in one transaction.
+    Copy,
+}
+
+/// `rollcall-collector store copy`.
+pub fn store(config: &crate::config::Config, action: StoreAction) -> anyhow::Result<()> {
+    use crate::store::{copy, Backend, DB_FILE};
+    match action {
+        StoreAction::Copy => {
+            let Backend::Postgres(to) = &config.store else {
+                anyhow::bail!("store copy writes into PostgreSQL: give its URL with --store (or store in the config file); the database copied is {} in --data-dir", DB_FILE);
+            };
+            let from = config.data_dir.join(DB_FILE);
+            let n =
+                copy::sqlite_to_postgres(&from, to).map_err(|e| anyhow::anyhow!(e.sentence()))?;
+            println!("copied {n} from {} into {}", from.display(), to.shown);
+            Ok(())
+        }
+    }
 }
 
 #[derive(clap::Subcommand)]

@@ -69,6 +69,7 @@ fn main() -> ExitCode {
         Some(Sub::Cert { action }) => {
             cert(&config.data_dir, &config.sans, config.cert_validity, action)
         }
+        Some(Sub::Store { action }) => rollcall_collector::command::store(&config, action),
         None => run(config),
     };
     match done {

@@ -58,12 +58,7 @@ fn heartbeats_are_acknowledged_stored_and_queryable() {
     assert_eq!(h["host"]["state"], "up");
     assert_eq!(h["host"]["lifecycle"], "build", "first seen just now");
     assert_eq!(h["agent_state"]["besclient"]["manager"], "systemd");
-    let seqs: Vec<u64> = h["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["seq"].as_u64().unwrap())
-        .collect();
+    let seqs = common::event_seqs(&h);
     assert_eq!(seqs, [3, 2, 1], "deduplicated, newest first");
 
     let s = admin.get("/api/v1/summary").unwrap().body;
@@ -261,12 +256,7 @@ fn kill_9_during_a_stream_loses_no_acknowledged_heartbeat() {
             .unwrap_or(0);
         // Every acknowledged event is stored, with none missing before it.
         let h = admin.get(&format!("/api/v1/hosts/{host}")).unwrap().body;
-        let seqs: Vec<u64> = h["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["seq"].as_u64().unwrap())
-            .collect();
+        let seqs = common::event_seqs(&h);
         let newest = seqs.first().copied().unwrap_or(0);
         assert!(
             newest >= want,

@@ -92,12 +92,7 @@ fn a_collector_on_postgres_waits_for_it_rides_out_its_restart_and_loses_nothing(
         .collect();
     assert_eq!(names, ["pg-05", "pg-10", "pg-15"], "pg-00 recovered");
     let one = admin.get("/api/v1/hosts/pg-00").unwrap().body;
-    let seqs: Vec<u64> = one["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["seq"].as_u64().unwrap())
-        .collect();
+    let seqs = common::event_seqs(&one);
     assert_eq!(seqs, [3, 2, 1], "{one}");
 }
 
@@ -255,15 +250,7 @@ fn a_collector_away_longer_than_the_feed_keeps_loads_every_host_again_and_follow
         agents.post(&heartbeat("away-2", 60, "ok", &[1])).status,
         200
     );
-    let r = a
-        .admin()
-        .send_json(
-            "PUT",
-            "/api/v1/hosts/away-1/maintenance",
-            &serde_json::json!({"for": "1h", "reason": "disk swap"}),
-        )
-        .unwrap();
-    assert_eq!(r.status, 200, "{:?}", r.body);
+    common::maintain(a, "away-1", "disk swap");
     pg.prune_feed(&db);
     signal(rustix::process::Signal::CONT);
 
@@ -279,16 +266,7 @@ fn a_collector_away_longer_than_the_feed_keeps_loads_every_host_again_and_follow
     assert_eq!(shows(b, "away-2").as_deref(), Some("up"));
     assert_eq!(shows(b, "away-1").as_deref(), Some("maintenance"));
     // The credential a issued while b was away is taken by b.
-    let to_b =
-        rollcall_collector::client::Client::new(&b.url, &b.data.join("ca.pem"), None).unwrap();
-    let r = to_b
-        .request(
-            "POST",
-            "/api/v1/heartbeat",
-            Some(&agents.credential("away-2")),
-            Some(heartbeat("away-2", 60, "ok", &[2]).to_string().into_bytes()),
-        )
-        .unwrap();
+    let r = agents.post_to(b, &heartbeat("away-2", 60, "ok", &[2]));
     assert_eq!(r.status, 200, "{:?}", r.body);
     // And b follows on from there.
     assert_eq!(
@@ -299,4 +277,99 @@ fn a_collector_away_longer_than_the_feed_keeps_loads_every_host_again_and_follow
         shows(b, "away-3").is_some()
     });
     assert_eq!(b.admin().get("/readyz").unwrap().status, 200);
+}
+
+#[test]
+fn a_collector_moves_from_sqlite_to_postgres_with_its_hosts_and_agents_keep_their_credentials() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    // One collector on SQLite, as every deployment starts.
+    let c = Collector::start(&data, "120s");
+    let agents = c.agents();
+    for (i, h) in ["mv-1", "mv-2", "mv-3"].iter().enumerate() {
+        let health = if i == 2 { "critical" } else { "ok" };
+        assert_eq!(agents.post(&heartbeat(h, 60, health, &[1, 2])).status, 200);
+    }
+    common::maintain(&c, "mv-1", "disk swap");
+    let before = c.admin().get("/api/v1/hosts").unwrap().body;
+    drop(c);
+
+    // Copied into a new PostgreSQL database with the collector stopped.
+    let pg = Cluster::start(false);
+    let url = pg.url(&pg.create("moved"));
+    let pw = pg.password_file(d.path());
+    let store = [
+        "--store",
+        url.as_str(),
+        "--store-password-file",
+        pw.to_str().unwrap(),
+    ];
+    let copy = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_rollcall-collector"))
+            .arg("--data-dir")
+            .arg(&data)
+            .args(extra)
+            .args(["store", "copy"])
+            .output()
+            .unwrap()
+    };
+    let o = copy(&store);
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        said.starts_with("copied 3 hosts (3 states), 3 credentials,") && said.contains("6 events"),
+        "{said}"
+    );
+    // Twice is refused, and says why; without a PostgreSQL store it says what to give.
+    let o = copy(&store);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("already holds 3 hosts"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = copy(&[]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("give its URL with --store"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // The collector on PostgreSQL knows every host as it was, and the agents' credentials.
+    let c = Collector::start_with(&data, "120s", &store);
+    let after = c.admin().get("/api/v1/hosts").unwrap().body;
+    let view = |v: &serde_json::Value| {
+        v["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                // Not the reason: it says how long ago, which moves.
+                format!(
+                    "{} {} {} {} {} {}",
+                    h["name"],
+                    h["state"],
+                    h["flagged"],
+                    h["lifecycle"],
+                    h["last_heard"],
+                    h["labels"]
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(view(&after), view(&before));
+    let r = agents.post_to(&c, &heartbeat("mv-2", 60, "ok", &[3]));
+    assert_eq!(
+        r.status, 200,
+        "the credential issued on SQLite: {:?}",
+        r.body
+    );
+    let one = c.admin().get("/api/v1/hosts/mv-2").unwrap().body;
+    let seqs = common::event_seqs(&one);
+    assert_eq!(seqs, [3, 2, 1], "events before and after the move: {one}");
 }

@@ -210,17 +210,7 @@ fn three_collectors_share_the_fleet_hand_over_the_lead_and_tell_each_incident_on
 
     // An operator's change through one collector is seen by the others.
     let other = (first_leader + 1) % 3;
-    let r = rs.members[other]
-        .as_ref()
-        .unwrap()
-        .admin()
-        .send_json(
-            "PUT",
-            "/api/v1/hosts/r-8/maintenance",
-            &serde_json::json!({"for": "1h", "reason": "disk swap"}),
-        )
-        .unwrap();
-    assert_eq!(r.status, 200, "{:?}", r.body);
+    common::maintain(rs.members[other].as_ref().unwrap(), "r-8", "disk swap");
     for (_, c) in rs.live() {
         wait_for("maintenance everywhere", Duration::from_secs(5), || {
             let h = c.admin().get("/api/v1/hosts/r-8").unwrap().body;

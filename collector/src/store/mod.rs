@@ -1,6 +1,7 @@
 //! Durable storage behind one trait: SQLite (embedded, the default) and PostgreSQL (the
 //! store several collectors share), both passing the same [`suite`].
 
+pub mod copy;
 pub mod feed;
 mod outbox;
 mod pg_outbox;
@@ -230,6 +231,9 @@ pub enum StoreError {
     },
     #[error("this collector no longer leads (epoch {epoch}); another one does what only the leader does")]
     NotLeader { epoch: i64 },
+    /// A copy between stores that cannot be made, with what to do.
+    #[error("{0}")]
+    Copy(String),
     #[error("database {path} holds an unreadable value in {what}: {detail}")]
     Corrupt {
         path: String,
@@ -309,7 +313,9 @@ impl StoreError {
                 format!("the database {target} cannot be used: {what} ({source})")
             }
             StoreError::Corrupt { .. } => format!("{self}; restore the database from a backup"),
-            StoreError::TooNew { .. } | StoreError::NotLeader { .. } => self.to_string(),
+            StoreError::TooNew { .. } | StoreError::NotLeader { .. } | StoreError::Copy(_) => {
+                self.to_string()
+            }
         }
     }
 }

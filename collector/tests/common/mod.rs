@@ -106,6 +106,20 @@ impl Agents {
     pub fn post(&self, hb: &Value) -> Reply {
         self.try_post(hb).expect("the collector answers")
     }
+
+    /// Sends a heartbeat, with the credential its host got here, to another collector `c`.
+    pub fn post_to(&self, c: &Collector, hb: &Value) -> Reply {
+        let cred = self.credential(hb["host"].as_str().expect("host"));
+        Client::new(&c.url, &c.data.join("ca.pem"), None)
+            .unwrap()
+            .request(
+                "POST",
+                "/api/v1/heartbeat",
+                Some(&cred),
+                Some(hb.to_string().into_bytes()),
+            )
+            .expect("the collector answers")
+    }
 }
 
 /// The token or secret in the data directory's `file`.
@@ -168,4 +182,26 @@ pub fn admin_cli(c: &Collector, args: &[&str]) -> (i32, String) {
         o.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
     )
+}
+
+/// Puts `host` in maintenance for an hour through `c`'s API, as an SRE does.
+pub fn maintain(c: &Collector, host: &str, reason: &str) {
+    let r = c
+        .admin()
+        .send_json(
+            "PUT",
+            &format!("/api/v1/hosts/{host}/maintenance"),
+            &json!({"for": "1h", "reason": reason}),
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "maintenance of {host}: {:?}", r.body);
+}
+
+/// The sequence numbers of the events in a host's view (`GET /api/v1/hosts/{name}`), as
+/// listed: newest first.
+pub fn event_seqs(view: &Value) -> Vec<u64> {
+    view["events"]
+        .as_array()
+        .map(|es| es.iter().filter_map(|e| e["seq"].as_u64()).collect())
+        .unwrap_or_default()
 }
