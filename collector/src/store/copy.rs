@@ -81,6 +81,8 @@ pub fn sqlite_to_postgres(from: &Path, to: &Target) -> Result<Copied, StoreError
             )));
         }
         let c = &src.conn;
+        // Every table read in one snapshot, should a collector still be writing.
+        let _snapshot = c.unchecked_transaction().map_err(&sql_err)?;
         let hosts = chunks(
             c,
             "SELECT name, identity, first_seen, last_heard, interval_secs, labels, health, reason,
