@@ -142,6 +142,31 @@ impl Drop for Collector {
     }
 }
 
+/// Sets `host`'s lifecycle through `admin` (`PUT /api/v1/hosts/{host}/lifecycle`), as an
+/// SRE or the inventory does: `live` makes a host's incidents told.
+pub fn set_lifecycle(admin: &Client, host: &str, lifecycle: &str) {
+    let r = admin
+        .send_json(
+            "PUT",
+            &format!("/api/v1/hosts/{host}/lifecycle"),
+            &serde_json::json!({ "lifecycle": lifecycle }),
+        )
+        .unwrap_or_else(|e| panic!("lifecycle of {host}: {e}"));
+    assert_eq!(r.status, 200, "lifecycle of {host}: {:?}", r.body);
+}
+
+/// Puts `host` in maintenance for an hour through `admin`, as an SRE does.
+pub fn maintain(admin: &Client, host: &str, reason: &str) {
+    let r = admin
+        .send_json(
+            "PUT",
+            &format!("/api/v1/hosts/{host}/maintenance"),
+            &serde_json::json!({"for": "1h", "reason": reason}),
+        )
+        .unwrap_or_else(|e| panic!("maintenance of {host}: {e}"));
+    assert_eq!(r.status, 200, "maintenance of {host}: {:?}", r.body);
+}
+
 /// The unlabelled metric `name` in a `/metrics` text.
 pub fn metric_in(text: &str, name: &str) -> Option<f64> {
     text.lines()

@@ -274,13 +274,7 @@ fn a_restarted_collector_flags_nobody_falsely_then_exactly_the_quiet_ones() {
     let (agent, admin) = (c.agents(), c.admin());
     for h in ["talker", "dead"] {
         agent.post(&heartbeat(h, 1, "ok", &[]));
-        admin
-            .send_json(
-                "PUT",
-                &format!("/api/v1/hosts/{h}/lifecycle"),
-                &json!({"lifecycle": "live"}),
-            )
-            .unwrap();
+        rollcall_collector::testing::set_lifecycle(&admin, h, "live");
     }
     // Down for three intervals.
     c.kill9();

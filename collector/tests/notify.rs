@@ -68,14 +68,7 @@ impl Fleet {
         let mut members = Vec::new();
         for (h, region) in hosts {
             assert_eq!(agents.post(&beat(h, region, "ok")).status, 200);
-            let r = admin
-                .send_json(
-                    "PUT",
-                    &format!("/api/v1/hosts/{h}/lifecycle"),
-                    &json!({"lifecycle": "live"}),
-                )
-                .unwrap();
-            assert_eq!(r.status, 200, "{:?}", r.body);
+            rollcall_collector::testing::set_lifecycle(&admin, h, "live");
             members.push(Member {
                 name: h.to_string(),
                 region: region.to_string(),

@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::path::Path;
+
 use common::{heartbeat, wait, Collector, Start};
 use rollcall_collector::testing::postgres::Cluster;
 
@@ -96,11 +98,21 @@ fn a_collector_on_postgres_waits_for_it_rides_out_its_restart_and_loses_nothing(
     assert_eq!(seqs, [3, 2, 1], "{one}");
 }
 
-/// The collector's log (stderr) until it holds `words` or `within` passes; the collector is
-/// then killed.
-fn log_until(mut cmd: std::process::Command, words: &str, within: std::time::Duration) -> String {
+/// The log (stderr) of a collector on `store`, given the CA `ca` in PGSSLROOTCERT, until it
+/// holds `words` or 20 s pass; the collector is then killed. For a collector that does not
+/// get to serve.
+fn log_until(store: &str, pw: &Path, ca: Option<&Path>, data: &Path, words: &str) -> String {
     use std::io::{BufRead, BufReader};
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_rollcall-collector"));
+    match ca {
+        Some(ca) => cmd.env("PGSSLROOTCERT", ca),
+        None => cmd.env_remove("PGSSLROOTCERT"),
+    };
     let mut child = cmd
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .args(["--store", store, "--store-password-file"])
+        .arg(pw)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -114,7 +126,7 @@ fn log_until(mut cmd: std::process::Command, words: &str, within: std::time::Dur
             }
         }
     });
-    let until = std::time::Instant::now() + within;
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let mut log = String::new();
     while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
         match rx.recv_timeout(left) {
@@ -147,15 +159,10 @@ fn a_collector_reaches_postgres_over_tls_and_refuses_a_certificate_it_cannot_tru
         "--store-password-file",
         pw.to_str().unwrap(),
     ];
-    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_rollcall-collector"));
 
     // Without the database's CA: it does not connect, and says what to set.
-    let mut cmd = std::process::Command::new(exe);
-    cmd.env_remove("PGSSLROOTCERT")
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(d.path().join("untrusting"))
-        .args(args);
-    let log = log_until(cmd, "not trusted", std::time::Duration::from_secs(20));
+    let untrusting = d.path().join("untrusting");
+    let log = log_until(&url, &pw, None, &untrusting, "not trusted");
     assert!(
         log.contains("its TLS certificate is not trusted; set PGSSLROOTCERT")
             && log.contains("trying again in"),
@@ -163,21 +170,11 @@ fn a_collector_reaches_postgres_over_tls_and_refuses_a_certificate_it_cannot_tru
     );
     assert_eq!(pg.collector_connections().1, 0, "nothing connected");
     // Without sslmode, TLS is used when the server offers it, and checked the same way.
-    let mut cmd = std::process::Command::new(exe);
-    cmd.env_remove("PGSSLROOTCERT")
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(d.path().join("untrusting"))
-        .args([
-            "--store",
-            &pg.url(&db),
-            "--store-password-file",
-            pw.to_str().unwrap(),
-        ]);
-    let log = log_until(cmd, "not trusted", std::time::Duration::from_secs(20));
+    let log = log_until(&pg.url(&db), &pw, None, &untrusting, "not trusted");
     assert!(log.contains("add sslmode=disable"), "{log}");
 
     // With it: every connection the collector holds is encrypted, and it serves.
-    let mut cmd = std::process::Command::new(exe);
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_rollcall-collector"));
     cmd.env("PGSSLROOTCERT", &ca);
     let c = Collector::spawn_command(cmd, &d.path().join("data"), "127.0.0.1:0", "120s", &args);
     let r = c.agents().post(&heartbeat("tls-1", 60, "ok", &[1]));
@@ -193,17 +190,7 @@ fn a_collector_reaches_postgres_over_tls_and_refuses_a_certificate_it_cannot_tru
     let plain = Cluster::start(false);
     let db = plain.create("plain");
     let url = format!("{}?sslmode=require", plain.url(&db));
-    let mut cmd = std::process::Command::new(exe);
-    cmd.env("PGSSLROOTCERT", &ca)
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(d.path().join("plain"))
-        .args([
-            "--store",
-            &url,
-            "--store-password-file",
-            pw.to_str().unwrap(),
-        ]);
-    let log = log_until(cmd, "TLS", std::time::Duration::from_secs(20));
+    let log = log_until(&url, &pw, Some(&ca), &d.path().join("plain"), "TLS");
     assert!(
         log.contains("TLS to it failed; turn ssl on on the server, or remove sslmode=require"),
         "{log}"
@@ -250,7 +237,7 @@ fn a_collector_away_longer_than_the_feed_keeps_loads_every_host_again_and_follow
         agents.post(&heartbeat("away-2", 60, "ok", &[1])).status,
         200
     );
-    common::maintain(a, "away-1", "disk swap");
+    rollcall_collector::testing::maintain(&a.admin(), "away-1", "disk swap");
     pg.prune_feed(&db);
     signal(rustix::process::Signal::CONT);
 
@@ -290,7 +277,7 @@ fn a_collector_moves_from_sqlite_to_postgres_with_its_hosts_and_agents_keep_thei
         let health = if i == 2 { "critical" } else { "ok" };
         assert_eq!(agents.post(&heartbeat(h, 60, health, &[1, 2])).status, 200);
     }
-    common::maintain(&c, "mv-1", "disk swap");
+    rollcall_collector::testing::maintain(&c.admin(), "mv-1", "disk swap");
     let before = c.admin().get("/api/v1/hosts").unwrap().body;
     drop(c);
 

@@ -191,14 +191,7 @@ fn three_collectors_share_the_fleet_hand_over_the_lead_and_tell_each_incident_on
     // In service: what incidents are told about.
     let admin = rs.members[0].as_ref().unwrap().admin();
     for h in &names {
-        let r = admin
-            .send_json(
-                "PUT",
-                &format!("/api/v1/hosts/{h}/lifecycle"),
-                &serde_json::json!({"lifecycle": "live"}),
-            )
-            .unwrap();
-        assert_eq!(r.status, 200, "{:?}", r.body);
+        rollcall_collector::testing::set_lifecycle(&admin, h, "live");
     }
     for (_, c) in rs.live() {
         wait_for("every host live everywhere", Duration::from_secs(5), || {
@@ -210,7 +203,11 @@ fn three_collectors_share_the_fleet_hand_over_the_lead_and_tell_each_incident_on
 
     // An operator's change through one collector is seen by the others.
     let other = (first_leader + 1) % 3;
-    common::maintain(rs.members[other].as_ref().unwrap(), "r-8", "disk swap");
+    rollcall_collector::testing::maintain(
+        &rs.members[other].as_ref().unwrap().admin(),
+        "r-8",
+        "disk swap",
+    );
     for (_, c) in rs.live() {
         wait_for("maintenance everywhere", Duration::from_secs(5), || {
             let h = c.admin().get("/api/v1/hosts/r-8").unwrap().body;

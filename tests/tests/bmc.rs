@@ -263,14 +263,7 @@ fn scanners_probe_their_zone_and_the_collector_attributes_what_they_find() {
         wait_until("the host to report", Duration::from_secs(30), || {
             host_view(&admin, h)["host"].is_object()
         });
-        let r = admin
-            .send_json(
-                "PUT",
-                &format!("/api/v1/hosts/{h}/lifecycle"),
-                &serde_json::json!({"lifecycle": "live"}),
-            )
-            .unwrap();
-        assert_eq!(r.status, 200, "{:?}", r.body);
+        rollcall_collector::testing::set_lifecycle(&admin, h, "live");
     }
     let verdict = |h: &str| host_view(&admin, h)["bmc_probes"].clone();
     wait_until(

@@ -218,14 +218,7 @@ fn a_relay_most_of_whose_hosts_fail_together_is_suspect_and_the_hosts_say_so() {
             checkin(&host_view(&admin, n))["verdict"] == "ok"
         });
         // Hosts are in build for their first 48 h: make them live, as the inventory would.
-        let r = admin
-            .send_json(
-                "PUT",
-                &format!("/api/v1/hosts/{n}/lifecycle"),
-                &serde_json::json!({"lifecycle": "live"}),
-            )
-            .unwrap();
-        assert_eq!(r.status, 200, "{:?}", r.body);
+        rollcall_collector::testing::set_lifecycle(&admin, n, "live");
     }
     let relays = || admin.get("/api/v1/relays").unwrap().body;
     assert_eq!(relays()["suspect"], 0, "{}", relays());

@@ -6,9 +6,6 @@
 
 use std::path::Path;
 
-use chrono::{DateTime, Utc};
-use rusqlite::Connection;
-
 use super::postgres::{PgStore, Target};
 use super::{SqliteStore, StoreError};
 
@@ -40,12 +37,86 @@ impl std::fmt::Display for Copied {
     }
 }
 
-/// Rows sent to PostgreSQL in one statement.
+/// Rows sent to PostgreSQL in one statement (in tests a few, so that tables span chunks).
+#[cfg(not(test))]
 const CHUNK: usize = 5000;
+#[cfg(test)]
+const CHUNK: usize = 2;
 
-fn at(ms: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or_default()
-}
+/// What is copied, table by table: the SQLite query gives each row as one JSON object, and
+/// PostgreSQL inserts a chunk of them read through `jsonb_to_recordset` (`r`), where times
+/// are the milliseconds SQLite keeps (`ms(x)` below: exact, no floating point).
+const TABLES: [(&str, &str); 7] = [
+    (
+        "SELECT json_object('name', name, 'identity', identity, 'first_seen', first_seen,
+             'last_heard', last_heard, 'interval_secs', interval_secs, 'labels', labels,
+             'health', health, 'reason', reason, 'lifecycle', lifecycle,
+             'maint_until', maint_until, 'maint_reason', maint_reason) FROM hosts",
+        // fp 0 matches no heartbeat: each host's first one is written in full.
+        "INSERT INTO hosts (name, identity, first_seen, last_heard, interval_secs, labels, health,
+                            reason, lifecycle, maint_until, maint_reason, fp)
+         SELECT name, identity, pg_temp.ms(first_seen), pg_temp.ms(last_heard), interval_secs, labels::jsonb,
+                health, reason, lifecycle, pg_temp.ms(maint_until), maint_reason, 0
+         FROM jsonb_to_recordset($1::text::jsonb) AS r(name text, identity text, first_seen bigint,
+             last_heard bigint, interval_secs int, labels text, health text, reason text,
+             lifecycle text, maint_until bigint, maint_reason text)",
+    ),
+    (
+        "SELECT json_object('name', name, 'fingerprint', fingerprint, 'state', state)
+         FROM host_state",
+        "INSERT INTO host_state (name, fingerprint, state)
+         SELECT name, fingerprint, state
+         FROM jsonb_to_recordset($1::text::jsonb) AS r(name text, fingerprint bigint, state text)",
+    ),
+    (
+        "SELECT json_object('sha256', sha256, 'host', host, 'identity', identity,
+             'issued_at', issued_at, 'revoked_at', revoked_at) FROM credentials",
+        "INSERT INTO credentials (sha256, host, identity, issued_at, revoked_at)
+         SELECT sha256, host, identity, pg_temp.ms(issued_at), pg_temp.ms(revoked_at)
+         FROM jsonb_to_recordset($1::text::jsonb) AS r(sha256 text, host text, identity text,
+             issued_at bigint, revoked_at bigint)",
+    ),
+    (
+        "SELECT json_object('host', host, 'at', at, 'kind', kind, 'message', message)
+         FROM history ORDER BY rowid",
+        // In the order written: lines of the same moment keep it.
+        "INSERT INTO history (host, at, kind, message)
+         SELECT host, pg_temp.ms(at), kind, message
+         FROM ROWS FROM (jsonb_to_recordset($1::text::jsonb)
+             AS (host text, at bigint, kind text, message text))
+             WITH ORDINALITY AS r(host, at, kind, message, o) ORDER BY o",
+    ),
+    (
+        "SELECT json_object('host', host, 'seq', seq, 'at', at, 'received_at', received_at,
+             'body', body) FROM events",
+        "INSERT INTO events (host, seq, at, received_at, body)
+         SELECT host, seq, pg_temp.ms(at), pg_temp.ms(received_at), body::jsonb
+         FROM jsonb_to_recordset($1::text::jsonb) AS r(host text, seq bigint, at bigint,
+             received_at bigint, body text)",
+    ),
+    (
+        "SELECT json_object('id', id, 'key', key, 'open', open, 'opened_at', opened_at,
+             'doc', doc) FROM incidents",
+        "INSERT INTO incidents (id, key, open, opened_at, doc)
+         SELECT id, key, open <> 0, pg_temp.ms(opened_at), doc::jsonb
+         FROM jsonb_to_recordset($1::text::jsonb) AS r(id bigint, key text, open int,
+             opened_at bigint, doc text)",
+    ),
+    (
+        "SELECT json_object('id', id, 'receiver', receiver, 'incident', incident,
+             'action', action, 'body', body, 'created_at', created_at, 'attempts', attempts,
+             'next_at', next_at, 'state', state, 'last_error', last_error, 'done_at', done_at)
+         FROM outbox",
+        "INSERT INTO outbox (id, receiver, incident, action, body, created_at, attempts, next_at,
+                             state, last_error, done_at)
+         OVERRIDING SYSTEM VALUE
+         SELECT id, receiver, incident, action, body::jsonb, pg_temp.ms(created_at), attempts,
+                pg_temp.ms(next_at), state, last_error, pg_temp.ms(done_at)
+         FROM jsonb_to_recordset($1::text::jsonb) AS r(id bigint, receiver text, incident bigint,
+             action text, body text, created_at bigint, attempts int, next_at bigint,
+             state text, last_error text, done_at bigint)",
+    ),
+];
 
 /// Copies the SQLite database at `from` into the PostgreSQL database `to`, which must hold
 /// no host and no credential and on which no collector has led yet.
@@ -80,189 +151,34 @@ pub fn sqlite_to_postgres(from: &Path, to: &Target) -> Result<Copied, StoreError
                 if epoch > 0 { ", and collectors have run on it" } else { "" }
             )));
         }
-        let c = &src.conn;
+        // This session's own, gone with it.
+        tx.batch_execute(
+            "CREATE OR REPLACE FUNCTION pg_temp.ms(bigint) RETURNS timestamptz IMMUTABLE LANGUAGE sql
+             AS $$ SELECT timestamptz 'epoch' + $1 * interval '1 millisecond' $$",
+        )
+        .map_err(pg)?;
         // Every table read in one snapshot, should a collector still be writing.
-        let _snapshot = c.unchecked_transaction().map_err(&sql_err)?;
-        let hosts = chunks(
-            c,
-            "SELECT name, identity, first_seen, last_heard, interval_secs, labels, health, reason,
-                    lifecycle, maint_until, maint_reason FROM hosts",
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    at(r.get(2)?),
-                    at(r.get(3)?),
-                    r.get::<_, i32>(4)?,
-                    r.get::<_, String>(5)?,
-                    r.get::<_, String>(6)?,
-                    r.get::<_, String>(7)?,
-                    r.get::<_, Option<String>>(8)?,
-                    r.get::<_, Option<i64>>(9)?.map(at),
-                    r.get::<_, Option<String>>(10)?,
-                ))
-            },
-            |rows| {
-                let (a, b, cc, d, e, f, g, h, i, j, k) = unzip11(rows);
-                // fp 0 matches no heartbeat: each host's first one is written in full.
-                tx.execute(
-                    "INSERT INTO hosts (name, identity, first_seen, last_heard, interval_secs, labels,
-                                        health, reason, lifecycle, maint_until, maint_reason, fp)
-                     SELECT a, b, c, d, e, f::jsonb, g, h, i, j, k, 0
-                     FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[],
-                                 $5::int[], $6::text[], $7::text[], $8::text[], $9::text[],
-                                 $10::timestamptz[], $11::text[]) AS v(a, b, c, d, e, f, g, h, i, j, k)",
-                    &[&a, &b, &cc, &d, &e, &f, &g, &h, &i, &j, &k],
-                )
-                .map_err(pg)
-            },
-        )
-        .map_err(&sql_err)??;
-        let states = chunks(
-            c,
-            "SELECT name, fingerprint, state FROM host_state",
-            |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?)),
-            |rows| {
-                let (a, b, cc): (Vec<_>, Vec<_>, Vec<_>) = unzip3(rows);
-                tx.execute(
-                    "INSERT INTO host_state (name, fingerprint, state)
-                     SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[])",
-                    &[&a, &b, &cc],
-                )
-                .map_err(pg)
-            },
-        )
-        .map_err(&sql_err)??;
-        let credentials = chunks(
-            c,
-            "SELECT sha256, host, identity, issued_at, revoked_at FROM credentials",
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    at(r.get(3)?),
-                    r.get::<_, Option<i64>>(4)?.map(at),
-                ))
-            },
-            |rows| {
-                let (a, b, cc, d, e) = unzip5(rows);
-                tx.execute(
-                    "INSERT INTO credentials (sha256, host, identity, issued_at, revoked_at)
-                     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[],
-                                          $5::timestamptz[])",
-                    &[&a, &b, &cc, &d, &e],
-                )
-                .map_err(pg)
-            },
-        )
-        .map_err(&sql_err)??;
-        let history = chunks(
-            c,
-            "SELECT host, at, kind, message FROM history ORDER BY rowid",
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    at(r.get(1)?),
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                ))
-            },
-            |rows| {
-                let (a, b, cc, d) = unzip4(rows);
-                tx.execute(
-                    "INSERT INTO history (host, at, kind, message)
-                     SELECT a, b, c, d FROM unnest($1::text[], $2::timestamptz[], $3::text[],
-                         $4::text[]) WITH ORDINALITY AS v(a, b, c, d, o) ORDER BY o",
-                    &[&a, &b, &cc, &d],
-                )
-                .map_err(pg)
-            },
-        )
-        .map_err(&sql_err)??;
-        let events = chunks(
-            c,
-            "SELECT host, seq, at, received_at, body FROM events",
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    at(r.get(2)?),
-                    at(r.get(3)?),
-                    r.get::<_, String>(4)?,
-                ))
-            },
-            |rows| {
-                let (a, b, cc, d, e) = unzip5(rows);
-                tx.execute(
-                    "INSERT INTO events (host, seq, at, received_at, body)
-                     SELECT a, b, c, d, e::jsonb FROM unnest($1::text[], $2::bigint[],
-                         $3::timestamptz[], $4::timestamptz[], $5::text[]) AS v(a, b, c, d, e)",
-                    &[&a, &b, &cc, &d, &e],
-                )
-                .map_err(pg)
-            },
-        )
-        .map_err(&sql_err)??;
-        let incidents = chunks(
-            c,
-            "SELECT id, key, open, opened_at, doc FROM incidents",
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, bool>(2)?,
-                    at(r.get(3)?),
-                    r.get::<_, String>(4)?,
-                ))
-            },
-            |rows| {
-                let (a, b, cc, d, e) = unzip5(rows);
-                tx.execute(
-                    "INSERT INTO incidents (id, key, open, opened_at, doc)
-                     SELECT a, b, c, d, e::jsonb FROM unnest($1::bigint[], $2::text[],
-                         $3::boolean[], $4::timestamptz[], $5::text[]) AS v(a, b, c, d, e)",
-                    &[&a, &b, &cc, &d, &e],
-                )
-                .map_err(pg)
-            },
-        )
-        .map_err(&sql_err)??;
-        let notifications = chunks(
-            c,
-            "SELECT id, receiver, incident, action, body, created_at, attempts, next_at, state,
-                    last_error, done_at FROM outbox",
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    at(r.get(5)?),
-                    r.get::<_, i32>(6)?,
-                    at(r.get(7)?),
-                    r.get::<_, String>(8)?,
-                    r.get::<_, Option<String>>(9)?,
-                    r.get::<_, Option<i64>>(10)?.map(at),
-                ))
-            },
-            |rows| {
-                let (a, b, cc, d, e, f, g, h, i, j, k) = unzip11(rows);
-                tx.execute(
-                    "INSERT INTO outbox (id, receiver, incident, action, body, created_at, attempts,
-                                         next_at, state, last_error, done_at)
-                     OVERRIDING SYSTEM VALUE
-                     SELECT a, b, c, d, e::jsonb, f, g, h, i, j, k
-                     FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[],
-                                 $6::timestamptz[], $7::int[], $8::timestamptz[], $9::text[],
-                                 $10::text[], $11::timestamptz[]) AS v(a, b, c, d, e, f, g, h, i, j, k)",
-                    &[&a, &b, &cc, &d, &e, &f, &g, &h, &i, &j, &k],
-                )
-                .map_err(pg)
-            },
-        )
-        .map_err(&sql_err)??;
+        let snapshot = src.conn.unchecked_transaction().map_err(&sql_err)?;
+        let mut n = [0; TABLES.len()];
+        for ((read, write), n) in TABLES.iter().zip(&mut n) {
+            let mut stmt = snapshot.prepare(read).map_err(&sql_err)?;
+            let mut rows = stmt.query([]).map_err(&sql_err)?;
+            let mut chunk: Vec<String> = Vec::with_capacity(CHUNK);
+            let mut send = |chunk: &mut Vec<String>| {
+                let json = format!("[{}]", chunk.join(","));
+                chunk.clear();
+                tx.execute(*write, &[&json]).map(|k| *n += k as usize).map_err(pg)
+            };
+            while let Some(r) = rows.next().map_err(&sql_err)? {
+                chunk.push(r.get(0).map_err(&sql_err)?);
+                if chunk.len() == CHUNK {
+                    send(&mut chunk)?;
+                }
+            }
+            if !chunk.is_empty() {
+                send(&mut chunk)?;
+            }
+        }
         // New notifications are numbered after the copied ones.
         tx.execute(
             "SELECT setval(pg_get_serial_sequence('outbox', 'id'), max(id)) FROM outbox
@@ -270,6 +186,7 @@ pub fn sqlite_to_postgres(from: &Path, to: &Target) -> Result<Copied, StoreError
             &[],
         )
         .map_err(pg)?;
+        let [hosts, states, credentials, history, events, incidents, notifications] = n;
         Ok(Copied {
             hosts,
             states,
@@ -280,105 +197,6 @@ pub fn sqlite_to_postgres(from: &Path, to: &Target) -> Result<Copied, StoreError
             notifications,
         })
     })
-}
-
-/// Reads `sql` from SQLite row by row and hands the rows to `write` `CHUNK` at a time:
-/// how many it read, or the first error of either side (SQLite's outside, the writer's
-/// inside).
-fn chunks<T>(
-    c: &Connection,
-    sql: &str,
-    row: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-    mut write: impl FnMut(Vec<T>) -> Result<u64, StoreError>,
-) -> rusqlite::Result<Result<usize, StoreError>> {
-    let mut stmt = c.prepare(sql)?;
-    let mut rows = stmt.query([])?;
-    let (mut batch, mut n) = (Vec::with_capacity(CHUNK), 0);
-    while let Some(r) = rows.next()? {
-        batch.push(row(r)?);
-        n += 1;
-        if batch.len() == CHUNK {
-            if let Err(e) = write(std::mem::take(&mut batch)) {
-                return Ok(Err(e));
-            }
-        }
-    }
-    if !batch.is_empty() {
-        if let Err(e) = write(batch) {
-            return Ok(Err(e));
-        }
-    }
-    Ok(Ok(n))
-}
-
-fn unzip3<A, B, C>(rows: Vec<(A, B, C)>) -> (Vec<A>, Vec<B>, Vec<C>) {
-    let mut out = (Vec::new(), Vec::new(), Vec::new());
-    for (a, b, c) in rows {
-        out.0.push(a);
-        out.1.push(b);
-        out.2.push(c);
-    }
-    out
-}
-
-fn unzip4<A, B, C, D>(rows: Vec<(A, B, C, D)>) -> (Vec<A>, Vec<B>, Vec<C>, Vec<D>) {
-    let mut out = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (a, b, c, d) in rows {
-        out.0.push(a);
-        out.1.push(b);
-        out.2.push(c);
-        out.3.push(d);
-    }
-    out
-}
-
-type Cols5<A, B, C, D, E> = (Vec<A>, Vec<B>, Vec<C>, Vec<D>, Vec<E>);
-
-fn unzip5<A, B, C, D, E>(rows: Vec<(A, B, C, D, E)>) -> Cols5<A, B, C, D, E> {
-    let mut out = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (a, b, c, d, e) in rows {
-        out.0.push(a);
-        out.1.push(b);
-        out.2.push(c);
-        out.3.push(d);
-        out.4.push(e);
-    }
-    out
-}
-
-type Cols11<A, B, C, D, E, F, G, H, I, J, K> = (
-    Vec<A>,
-    Vec<B>,
-    Vec<C>,
-    Vec<D>,
-    Vec<E>,
-    Vec<F>,
-    Vec<G>,
-    Vec<H>,
-    Vec<I>,
-    Vec<J>,
-    Vec<K>,
-);
-
-#[allow(clippy::type_complexity)]
-fn unzip11<A, B, C, D, E, F, G, H, I, J, K>(
-    rows: Vec<(A, B, C, D, E, F, G, H, I, J, K)>,
-) -> Cols11<A, B, C, D, E, F, G, H, I, J, K> {
-    let mut out: Cols11<A, B, C, D, E, F, G, H, I, J, K> = Default::default();
-    for (a, b, c, d, e, f, g, h, i, j, k) in rows {
-        out.0.push(a);
-        out.1.push(b);
-        out.2.push(c);
-        out.3.push(d);
-        out.4.push(e);
-        out.5.push(f);
-        out.6.push(g);
-        out.7.push(h);
-        out.8.push(i);
-        out.9.push(j);
-        out.10.push(k);
-    }
-    out
 }
 
 #[cfg(test)]

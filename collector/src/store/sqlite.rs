@@ -173,6 +173,14 @@ impl SqliteStore {
     /// earlier process logged (this one holds none of them in memory).
     fn fold_log(&mut self) -> Result<(), StoreError> {
         let err = self.err();
+        // Most opens find the log empty: no write transaction for them.
+        let logged: bool = self
+            .conn
+            .query_row("SELECT EXISTS (SELECT 1 FROM heard)", [], |r| r.get(0))
+            .map_err(&err)?;
+        if !logged {
+            return Ok(());
+        }
         let tx = self.conn.unchecked_transaction().map_err(&err)?;
         tx.execute(
             "UPDATE hosts SET last_heard = max(hosts.last_heard, h.at)

@@ -184,19 +184,6 @@ pub fn admin_cli(c: &Collector, args: &[&str]) -> (i32, String) {
     )
 }
 
-/// Puts `host` in maintenance for an hour through `c`'s API, as an SRE does.
-pub fn maintain(c: &Collector, host: &str, reason: &str) {
-    let r = c
-        .admin()
-        .send_json(
-            "PUT",
-            &format!("/api/v1/hosts/{host}/maintenance"),
-            &json!({"for": "1h", "reason": reason}),
-        )
-        .unwrap();
-    assert_eq!(r.status, 200, "maintenance of {host}: {:?}", r.body);
-}
-
 /// The sequence numbers of the events in a host's view (`GET /api/v1/hosts/{name}`), as
 /// listed: newest first.
 pub fn event_seqs(view: &Value) -> Vec<u64> {
